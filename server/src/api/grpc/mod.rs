@@ -1,0 +1,46 @@
+//! The gRPC surface: Ferryman's services, `grpc.health.v1` and reflection, as one axum router
+//! that also answers gRPC-web (tonic-web).
+
+mod convert;
+mod services;
+mod status;
+
+use std::sync::Arc;
+
+use ferryman_proto::v1::inference_service_server::InferenceServiceServer;
+use ferryman_proto::v1::key_service_server::KeyServiceServer;
+use ferryman_proto::v1::spend_service_server::SpendServiceServer;
+use tonic::service::Routes;
+
+pub use services::Services;
+pub use status::to_status;
+
+use crate::gateway::Gateway;
+
+/// Every gRPC service, ready to merge into the HTTP router.
+pub async fn routes(gateway: Arc<Gateway>) -> Result<axum::Router, tonic_reflection::server::Error> {
+    let max_message = gateway.config.general.max_request_size_bytes;
+    let services = Services { gateway };
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<InferenceServiceServer<Services>>().await;
+    health_reporter.set_serving::<KeyServiceServer<Services>>().await;
+    health_reporter.set_serving::<SpendServiceServer<Services>>().await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ferryman_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ferryman_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let routes = Routes::new(InferenceServiceServer::new(services.clone()).max_decoding_message_size(max_message))
+        .add_service(KeyServiceServer::new(services.clone()).max_decoding_message_size(max_message))
+        .add_service(SpendServiceServer::new(services).max_decoding_message_size(max_message))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    Ok(routes.into_axum_router())
+}

@@ -1,0 +1,175 @@
+//! The gRPC services: inference, keys and spend. Each method authenticates from metadata,
+//! converts, and calls the same gateway and admin code as the HTTP shim.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::{Stream, StreamExt};
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+
+use ferryman_proto::v1 as pb;
+use pb::inference_service_server::InferenceService;
+use pb::key_service_server::KeyService;
+use pb::spend_service_server::SpendService;
+
+use super::convert;
+use super::status::{presented_secret, to_status};
+use crate::admin::keys;
+use crate::gateway::{Gateway, StreamEvent};
+use crate::governance::Caller;
+use crate::pricing::format_usd;
+use crate::store::{PageRequest, SpendQuery};
+
+/// The gRPC surface over one gateway.
+#[derive(Clone)]
+pub struct Services {
+    pub gateway: Arc<Gateway>,
+}
+
+impl Services {
+    async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        self.gateway.authenticate(presented_secret(req.metadata())).await.map_err(to_status)
+    }
+}
+
+fn page_size(n: i32) -> Result<u32, Status> {
+    u32::try_from(n)
+        .map_err(|_| to_status(crate::error::GatewayError::invalid("page_size", "page_size: must not be negative")))
+}
+
+fn token(t: String) -> Option<String> {
+    if t.is_empty() { None } else { Some(t) }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::StreamChatCompletionResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl InferenceService for Services {
+    async fn create_chat_completion(
+        &self,
+        req: Request<pb::CreateChatCompletionRequest>,
+    ) -> Result<Response<pb::CreateChatCompletionResponse>, Status> {
+        let started = Instant::now();
+        let caller = self.caller(&req).await?;
+        let request = convert::chat_request(req.into_inner().params, false).map_err(to_status)?;
+        let (response, info) = self.gateway.chat(&caller, request, started).await.map_err(to_status)?;
+        let mut resp = Response::new(convert::chat_response(response, &info));
+        let md = resp.metadata_mut();
+        for (name, value) in [
+            ("x-ferryman-response-cost", format_usd(info.cost)),
+            ("x-ferryman-call-id", info.call_id.clone()),
+            ("x-ferryman-model-id", info.deployment.clone()),
+        ] {
+            if let Ok(v) = MetadataValue::try_from(value.as_str()) {
+                md.insert(name, v);
+            }
+        }
+        Ok(resp)
+    }
+
+    type StreamChatCompletionStream = ChunkStream;
+
+    async fn stream_chat_completion(
+        &self,
+        req: Request<pb::StreamChatCompletionRequest>,
+    ) -> Result<Response<Self::StreamChatCompletionStream>, Status> {
+        let started = Instant::now();
+        let caller = self.caller(&req).await?;
+        let request = convert::chat_request(req.into_inner().params, true).map_err(to_status)?;
+        let governed = self.gateway.chat_stream(&caller, request, started).await.map_err(to_status)?;
+        // The last message repeats the stream's id, created and model, with usage and cost.
+        let mut last = (String::new(), 0i64, String::new());
+        let out = governed.filter_map(move |event| {
+            let item = match event {
+                Ok(StreamEvent::Chunk(chunk)) => {
+                    last = (chunk.id.clone(), chunk.created, chunk.model.clone());
+                    if chunk.choices.is_empty() {
+                        None // usage-only chunk: its figures go out in the final message
+                    } else {
+                        Some(Ok(convert::chunk(chunk)))
+                    }
+                }
+                Ok(StreamEvent::Done(info)) => Some(Ok(pb::StreamChatCompletionResponse {
+                    id: last.0.clone(),
+                    created: last.1,
+                    model: last.2.clone(),
+                    choices: vec![],
+                    usage: Some(convert::usage(&info.usage)),
+                    call: Some(convert::call_info(&info)),
+                })),
+                Err(e) => Some(Err(to_status(e))),
+            };
+            std::future::ready(item)
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+}
+
+#[tonic::async_trait]
+impl KeyService for Services {
+    async fn create_key(&self, req: Request<pb::CreateKeyRequest>) -> Result<Response<pb::CreateKeyResponse>, Status> {
+        let caller = self.caller(&req).await?;
+        let pb::CreateKeyRequest { key, duration } = req.into_inner();
+        let new = convert::new_key(key.unwrap_or_default(), duration).map_err(to_status)?;
+        let (record, secret) = keys::create(&self.gateway, &caller, new).await.map_err(to_status)?;
+        Ok(Response::new(pb::CreateKeyResponse { key: Some(convert::key(&record)), secret }))
+    }
+
+    async fn get_key(&self, req: Request<pb::GetKeyRequest>) -> Result<Response<pb::GetKeyResponse>, Status> {
+        let caller = self.caller(&req).await?;
+        let record = keys::find(&self.gateway, &caller, &req.into_inner().key_id).await.map_err(to_status)?;
+        Ok(Response::new(pb::GetKeyResponse { key: Some(convert::key(&record)) }))
+    }
+
+    async fn list_keys(&self, req: Request<pb::ListKeysRequest>) -> Result<Response<pb::ListKeysResponse>, Status> {
+        let caller = self.caller(&req).await?;
+        let pb::ListKeysRequest { page_size: size, page_token } = req.into_inner();
+        let page = PageRequest::new(page_size(size)?, token(page_token));
+        let page = keys::list(&self.gateway, &caller, &page).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListKeysResponse {
+            keys: page.items.iter().map(convert::key).collect(),
+            next_page_token: page.next_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn delete_key(&self, req: Request<pb::DeleteKeyRequest>) -> Result<Response<pb::DeleteKeyResponse>, Status> {
+        let caller = self.caller(&req).await?;
+        keys::delete(&self.gateway, &caller, &req.into_inner().key_id).await.map_err(to_status)?;
+        Ok(Response::new(pb::DeleteKeyResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl SpendService for Services {
+    async fn list_spend_logs(
+        &self,
+        req: Request<pb::ListSpendLogsRequest>,
+    ) -> Result<Response<pb::ListSpendLogsResponse>, Status> {
+        let caller = self.caller(&req).await?;
+        caller.require_admin().map_err(to_status)?;
+        let pb::ListSpendLogsRequest {
+            page_size: size,
+            page_token,
+            key_id,
+            request_id,
+            end_user,
+            start_time,
+            end_time,
+        } = req.into_inner();
+        let query = SpendQuery {
+            key_id,
+            request_id,
+            end_user,
+            start: start_time.map(|t| convert::from_timestamp("start_time", t)).transpose().map_err(to_status)?,
+            end: end_time.map(|t| convert::from_timestamp("end_time", t)).transpose().map_err(to_status)?,
+        };
+        let page = PageRequest::new(page_size(size)?, token(page_token));
+        let page = self.gateway.store.list_spend(&query, &page).await.map_err(|e| to_status(e.into()))?;
+        Ok(Response::new(pb::ListSpendLogsResponse {
+            spend_logs: page.items.iter().map(convert::spend_log).collect(),
+            next_page_token: page.next_token.unwrap_or_default(),
+        }))
+    }
+}

@@ -1,0 +1,32 @@
+//! `/health/liveness` (the process answers) and `/health/readiness` (it can serve: the
+//! database answers).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::AppState;
+
+pub async fn liveness() -> &'static str {
+    "I'm alive!"
+}
+
+pub async fn readiness(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
+    let store = &app.gateway.store;
+    match store.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(
+                json!({"status": "healthy", "db": "connected", "db_backend": store.backend(), "version": env!("CARGO_PKG_VERSION")}),
+            ),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: database ping failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unhealthy", "db": "disconnected", "db_backend": store.backend()})),
+            )
+        }
+    }
+}

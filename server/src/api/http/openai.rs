@@ -1,0 +1,101 @@
+//! OpenAI-compatible inference routes: `/v1/chat/completions` (and `/chat/completions`),
+//! `/v1/models`.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use super::AppState;
+use super::error::{ApiError, openai_code};
+use super::extract::{Auth, JsonObject};
+use crate::chat::ChatRequest;
+use crate::gateway::{CallInfo, StreamEvent};
+use crate::pricing::format_usd;
+
+/// When the request reached the gateway, stamped by the outermost layer.
+#[derive(Clone, Copy)]
+pub struct RequestStart(pub Instant);
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+fn overhead_ms(d: std::time::Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1000.0)
+}
+
+/// The headers every finished call carries.
+fn call_headers(headers: &mut HeaderMap, info: &CallInfo) {
+    headers.insert(HeaderName::from_static("x-ferryman-response-cost"), header_value(&format_usd(info.cost)));
+    headers.insert(HeaderName::from_static("x-ferryman-call-id"), header_value(&info.call_id));
+    headers.insert(HeaderName::from_static("x-ferryman-model-id"), header_value(&info.deployment));
+    headers
+        .insert(HeaderName::from_static("x-ferryman-overhead-duration-ms"), header_value(&overhead_ms(info.overhead)));
+}
+
+pub async fn chat_completions(
+    State(app): State<AppState>,
+    Extension(RequestStart(started)): Extension<RequestStart>,
+    Auth(caller): Auth,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let request = ChatRequest::from_json_object(body)?;
+    if !request.stream {
+        let (response, info) = app.gateway.chat(&caller, request, started).await?;
+        let mut resp = Json(response).into_response();
+        call_headers(resp.headers_mut(), &info);
+        return Ok(resp);
+    }
+
+    let include_usage = request.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    let stream = app.gateway.chat_stream(&caller, request, started).await?;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(HeaderName::from_static("x-ferryman-call-id"), header_value(stream.call_id()));
+    headers.insert(HeaderName::from_static("x-ferryman-model-id"), header_value(stream.deployment_id()));
+    headers.insert(
+        HeaderName::from_static("x-ferryman-overhead-duration-ms"),
+        header_value(&overhead_ms(stream.overhead_before_upstream())),
+    );
+    let body = stream.filter_map(move |event| async move {
+        let bytes = match event {
+            Ok(StreamEvent::Chunk(chunk)) => {
+                // The usage-only chunk goes out only to callers who asked for it.
+                if chunk.choices.is_empty() && chunk.usage.is_some() && !include_usage {
+                    return None;
+                }
+                let json = serde_json::to_string(&chunk).ok()?;
+                format!("data: {json}\n\n")
+            }
+            Ok(StreamEvent::Done(_)) => "data: [DONE]\n\n".to_owned(),
+            Err(e) => {
+                let err = json!({"error": {
+                    "message": e.message, "type": e.code.openai_type(), "param": e.param, "code": openai_code(&e),
+                }});
+                format!("data: {err}\n\n")
+            }
+        };
+        Some(Ok::<_, std::convert::Infallible>(Bytes::from(bytes)))
+    });
+    Ok((headers, Body::from_stream(body)).into_response())
+}
+
+/// The models the caller may use, in OpenAI's list shape.
+pub async fn list_models(State(app): State<AppState>, Auth(caller): Auth) -> Json<serde_json::Value> {
+    let data: Vec<_> = app
+        .gateway
+        .models
+        .names()
+        .iter()
+        .filter(|name| crate::governance::admit(&caller, name).is_ok())
+        .map(|name| json!({"id": name, "object": "model", "created": 0, "owned_by": "ferryman"}))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}

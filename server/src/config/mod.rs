@@ -1,0 +1,584 @@
+//! Configuration: LiteLLM's `config.yaml`, read as-is, plus Ferryman's own settings.
+//!
+//! Loading goes in fixed steps: parse the YAML into a tree; overlay `FERRYMAN__SECTION__KEY`
+//! environment variables; resolve every `os.environ/NAME` value (Ferryman also accepts
+//! `os.environ/NAME:-default`); then read the tree into typed settings, collecting every
+//! problem (path and reason) and warning about every key this version does not read. A file
+//! with any problem is rejected whole.
+
+mod reader;
+mod secret;
+
+pub use reader::ConfigProblem;
+pub use secret::{Secret, redact_url};
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::pricing::Femtos;
+use crate::providers::ProviderKind;
+use reader::{Reader, join};
+
+/// The development master key the quickstart falls back to when `FERRYMAN_MASTER_KEY` is not
+/// set. Never use it beyond a laptop.
+pub const DEV_MASTER_KEY: &str = "sk-ferryman-dev-master-key";
+
+const DEFAULT_MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The whole running configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub deployments: Vec<DeploymentConfig>,
+    pub general: GeneralSettings,
+}
+
+/// `general_settings`.
+#[derive(Debug, Clone)]
+pub struct GeneralSettings {
+    pub master_key: Option<Secret>,
+    /// `None` means the embedded SQLite file `ferryman.db` in the working directory.
+    pub database_url: Option<Secret>,
+    pub redis_url: Option<Secret>,
+    /// Bodies larger than this are refused with 413.
+    pub max_request_size_bytes: usize,
+}
+
+/// One entry of `model_list`: a deployment that serves a public model name.
+#[derive(Debug, Clone)]
+pub struct DeploymentConfig {
+    /// The stable id reported as `x-ferryman-model-id`: `model_info.id`, or derived from the
+    /// deployment's settings.
+    pub id: String,
+    /// The name callers ask for.
+    pub model_name: String,
+    pub provider: ProviderKind,
+    /// The provider's own model name (after `provider/`).
+    pub upstream_model: String,
+    pub api_base: Option<String>,
+    pub api_key: Option<Secret>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub input_cost_per_token: Option<Femtos>,
+    pub output_cost_per_token: Option<Femtos>,
+    pub timeout: Duration,
+    pub mock: MockSettings,
+    pub max_output_tokens: Option<u64>,
+}
+
+/// Settings of the built-in `mock` provider, from `litellm_params`.
+#[derive(Debug, Clone, Default)]
+pub struct MockSettings {
+    /// Fixed content to answer with (`mock_response`); otherwise a deterministic echo.
+    pub response: Option<String>,
+    /// Delay before answering (`mock_latency_ms`).
+    pub latency: Duration,
+    /// Delay between streamed chunks (`mock_chunk_delay_ms`).
+    pub chunk_delay: Duration,
+}
+
+/// A loaded configuration and what was noticed while reading it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<ConfigProblem>,
+}
+
+/// Everything wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("{} problem(s) in the configuration", problems.len())]
+pub struct ConfigError {
+    pub problems: Vec<ConfigProblem>,
+    pub warnings: Vec<ConfigProblem>,
+}
+
+/// Where environment values come from: the process environment, plus the file's own
+/// `environment_variables` section (which LiteLLM also reads).
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        std::env::vars().filter(|(k, _)| k.starts_with(prefix)).collect()
+    }
+}
+
+/// A fixed environment, for tests.
+impl Env for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        self.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+impl Config {
+    /// Reads a file; see [`Config::parse`].
+    pub fn load(path: &Path, env: &dyn Env) -> Result<Loaded, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![ConfigProblem {
+                path: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }],
+            warnings: vec![],
+        })?;
+        Self::parse(&text, env)
+    }
+
+    /// Parses, resolves and validates a configuration text, reporting every problem at once.
+    pub fn parse(text: &str, env: &dyn Env) -> Result<Loaded, ConfigError> {
+        let mut r = Reader::default();
+        let mut root: Value = if text.trim().is_empty() {
+            Value::Object(Map::new())
+        } else {
+            match serde_yaml_ng::from_str(text) {
+                Ok(v) => v,
+                Err(e) => {
+                    r.problem("", format!("not valid YAML: {e}"));
+                    return Err(ConfigError { problems: r.problems, warnings: r.warnings });
+                }
+            }
+        };
+        if root.is_null() {
+            root = Value::Object(Map::new());
+        }
+        overlay_env(&mut root, env, &mut r);
+        let file_env = read_file_env(&root, &mut r);
+        resolve_env_refs(&mut root, "", env, &file_env, &mut r);
+        let config = read_config(&root, env, &file_env, &mut r);
+        if r.problems.is_empty() {
+            Ok(Loaded { config, warnings: r.warnings })
+        } else {
+            Err(ConfigError { problems: r.problems, warnings: r.warnings })
+        }
+    }
+}
+
+/// `FERRYMAN__GENERAL_SETTINGS__MASTER_KEY=x` sets `general_settings.master_key: x`. The value
+/// is read as a YAML scalar, so numbers and booleans keep their type.
+fn overlay_env(root: &mut Value, env: &dyn Env, r: &mut Reader) {
+    let mut vars = env.vars_with_prefix("FERRYMAN__");
+    vars.sort();
+    for (name, raw) in vars {
+        let parts: Vec<String> = name["FERRYMAN__".len()..].split("__").map(|p| p.to_ascii_lowercase()).collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            r.warn(name, "malformed override variable; expected FERRYMAN__SECTION__KEY");
+            continue;
+        }
+        let value: Value = serde_yaml_ng::from_str(&raw).unwrap_or(Value::String(raw));
+        let mut node = &mut *root;
+        for (i, part) in parts.iter().enumerate() {
+            if !node.is_object() {
+                *node = Value::Object(Map::new());
+            }
+            let Value::Object(map) = node else { break };
+            if i + 1 == parts.len() {
+                map.insert(part.clone(), value.clone());
+                break;
+            }
+            node = map.entry(part.clone()).or_insert_with(|| Value::Object(Map::new()));
+        }
+    }
+}
+
+fn read_file_env(root: &Value, r: &mut Reader) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Some(section) = root.get("environment_variables") else { return out };
+    if let Some(map) = r.object("environment_variables", section) {
+        for (k, v) in map {
+            match v {
+                Value::String(s) => {
+                    out.insert(k.clone(), s.clone());
+                }
+                Value::Number(n) => {
+                    out.insert(k.clone(), n.to_string());
+                }
+                Value::Bool(b) => {
+                    out.insert(k.clone(), b.to_string());
+                }
+                _ => r.problem(join("environment_variables", k), "expected a string"),
+            }
+        }
+    }
+    out
+}
+
+fn lookup_env(name: &str, env: &dyn Env, file_env: &BTreeMap<String, String>) -> Option<String> {
+    env.var(name).or_else(|| file_env.get(name).cloned())
+}
+
+/// Replaces every `os.environ/NAME` (or `os.environ/NAME:-default`) string in the tree.
+fn resolve_env_refs(value: &mut Value, path: &str, env: &dyn Env, file_env: &BTreeMap<String, String>, r: &mut Reader) {
+    match value {
+        Value::String(s) => {
+            if let Some(reference) = s.strip_prefix("os.environ/") {
+                let (name, default) = match reference.split_once(":-") {
+                    Some((n, d)) => (n, Some(d)),
+                    None => (reference, None),
+                };
+                match lookup_env(name, env, file_env).or(default.map(str::to_owned)) {
+                    Some(v) => *s = v,
+                    None => {
+                        r.problem(path, format!("environment variable {name} is not set"));
+                        // Reported once: the setting then reads as absent.
+                        *value = Value::Null;
+                    }
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                resolve_env_refs(item, &format!("{path}[{i}]"), env, file_env, r);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if path.is_empty() && k == "environment_variables" {
+                    continue;
+                }
+                resolve_env_refs(v, &join(path, k), env, file_env, r);
+            }
+        }
+        _ => {}
+    }
+}
+
+const TOP_LEVEL: &[&str] =
+    &["model_list", "general_settings", "litellm_settings", "router_settings", "environment_variables"];
+const GENERAL: &[&str] = &["master_key", "database_url", "redis_url", "max_request_size_mb"];
+const LITELLM: &[&str] = &["request_timeout"];
+const ROUTER: &[&str] = &["timeout"];
+const DEPLOYMENT: &[&str] = &["model_name", "litellm_params", "model_info"];
+const PARAMS: &[&str] = &[
+    "model",
+    "api_base",
+    "api_key",
+    "rpm",
+    "tpm",
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "timeout",
+    "mock_response",
+    "mock_latency_ms",
+    "mock_chunk_delay_ms",
+];
+const MODEL_INFO: &[&str] =
+    &["id", "input_cost_per_token", "output_cost_per_token", "max_tokens", "max_output_tokens", "mode"];
+
+fn section<'a>(root: &'a Map<String, Value>, key: &str, r: &mut Reader) -> Map<String, Value> {
+    root.get(key).and_then(|v| r.object(key, v)).cloned().unwrap_or_default()
+}
+
+fn read_config(root: &Value, env: &dyn Env, file_env: &BTreeMap<String, String>, r: &mut Reader) -> Config {
+    let empty = Map::new();
+    let root = r.object("", root).unwrap_or(&empty);
+    r.unknown_keys("", root, TOP_LEVEL);
+
+    let general_map = section(root, "general_settings", r);
+    r.unknown_keys("general_settings", &general_map, GENERAL);
+    let general = read_general(&general_map, env, file_env, r);
+
+    let litellm = section(root, "litellm_settings", r);
+    r.unknown_keys("litellm_settings", &litellm, LITELLM);
+    let router = section(root, "router_settings", r);
+    r.unknown_keys("router_settings", &router, ROUTER);
+    let default_timeout = r
+        .seconds("router_settings", &router, "timeout")
+        .or_else(|| r.seconds("litellm_settings", &litellm, "request_timeout"))
+        .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+
+    let mut deployments = Vec::new();
+    if let Some(list) = root.get("model_list").and_then(|v| r.list("model_list", v)) {
+        for (i, entry) in list.iter().enumerate() {
+            let path = format!("model_list[{i}]");
+            if let Some(d) = read_deployment(&path, entry, default_timeout, env, file_env, r) {
+                deployments.push(d);
+            }
+        }
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, d) in deployments.iter().enumerate() {
+        if let Some(first) = seen.insert(d.id.as_str(), i) {
+            r.problem(
+                format!("model_list[{i}].model_info.id"),
+                format!("deployment id {:?} is already used by model_list[{first}]", d.id),
+            );
+        }
+    }
+    Config { deployments, general }
+}
+
+fn read_general(
+    map: &Map<String, Value>,
+    env: &dyn Env,
+    file_env: &BTreeMap<String, String>,
+    r: &mut Reader,
+) -> GeneralSettings {
+    let path = "general_settings";
+    let master_key = r.string(path, map, "master_key").map(Secret::new);
+    if let Some(key) = &master_key
+        && !key.expose().starts_with("sk-")
+    {
+        r.problem(join(path, "master_key"), "must start with \"sk-\"");
+    }
+    let database_url = r
+        .string(path, map, "database_url")
+        .or_else(|| lookup_env("DATABASE_URL", env, file_env))
+        .filter(|u| !u.is_empty());
+    if let Some(url) = &database_url
+        && !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:"))
+    {
+        r.problem(
+            join(path, "database_url"),
+            "must start with postgresql://, postgres:// or sqlite: (the value is not shown)",
+        );
+    }
+    let redis_url =
+        r.string(path, map, "redis_url").or_else(|| lookup_env("REDIS_URL", env, file_env)).filter(|u| !u.is_empty());
+    let max_request_size_bytes = match r.decimal(path, map, "max_request_size_mb", 6) {
+        Some(0) => {
+            r.problem(join(path, "max_request_size_mb"), "must be greater than zero");
+            DEFAULT_MAX_REQUEST_BYTES
+        }
+        // The value is in MB with up to six decimals: micro-MB are bytes.
+        Some(micro_mb) => usize::try_from(micro_mb * 1_048_576 / 1_000_000).unwrap_or(usize::MAX),
+        None => DEFAULT_MAX_REQUEST_BYTES,
+    };
+    GeneralSettings {
+        master_key,
+        database_url: database_url.map(Secret::new),
+        redis_url: redis_url.map(Secret::new),
+        max_request_size_bytes,
+    }
+}
+
+fn read_deployment(
+    path: &str,
+    entry: &Value,
+    default_timeout: Duration,
+    env: &dyn Env,
+    file_env: &BTreeMap<String, String>,
+    r: &mut Reader,
+) -> Option<DeploymentConfig> {
+    let map = r.object(path, entry)?;
+    r.unknown_keys(path, map, DEPLOYMENT);
+    let model_name = r.required_string(path, map, "model_name");
+    let params_path = join(path, "litellm_params");
+    let params = match map.get("litellm_params") {
+        Some(v) => r.object(&params_path, v).cloned().unwrap_or_default(),
+        None => {
+            r.problem(&params_path, "is required");
+            Map::new()
+        }
+    };
+    r.unknown_keys(&params_path, &params, PARAMS);
+    let info_path = join(path, "model_info");
+    let info = map.get("model_info").and_then(|v| r.object(&info_path, v)).cloned().unwrap_or_default();
+    r.unknown_keys(&info_path, &info, MODEL_INFO);
+
+    let model = r.required_string(&params_path, &params, "model");
+    let (provider, upstream_model) = match model.as_deref().map(|m| m.split_once('/')) {
+        Some(Some((p, m))) if !m.is_empty() => match ProviderKind::parse(p) {
+            Some(kind) => (Some(kind), Some(m.to_owned())),
+            None => {
+                r.problem(
+                    join(&params_path, "model"),
+                    format!(
+                        "provider {p:?} is not supported by this version (supported: {})",
+                        ProviderKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                );
+                (None, None)
+            }
+        },
+        Some(_) => {
+            r.problem(join(&params_path, "model"), "must be provider/model, e.g. openai/gpt-4o or mock/demo");
+            (None, None)
+        }
+        None => (None, None),
+    };
+
+    let api_base = r.string(&params_path, &params, "api_base");
+    if let Some(base) = &api_base {
+        match reqwest::Url::parse(base) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            _ => r.problem(join(&params_path, "api_base"), format!("{base:?} is not an http(s) URL")),
+        }
+    }
+    let mut api_key = r.string(&params_path, &params, "api_key").map(Secret::new);
+    if api_key.is_none() && provider == Some(ProviderKind::OpenAi) {
+        api_key = lookup_env("OPENAI_API_KEY", env, file_env).map(Secret::new);
+        if api_key.is_none() && api_base.is_none() {
+            r.warn(
+                join(&params_path, "api_key"),
+                "no api_key and OPENAI_API_KEY is not set; calls to this deployment will fail",
+            );
+        }
+    }
+    let rpm = r.u64(&params_path, &params, "rpm");
+    let tpm = r.u64(&params_path, &params, "tpm");
+    let input_cost_per_token = r
+        .price(&params_path, &params, "input_cost_per_token")
+        .or_else(|| r.price(&info_path, &info, "input_cost_per_token"));
+    let output_cost_per_token = r
+        .price(&params_path, &params, "output_cost_per_token")
+        .or_else(|| r.price(&info_path, &info, "output_cost_per_token"));
+    let timeout = r.seconds(&params_path, &params, "timeout").unwrap_or(default_timeout);
+    let mock = MockSettings {
+        response: r.string(&params_path, &params, "mock_response"),
+        latency: Duration::from_millis(r.u64(&params_path, &params, "mock_latency_ms").unwrap_or(0)),
+        chunk_delay: Duration::from_millis(r.u64(&params_path, &params, "mock_chunk_delay_ms").unwrap_or(0)),
+    };
+    if provider != Some(ProviderKind::Mock)
+        && (mock.response.is_some() || !mock.latency.is_zero() || !mock.chunk_delay.is_zero())
+    {
+        r.warn(&params_path, "mock_* settings only apply to the mock provider; ignored");
+    }
+    let max_output_tokens =
+        r.u64(&info_path, &info, "max_output_tokens").or_else(|| r.u64(&info_path, &info, "max_tokens"));
+    let explicit_id = r.string(&info_path, &info, "id");
+
+    let (model_name, provider, upstream_model) = (model_name?, provider?, upstream_model?);
+    let id = explicit_id
+        .unwrap_or_else(|| derive_deployment_id(&model_name, model.as_deref().unwrap_or(""), api_base.as_deref()));
+    Some(DeploymentConfig {
+        id,
+        model_name,
+        provider,
+        upstream_model,
+        api_base,
+        api_key,
+        rpm,
+        tpm,
+        input_cost_per_token,
+        output_cost_per_token,
+        timeout,
+        mock,
+        max_output_tokens,
+    })
+}
+
+/// A deployment id stable across restarts: a hash of what identifies the deployment (never
+/// its key).
+fn derive_deployment_id(model_name: &str, model: &str, api_base: Option<&str>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(model_name.as_bytes());
+    h.update([0]);
+    h.update(model.as_bytes());
+    h.update([0]);
+    h.update(api_base.unwrap_or("").as_bytes());
+    hex::encode(&h.finalize()[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn reads_a_litellm_file() {
+        let text = r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      api_base: http://127.0.0.1:9999/v1
+      api_key: os.environ/UPSTREAM_KEY
+      rpm: 100
+      input_cost_per_token: 0.000002
+    model_info:
+      id: dep-1
+general_settings:
+  master_key: os.environ/MK:-sk-default
+  max_request_size_mb: 1.5
+"#;
+        let loaded = Config::parse(text, &env(&[("UPSTREAM_KEY", "sk-up")])).unwrap();
+        let d = &loaded.config.deployments[0];
+        assert_eq!(d.id, "dep-1");
+        assert_eq!(d.provider, ProviderKind::OpenAi);
+        assert_eq!(d.upstream_model, "gpt-4o");
+        assert_eq!(d.api_key.as_ref().unwrap().expose(), "sk-up");
+        assert_eq!(d.input_cost_per_token, Some(2_000_000_000));
+        assert_eq!(d.rpm, Some(100));
+        assert_eq!(loaded.config.general.master_key.as_ref().unwrap().expose(), "sk-default");
+        assert_eq!(loaded.config.general.max_request_size_bytes, 1_572_864);
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_path() {
+        let text = r#"
+model_list:
+  - model_name: ""
+    litellm_params:
+      model: nowhere/x
+  - model_name: b
+    litellm_params:
+      model: openai/b
+      rpm: -3
+      api_base: "ftp://x"
+general_settings:
+  master_key: os.environ/NOT_SET
+  database_url: mysql://x
+"#;
+        let err = Config::parse(text, &env(&[])).unwrap_err();
+        let got: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
+        let want = [
+            "general_settings.master_key: environment variable NOT_SET is not set",
+            "general_settings.database_url: must start with postgresql://",
+            "model_list[0].model_name: must not be empty",
+            "model_list[0].litellm_params.model: provider \"nowhere\" is not supported",
+            "model_list[1].litellm_params.api_base: \"ftp://x\" is not an http(s) URL",
+            "model_list[1].litellm_params.rpm: expected a non-negative whole number, found -3",
+        ];
+        for w in want {
+            assert!(got.iter().any(|g| g.starts_with(w)), "missing {w:?} in {got:#?}");
+        }
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+    }
+
+    #[test]
+    fn warns_about_unknown_keys_by_name() {
+        let text = "litellm_settings:\n  drop_params: true\nfoo: 1\n";
+        let loaded = Config::parse(text, &env(&[])).unwrap();
+        let paths: Vec<&str> = loaded.warnings.iter().map(|w| w.path.as_str()).collect();
+        assert_eq!(paths, ["foo", "litellm_settings.drop_params"]);
+    }
+
+    #[test]
+    fn env_overrides_and_database_url_fallback() {
+        let loaded = Config::parse(
+            "",
+            &env(&[
+                ("FERRYMAN__GENERAL_SETTINGS__MASTER_KEY", "sk-from-env"),
+                ("DATABASE_URL", "postgresql://u:p@h/db"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(loaded.config.general.master_key.unwrap().expose(), "sk-from-env");
+        assert_eq!(loaded.config.general.database_url.unwrap().expose(), "postgresql://u:p@h/db");
+    }
+
+    #[test]
+    fn invalid_yaml_is_one_problem() {
+        let err = Config::parse("model_list: [", &env(&[])).unwrap_err();
+        assert_eq!(err.problems.len(), 1);
+        assert!(err.problems[0].message.starts_with("not valid YAML"));
+    }
+}

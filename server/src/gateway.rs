@@ -1,0 +1,278 @@
+//! The hot path, stage by stage: authenticate → resolve the model → admit → call upstream →
+//! settle and record.
+//!
+//! Every surface (the OpenAI shim, gRPC) calls into [`Gateway`], so a call is governed the
+//! same way however it arrives. Each stage is a small function here, so the stages later
+//! issues add (budgets, rate limits, routing) have one obvious place to go.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures_util::Stream;
+
+use crate::chat::{ChatChunk, ChatRequest, ChatResponse, Usage};
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::governance::{self, Caller, IdentityCache};
+use crate::ledger::Ledger;
+use crate::pricing::{Nanos, TokenCounts};
+use crate::providers::{ChunkStream, Upstreams};
+use crate::router::{Deployment, ModelRegistry};
+use crate::store::{SpendRecord, SpendStatus, Store};
+use crate::tokens;
+
+/// Everything a call needs, shared by every request.
+pub struct Gateway {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub identities: IdentityCache,
+    pub models: ModelRegistry,
+    pub upstreams: Upstreams,
+    pub ledger: Ledger,
+}
+
+/// What the gateway reports about a finished call (headers, the gRPC `CallInfo`).
+#[derive(Debug, Clone)]
+pub struct CallInfo {
+    pub call_id: String,
+    pub deployment: String,
+    pub cost: Nanos,
+    pub usage: Usage,
+    /// Time spent in the gateway itself, not waiting for the upstream.
+    pub overhead: Duration,
+}
+
+/// One item of a governed stream: a chunk, or, last, the settled call.
+#[derive(Debug)]
+pub enum StreamEvent {
+    Chunk(ChatChunk),
+    Done(CallInfo),
+}
+
+/// A call in progress: who, what, when.
+struct Call {
+    id: String,
+    caller_key: String,
+    model: String,
+    end_user: Option<String>,
+    deployment: Arc<Deployment>,
+    started_at: DateTime<Utc>,
+    started: Instant,
+    prompt_estimate: u64,
+}
+
+impl Gateway {
+    /// Stage 1: the caller behind a presented secret.
+    pub async fn authenticate(&self, secret: Option<&str>) -> Result<Caller, GatewayError> {
+        self.identities.authenticate(secret).await
+    }
+
+    /// Stages 2 and 3: resolve the model and admit the call.
+    fn begin(&self, caller: &Caller, request: &ChatRequest, started: Instant) -> Result<Call, GatewayError> {
+        let deployment = self.models.pick(&request.model)?;
+        governance::admit(caller, &request.model)?;
+        Ok(Call {
+            id: uuid::Uuid::new_v4().to_string(),
+            caller_key: caller.key_id().to_owned(),
+            model: request.model.clone(),
+            end_user: request.user.clone(),
+            deployment,
+            started_at: Utc::now(),
+            started,
+            prompt_estimate: tokens::estimate_prompt(request),
+        })
+    }
+
+    /// A whole chat completion. `started` is when the request arrived, for the overhead
+    /// figure.
+    pub async fn chat(
+        &self,
+        caller: &Caller,
+        request: ChatRequest,
+        started: Instant,
+    ) -> Result<(ChatResponse, CallInfo), GatewayError> {
+        let call = self.begin(caller, &request, started)?;
+        // Stage 4: upstream.
+        let upstream_start = Instant::now();
+        let result = self.upstreams.chat(&call.deployment.config, &request).await;
+        let upstream_time = upstream_start.elapsed();
+        // Stage 5: settle.
+        match result {
+            Ok(response) => {
+                let usage = response.usage.unwrap_or_else(|| {
+                    let completion: u64 = response
+                        .choices
+                        .iter()
+                        .map(|c| c.message.content.as_deref().map_or(0, tokens::estimate_text))
+                        .sum();
+                    Usage::new(call.prompt_estimate, completion)
+                });
+                let info = self.settle(&call, usage, None, "chat_completion", upstream_time);
+                Ok((response, info))
+            }
+            Err(err) => {
+                self.settle(&call, Usage::default(), Some(&err), "chat_completion", upstream_time);
+                Err(err)
+            }
+        }
+    }
+
+    /// A streamed chat completion: chunks as the upstream sends them, then
+    /// [`StreamEvent::Done`]. The call is settled when the stream ends, fails, or is dropped
+    /// (a client that disconnects still pays for what was generated).
+    pub async fn chat_stream(
+        self: &Arc<Self>,
+        caller: &Caller,
+        request: ChatRequest,
+        started: Instant,
+    ) -> Result<GovernedStream, GatewayError> {
+        let call = self.begin(caller, &request, started)?;
+        let upstream_start = Instant::now();
+        let overhead_before = upstream_start.duration_since(started);
+        match self.upstreams.chat_stream(&call.deployment.config, &request).await {
+            Ok(inner) => Ok(GovernedStream {
+                inner,
+                gateway: self.clone(),
+                call: Some(call),
+                usage: None,
+                completion_chars: String::new(),
+                overhead_before,
+                finished: false,
+            }),
+            Err(err) => {
+                self.settle(&call, Usage::default(), Some(&err), "stream_chat_completion", upstream_start.elapsed());
+                Err(err)
+            }
+        }
+    }
+
+    /// Prices the call, queues its spend record and reports it.
+    fn settle(
+        &self,
+        call: &Call,
+        usage: Usage,
+        error: Option<&GatewayError>,
+        call_type: &str,
+        upstream_time: Duration,
+    ) -> CallInfo {
+        let cost = call.deployment.price.cost(TokenCounts {
+            prompt: usage.prompt_tokens,
+            completion: usage.completion_tokens,
+            cached_prompt: usage.cached_tokens(),
+        });
+        let elapsed = call.started.elapsed();
+        let ended_at = Utc::now();
+        self.ledger.record(SpendRecord {
+            request_id: call.id.clone(),
+            call_type: call_type.to_owned(),
+            key_id: call.caller_key.clone(),
+            model: call.model.clone(),
+            deployment: call.deployment.config.id.clone(),
+            provider: call.deployment.config.provider.as_str().to_owned(),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            total_tokens: usage.prompt_tokens + usage.completion_tokens,
+            spend: cost,
+            status: if error.is_some() { SpendStatus::Failure } else { SpendStatus::Success },
+            error_code: error.map(|e| e.reason_str().to_owned()),
+            start_time: call.started_at,
+            end_time: ended_at,
+            duration_ms: i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
+            end_user: call.end_user.clone(),
+        });
+        CallInfo {
+            call_id: call.id.clone(),
+            deployment: call.deployment.config.id.clone(),
+            cost,
+            usage,
+            overhead: elapsed.saturating_sub(upstream_time),
+        }
+    }
+}
+
+/// A provider stream wrapped with settlement; see [`Gateway::chat_stream`].
+pub struct GovernedStream {
+    inner: ChunkStream,
+    gateway: Arc<Gateway>,
+    call: Option<Call>,
+    usage: Option<Usage>,
+    /// The streamed text, counted if the provider reports no usage.
+    completion_chars: String,
+    overhead_before: Duration,
+    finished: bool,
+}
+
+impl GovernedStream {
+    /// The call id and the deployment, known before the first chunk (for response headers).
+    pub fn call_id(&self) -> &str {
+        self.call.as_ref().map_or("", |c| c.id.as_str())
+    }
+
+    pub fn deployment_id(&self) -> &str {
+        self.call.as_ref().map_or("", |c| c.deployment.config.id.as_str())
+    }
+
+    pub fn overhead_before_upstream(&self) -> Duration {
+        self.overhead_before
+    }
+
+    fn finish(&mut self, error: Option<&GatewayError>) -> Option<CallInfo> {
+        let call = self.call.take()?;
+        let usage = self
+            .usage
+            .unwrap_or_else(|| Usage::new(call.prompt_estimate, tokens::estimate_text(&self.completion_chars)));
+        let upstream_time = call.started.elapsed().saturating_sub(self.overhead_before);
+        let mut info = self.gateway.settle(&call, usage, error, "stream_chat_completion", upstream_time);
+        info.overhead = self.overhead_before;
+        Some(info)
+    }
+}
+
+impl Stream for GovernedStream {
+    type Item = Result<StreamEvent, GatewayError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                if let Some(u) = chunk.usage {
+                    self.usage = Some(u);
+                }
+                for choice in &chunk.choices {
+                    if let Some(text) = &choice.delta.content {
+                        self.completion_chars.push_str(text);
+                    }
+                }
+                Poll::Ready(Some(Ok(StreamEvent::Chunk(chunk))))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                self.finished = true;
+                self.finish(Some(&err));
+                Poll::Ready(Some(Err(err)))
+            }
+            Poll::Ready(None) => {
+                self.finished = true;
+                match self.finish(None) {
+                    Some(info) => Poll::Ready(Some(Ok(StreamEvent::Done(info)))),
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for GovernedStream {
+    fn drop(&mut self) {
+        if self.call.is_some() {
+            let err = GatewayError::new(crate::error::ErrorCode::Unavailable, "client disconnected mid-stream")
+                .with_reason("CLIENT_DISCONNECTED");
+            self.finish(Some(&err));
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Ferryman, an LLM governance gateway: for every call it decides who is calling, whether
+//! they may, routes the call upstream, and records exactly what it cost.
+//!
+//! The hot path lives in [`gateway`]; [`api`] translates gRPC and HTTP into it; [`store`]
+//! and [`ledger`] keep state; [`config`] reads LiteLLM-compatible configuration.
+
+pub mod admin;
+pub mod api;
+pub mod chat;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod governance;
+pub mod ledger;
+pub mod pricing;
+pub mod providers;
+pub mod router;
+pub mod server;
+pub mod store;
+pub mod tasks;
+pub mod tokens;

@@ -1,0 +1,178 @@
+//! Provider adapters: one file per upstream wire format, plus the built-in `mock`.
+//!
+//! The gateway speaks [`crate::chat`] types to every adapter; each adapter translates to its
+//! provider's format and maps the provider's failures onto [`GatewayError`] codes. Streams are
+//! passed through chunk by chunk, never buffered; every adapter reports usage on the stream's
+//! last chunk (asking the provider for it where needed) so the gateway can settle the cost.
+
+pub mod mock;
+pub mod openai;
+pub mod sse;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::Stream;
+
+use crate::chat::{ChatChunk, ChatRequest, ChatResponse};
+use crate::config::DeploymentConfig;
+use crate::error::{ErrorCode, GatewayError};
+
+/// A stream of chunks from an upstream.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, GatewayError>> + Send>>;
+
+/// Which wire format a deployment speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    /// OpenAI, or any OpenAI-compatible server at `api_base`.
+    OpenAi,
+    /// The built-in mock: deterministic answers, no network.
+    Mock,
+}
+
+impl ProviderKind {
+    pub const ALL: &[ProviderKind] = &[ProviderKind::OpenAi, ProviderKind::Mock];
+
+    pub fn parse(prefix: &str) -> Option<Self> {
+        match prefix {
+            "openai" => Some(Self::OpenAi),
+            "mock" => Some(Self::Mock),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Mock => "mock",
+        }
+    }
+}
+
+/// What every adapter shares: the pooled HTTP client.
+#[derive(Clone)]
+pub struct Upstreams {
+    http: reqwest::Client,
+}
+
+impl Upstreams {
+    pub fn new() -> Result<Self, GatewayError> {
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| GatewayError::internal(format!("cannot build the upstream HTTP client: {e}")))?;
+        Ok(Self { http })
+    }
+
+    /// One whole completion from `deployment`.
+    pub async fn chat(
+        &self,
+        deployment: &DeploymentConfig,
+        request: &ChatRequest,
+    ) -> Result<ChatResponse, GatewayError> {
+        match deployment.provider {
+            ProviderKind::Mock => mock::chat(deployment, request).await,
+            ProviderKind::OpenAi => openai::chat(&self.http, deployment, request).await,
+        }
+    }
+
+    /// A streamed completion from `deployment`; the last chunk carries usage.
+    pub async fn chat_stream(
+        &self,
+        deployment: &DeploymentConfig,
+        request: &ChatRequest,
+    ) -> Result<ChunkStream, GatewayError> {
+        match deployment.provider {
+            ProviderKind::Mock => mock::chat_stream(deployment, request).await,
+            ProviderKind::OpenAi => openai::chat_stream(&self.http, deployment, request).await,
+        }
+    }
+}
+
+/// Maps an upstream HTTP failure to the gateway's codes. The provider's own message is kept
+/// for request errors, but never for credential errors (providers echo part of the key).
+pub fn upstream_status_error(
+    deployment: &DeploymentConfig,
+    status: u16,
+    provider_message: Option<&str>,
+    retry_after: Option<Duration>,
+) -> GatewayError {
+    let id = &deployment.id;
+    let provider = deployment.provider.as_str();
+    let detail = provider_message.map(|m| truncate(m, 500)).unwrap_or_default();
+    match status {
+        400 | 413 | 422 => GatewayError::new(
+            ErrorCode::InvalidArgument,
+            format!("upstream {provider} (deployment {id}) rejected the request: {detail}"),
+        )
+        .with_reason("UPSTREAM_BAD_REQUEST"),
+        401 | 403 => GatewayError::new(
+            ErrorCode::UpstreamError,
+            format!(
+                "upstream {provider} (deployment {id}) refused the gateway's credentials ({status}); ask the gateway's admin to check the deployment's api_key"
+            ),
+        ),
+        408 | 504 => GatewayError::new(
+            ErrorCode::UpstreamTimeout,
+            format!("upstream {provider} (deployment {id}) timed out ({status})"),
+        ),
+        429 => GatewayError {
+            retry_after,
+            ..GatewayError::new(
+                ErrorCode::RateLimited,
+                format!("upstream {provider} (deployment {id}) is rate limiting the gateway: {detail}"),
+            )
+            .with_reason("UPSTREAM_RATE_LIMITED")
+        },
+        _ => GatewayError::new(
+            ErrorCode::UpstreamError,
+            format!("upstream {provider} (deployment {id}) failed with status {status}: {detail}"),
+        ),
+    }
+}
+
+/// Maps a transport failure (connect, timeout, broken body).
+pub fn upstream_transport_error(deployment: &DeploymentConfig, err: &reqwest::Error) -> GatewayError {
+    let id = &deployment.id;
+    let provider = deployment.provider.as_str();
+    if err.is_timeout() {
+        GatewayError::new(
+            ErrorCode::UpstreamTimeout,
+            format!(
+                "upstream {provider} (deployment {id}) did not answer within {}s",
+                deployment.timeout.as_secs_f64()
+            ),
+        )
+    } else if err.is_connect() {
+        GatewayError::new(ErrorCode::UpstreamError, format!("cannot connect to upstream {provider} (deployment {id})"))
+    } else {
+        GatewayError::new(
+            ErrorCode::UpstreamError,
+            format!("upstream {provider} (deployment {id}) failed: {}", without_url(err)),
+        )
+    }
+}
+
+/// reqwest errors name the URL, which may carry a key in its query; drop it.
+fn without_url(err: &reqwest::Error) -> String {
+    let mut owned = String::new();
+    let mut source: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = source {
+        owned = e.to_string();
+        source = e.source();
+    }
+    truncate(&owned, 300)
+}
+
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

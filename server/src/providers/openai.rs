@@ -1,0 +1,184 @@
+//! OpenAI and any OpenAI-compatible upstream (`openai/<model>` with an optional `api_base`).
+//!
+//! The request is forwarded as OpenAI JSON with the model renamed to the deployment's
+//! upstream model; unknown parameters pass through. Streams always ask for
+//! `stream_options.include_usage`, so the last chunk carries the usage to settle on.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use super::sse::SseDecoder;
+use super::{ChunkStream, upstream_status_error, upstream_transport_error};
+use crate::chat::{ChatChunk, ChatRequest, ChatResponse};
+use crate::config::DeploymentConfig;
+use crate::error::{ErrorCode, GatewayError};
+
+const DEFAULT_BASE: &str = "https://api.openai.com/v1";
+/// The most of an error body read from an upstream.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+fn endpoint(deployment: &DeploymentConfig) -> String {
+    let base = deployment.api_base.as_deref().unwrap_or(DEFAULT_BASE).trim_end_matches('/');
+    format!("{base}/chat/completions")
+}
+
+fn body(deployment: &DeploymentConfig, request: &ChatRequest, stream: bool) -> Value {
+    let mut body = request.to_json();
+    if let Value::Object(map) = &mut body {
+        map.insert("model".to_owned(), Value::String(deployment.upstream_model.clone()));
+        if stream {
+            map.insert("stream".to_owned(), Value::Bool(true));
+            map.insert("stream_options".to_owned(), json!({"include_usage": true}));
+        } else {
+            map.remove("stream");
+            map.remove("stream_options");
+        }
+    }
+    body
+}
+
+fn post(http: &reqwest::Client, deployment: &DeploymentConfig, body: &Value) -> reqwest::RequestBuilder {
+    let mut req = http.post(endpoint(deployment)).json(body);
+    if let Some(key) = &deployment.api_key {
+        req = req.bearer_auth(key.expose());
+    }
+    req
+}
+
+async fn error_from(deployment: &DeploymentConfig, resp: reqwest::Response) -> GatewayError {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let mut bytes = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() >= MAX_ERROR_BODY {
+            break;
+        }
+    }
+    let message = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.get("message")).and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+    upstream_status_error(deployment, status, Some(&message), retry_after)
+}
+
+fn malformed(deployment: &DeploymentConfig, what: impl std::fmt::Display) -> GatewayError {
+    GatewayError::new(
+        ErrorCode::UpstreamError,
+        format!("upstream openai (deployment {}) sent a malformed response: {what}", deployment.id),
+    )
+}
+
+pub async fn chat(
+    http: &reqwest::Client,
+    deployment: &DeploymentConfig,
+    request: &ChatRequest,
+) -> Result<ChatResponse, GatewayError> {
+    let resp = post(http, deployment, &body(deployment, request, false))
+        .timeout(deployment.timeout)
+        .send()
+        .await
+        .map_err(|e| upstream_transport_error(deployment, &e))?;
+    if !resp.status().is_success() {
+        return Err(error_from(deployment, resp).await);
+    }
+    let bytes = resp.bytes().await.map_err(|e| upstream_transport_error(deployment, &e))?;
+    serde_json::from_slice(&bytes).map_err(|e| malformed(deployment, e))
+}
+
+pub async fn chat_stream(
+    http: &reqwest::Client,
+    deployment: &DeploymentConfig,
+    request: &ChatRequest,
+) -> Result<ChunkStream, GatewayError> {
+    let timeout = deployment.timeout;
+    let send = post(http, deployment, &body(deployment, request, true)).send();
+    let resp = match tokio::time::timeout(timeout, send).await {
+        Ok(r) => r.map_err(|e| upstream_transport_error(deployment, &e))?,
+        Err(_) => {
+            return Err(GatewayError::new(
+                ErrorCode::UpstreamTimeout,
+                format!(
+                    "upstream openai (deployment {}) did not answer within {}s",
+                    deployment.id,
+                    timeout.as_secs_f64()
+                ),
+            ));
+        }
+    };
+    if !resp.status().is_success() {
+        return Err(error_from(deployment, resp).await);
+    }
+    let deployment = deployment.clone();
+    struct State {
+        body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+        decoder: SseDecoder,
+        pending: std::collections::VecDeque<String>,
+        done: bool,
+        deployment: DeploymentConfig,
+    }
+    let state = State {
+        body: resp.bytes_stream().boxed(),
+        decoder: SseDecoder::default(),
+        pending: Default::default(),
+        done: false,
+        deployment,
+    };
+    // Reads SSE events one at a time; each read waits at most `timeout` (an idle timeout, so
+    // a long but live stream is never cut).
+    let stream = futures_util::stream::unfold(state, move |mut st| async move {
+        loop {
+            if st.done {
+                return None;
+            }
+            if let Some(data) = st.pending.pop_front() {
+                if data.trim() == "[DONE]" {
+                    return None;
+                }
+                let item = serde_json::from_str::<ChatChunk>(&data).map_err(|e| malformed(&st.deployment, e));
+                if item.is_err() {
+                    st.done = true;
+                }
+                return Some((item, st));
+            }
+            match tokio::time::timeout(timeout, st.body.next()).await {
+                Ok(Some(Ok(bytes))) => st.pending.extend(st.decoder.push(&bytes)),
+                Ok(Some(Err(e))) => {
+                    st.done = true;
+                    let err = upstream_transport_error(&st.deployment, &e);
+                    return Some((Err(err), st));
+                }
+                Ok(None) => {
+                    if let Some(last) = st.decoder.finish() {
+                        st.pending.push_back(last);
+                        continue;
+                    }
+                    // The upstream closed without [DONE]: what arrived stands; the gateway
+                    // settles on it.
+                    return None;
+                }
+                Err(_) => {
+                    st.done = true;
+                    let err = GatewayError::new(
+                        ErrorCode::UpstreamTimeout,
+                        format!(
+                            "upstream openai (deployment {}) stalled mid-stream for {}s",
+                            st.deployment.id,
+                            timeout.as_secs_f64()
+                        ),
+                    );
+                    return Some((Err(err), st));
+                }
+            }
+        }
+    });
+    Ok(Box::pin(stream))
+}

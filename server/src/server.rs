@@ -1,0 +1,158 @@
+//! Assembles the gateway and serves it: one listener for gRPC, gRPC-web and HTTP.
+//!
+//! [`build`] opens the store, migrates it and wires the hot path; [`serve`] takes a bound
+//! listener and a shutdown future, so tests bind port 0 and the binary binds its configured
+//! address. Shutdown runs in phases: stop accepting and drain in-flight requests (streams
+//! included, bounded by [`DRAIN_DEADLINE`]), then flush the spend ledger.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
+use futures_util::FutureExt;
+use tokio::net::TcpListener;
+
+use crate::api::http::{ApiError, AppState, RequestStart};
+use crate::api::{grpc, http};
+use crate::config::{Config, redact_url};
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::governance::IdentityCache;
+use crate::ledger::Ledger;
+use crate::pricing::PriceTable;
+use crate::providers::Upstreams;
+use crate::router::ModelRegistry;
+use crate::store::{self, DEFAULT_SQLITE_URL};
+
+/// How long in-flight requests may take to finish once shutdown begins.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+/// How long the ledger may take to store what is queued at shutdown.
+pub const FLUSH_DEADLINE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the database {url}: {source}")]
+    Database { url: String, source: store::StoreError },
+    #[error("cannot migrate the database {url}: {source}")]
+    Migrate { url: String, source: store::StoreError },
+    #[error("cannot load the built-in price table: {0}")]
+    Prices(serde_json::Error),
+    #[error("{0}")]
+    Gateway(GatewayError),
+    #[error("cannot build gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// The database URL in force: the configured one, or the embedded SQLite file.
+pub fn database_url(config: &Config) -> String {
+    config.general.database_url.as_ref().map_or_else(|| DEFAULT_SQLITE_URL.to_owned(), |u| u.expose().to_owned())
+}
+
+/// Opens and migrates the store and wires the hot path.
+pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
+    let url = database_url(&config);
+    let shown = redact_url(&url);
+    let store = store::connect(&url).await.map_err(|source| StartError::Database { url: shown.clone(), source })?;
+    store.migrate().await.map_err(|source| StartError::Migrate { url: shown.clone(), source })?;
+    tracing::info!(database = %shown, backend = store.backend(), "database ready");
+
+    let prices = PriceTable::builtin().map_err(StartError::Prices)?;
+    let (models, unpriced) = ModelRegistry::build(&config.deployments, &prices);
+    for id in unpriced {
+        tracing::warn!(deployment = %id, "no price for this deployment in the table or config; its calls will cost 0");
+    }
+    let identities = IdentityCache::new(store.clone(), config.general.master_key.as_ref().map(|k| k.expose()));
+    let upstreams = Upstreams::new().map_err(StartError::Gateway)?;
+    let ledger = Ledger::start(store.clone());
+    Ok(Arc::new(Gateway { config, store, identities, models, upstreams, ledger }))
+}
+
+/// The whole router: HTTP routes, gRPC (and gRPC-web) services, and the layers around them.
+pub async fn router(gateway: Arc<Gateway>) -> Result<Router, StartError> {
+    let body_limit = gateway.config.general.max_request_size_bytes;
+    let grpc = grpc::routes(gateway.clone())
+        .await?
+        // gRPC-web requests are translated to gRPC; other requests pass through untouched.
+        .layer(tonic_web::GrpcWebLayer::new());
+    let http = http::routes(AppState { gateway })
+        // The OpenAI shim refuses bodies over the configured size before reading them whole.
+        .layer(DefaultBodyLimit::max(body_limit));
+    Ok(http
+        .merge(grpc)
+        .fallback(not_found)
+        // Outermost: stamp the arrival time, so the overhead figure covers every layer.
+        .layer(middleware::from_fn(stamp_start)))
+}
+
+async fn stamp_start(mut req: Request, next: Next) -> Response {
+    req.extensions_mut().insert(RequestStart(Instant::now()));
+    next.run(req).await
+}
+
+async fn not_found(req: Request) -> Response {
+    ApiError(GatewayError::not_found(format!("no route {} {}", req.method(), req.uri().path()))).into_response()
+}
+
+/// Serves until `shutdown` completes, then drains and flushes.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let app = router(gateway.clone()).await?;
+    let shutdown = shutdown.shared();
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown.clone());
+    // Phase 1 and 2: stop accepting, drain in-flight requests.
+    tokio::select! {
+        result = server => {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "server error");
+            }
+        }
+        () = async { shutdown.clone().await; tokio::time::sleep(DRAIN_DEADLINE).await } => {
+            tracing::warn!(deadline_s = DRAIN_DEADLINE.as_secs(), "requests still in flight at the drain deadline; closing them");
+        }
+    }
+    // Phase 3: flush the spend ledger.
+    if gateway.ledger.close(FLUSH_DEADLINE).await {
+        tracing::info!("spend records flushed");
+    } else {
+        tracing::error!("spend records could not all be stored before the flush deadline");
+    }
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested: draining requests, then flushing spend records");
+}

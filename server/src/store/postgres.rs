@@ -1,0 +1,33 @@
+//! The production backend: PostgreSQL, shared by every instance.
+
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, SqlSafeStr};
+
+use super::StoreError;
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool =
+            PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(5)).connect(url).await?;
+        Ok(Self { pool })
+    }
+
+    fn migrator() -> Migrator {
+        Migrator::with_migrations(vec![Migration::new(
+            1,
+            "keys and spend".into(),
+            MigrationType::Simple,
+            include_str!("../../../migrations/postgres/0001_keys_and_spend.sql").into_sql_str(),
+            false,
+        )])
+    }
+}
+
+super::sql::impl_store!(PgStore, sqlx::Postgres, "postgres");

@@ -1,0 +1,56 @@
+//! Token estimates, for streams whose provider reports no usage and for the mock provider.
+//!
+//! The estimate is deterministic: about four characters a token, the rule of thumb OpenAI
+//! publishes, plus OpenAI's per-message overhead. A real tokenizer per model family replaces
+//! this where budgets need a tight bound.
+
+use crate::chat::{ChatRequest, Message};
+
+/// Tokens in a text: one per four characters, rounded up.
+pub fn estimate_text(text: &str) -> u64 {
+    (text.chars().count() as u64).div_ceil(4)
+}
+
+/// Tokens one message takes: its text, its name, its tool calls, and 4 of overhead.
+pub fn estimate_message(m: &Message) -> u64 {
+    let mut n = 4;
+    if let Some(c) = &m.content {
+        n += estimate_text(&c.text());
+    }
+    if let Some(name) = &m.name {
+        n += estimate_text(name);
+    }
+    for call in m.tool_calls.iter().flatten() {
+        n += estimate_text(&call.function.name) + estimate_text(&call.function.arguments);
+    }
+    n
+}
+
+/// Prompt tokens of a request: every message, the tool definitions, and 3 to prime the reply.
+pub fn estimate_prompt(request: &ChatRequest) -> u64 {
+    let messages: u64 = request.messages.iter().map(estimate_message).sum();
+    let tools: u64 = request
+        .tools
+        .iter()
+        .flatten()
+        .map(|t| {
+            estimate_text(&t.function.name)
+                + t.function.description.as_deref().map_or(0, estimate_text)
+                + t.function.parameters.as_ref().map_or(0, |p| estimate_text(&p.to_string()))
+        })
+        .sum();
+    messages + tools + 3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn four_characters_a_token() {
+        assert_eq!(estimate_text(""), 0);
+        assert_eq!(estimate_text("abc"), 1);
+        assert_eq!(estimate_text("abcd"), 1);
+        assert_eq!(estimate_text("abcde"), 2);
+    }
+}
