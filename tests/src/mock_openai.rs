@@ -1,0 +1,123 @@
+//! A mock OpenAI upstream speaking the real Chat Completions wire format (JSON and SSE,
+//! errors included). It records every request it receives and answers with fixed usage
+//! (21 prompt, 7 completion tokens), so tests can assert exact translation and exact cost.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+pub const PROMPT_TOKENS: u64 = 21;
+pub const COMPLETION_TOKENS: u64 = 7;
+pub const CONTENT: &str = "Hello from upstream";
+
+/// A request the mock received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+/// A scripted failure, answered to the next request instead of a completion.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub status: u16,
+    pub body: Value,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+#[derive(Default)]
+struct MockState {
+    received: Mutex<Vec<Received>>,
+    failures: Mutex<VecDeque<Failure>>,
+}
+
+pub struct MockOpenAi {
+    /// The `api_base` to configure: `http://127.0.0.1:PORT/v1`.
+    pub base_url: String,
+    state: Arc<MockState>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl MockOpenAi {
+    pub async fn start() -> MockOpenAi {
+        let state = Arc::new(MockState::default());
+        let app = Router::new().route("/v1/chat/completions", post(chat)).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        MockOpenAi { base_url: format!("http://{addr}/v1"), state, server }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    /// Answers the next request with this failure.
+    pub fn fail_next(&self, failure: Failure) {
+        self.state.failures.lock().unwrap().push_back(failure);
+    }
+}
+
+impl Drop for MockOpenAi {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: String) -> Response {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    state.received.lock().unwrap().push(Received { headers, body: body.clone() });
+    if let Some(f) = state.failures.lock().unwrap().pop_front() {
+        let mut resp = (StatusCode::from_u16(f.status).unwrap(), axum::Json(f.body)).into_response();
+        for (k, v) in f.headers {
+            resp.headers_mut().insert(k, v.parse().unwrap());
+        }
+        return resp;
+    }
+    let model = body["model"].as_str().unwrap_or("").to_owned();
+    let usage = json!({"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
+        "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS});
+    if body["stream"] == json!(true) {
+        let include_usage = body["stream_options"]["include_usage"] == json!(true);
+        let chunk = |delta: Value, finish: Value| {
+            json!({"id": "chatcmpl-up-1", "object": "chat.completion.chunk", "created": 1_700_000_000,
+                "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        };
+        let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+        for word in ["Hello", " from", " upstream"] {
+            events.push(chunk(json!({"content": word}), Value::Null));
+        }
+        events.push(chunk(json!({}), json!("stop")));
+        if include_usage {
+            events.push(json!({"id": "chatcmpl-up-1", "object": "chat.completion.chunk", "created": 1_700_000_000,
+                "model": model, "choices": [], "usage": usage}));
+        }
+        let mut text = String::new();
+        for e in events {
+            text.push_str(&format!("data: {e}\n\n"));
+        }
+        text.push_str("data: [DONE]\n\n");
+        return Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from(text))
+            .unwrap();
+    }
+    axum::Json(json!({
+        "id": "chatcmpl-up-1",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": CONTENT}, "finish_reason": "stop"}],
+        "usage": usage,
+    }))
+    .into_response()
+}
