@@ -275,7 +275,7 @@ impl Gateway {
     }
 
     /// Waits for an exit already under way.
-    pub async fn wait_exit(mut self) -> ExitStatus {
+    pub async fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {

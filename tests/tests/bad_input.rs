@@ -1,0 +1,221 @@
+//! Bad input, each answered with the OpenAI error shape (HTTP) or the right status and
+//! details (gRPC), naming the problem; and bad keys of every kind.
+
+use ferryman_proto::v1 as pb;
+use ferryman_tests::{Backend, Gateway, MASTER_KEY, Options, Value, json, openai_error, standard_config};
+use tonic_types::StatusExt;
+
+async fn gateway() -> Gateway {
+    Gateway::start(Options { backend: Backend::Sqlite, config: standard_config(None), env: vec![] }).await
+}
+
+fn msg() -> Value {
+    json!([{"role": "user", "content": "hello"}])
+}
+
+/// Asserts an OpenAI-shaped error: status, type, param, and words in the message.
+fn assert_error(reply: &(u16, reqwest::header::HeaderMap, Value), status: u16, kind: &str, param: Value, words: &str) {
+    let (got, _, body) = reply;
+    assert_eq!(*got, status, "{body}");
+    let e = openai_error(body);
+    assert_eq!(e["type"], kind, "{body}");
+    assert_eq!(e["param"], param, "{body}");
+    let message = e["message"].as_str().unwrap();
+    assert!(message.contains(words), "message {message:?} lacks {words:?}");
+}
+
+#[tokio::test]
+async fn malformed_requests_get_openai_errors_naming_the_problem() {
+    let gw = gateway().await;
+    let http = gw.http();
+    let path = "/v1/chat/completions";
+
+    let r = http.post_raw(path, Some(MASTER_KEY), "{\"model\": \"demo\", \"messages\": [").await;
+    assert_error(&r, 400, "invalid_request_error", Value::Null, "not valid JSON");
+    let r = http.post_raw(path, Some(MASTER_KEY), "[1, 2]").await;
+    assert_error(&r, 400, "invalid_request_error", Value::Null, "must be a JSON object");
+    let r = http.post_raw(path, Some(MASTER_KEY), "").await;
+    assert_error(&r, 400, "invalid_request_error", Value::Null, "empty");
+
+    let r = http.post(path, MASTER_KEY, json!({"messages": msg()})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("model"), "missing field `model`");
+    let r = http.post(path, MASTER_KEY, json!({"model": "no-such-model", "messages": msg()})).await;
+    assert_error(&r, 404, "not_found_error", json!("model"), "model \"no-such-model\" does not exist");
+    assert_eq!(r.2["error"]["code"], "model_not_found");
+    let r = http.post(path, MASTER_KEY, json!({"model": "demo", "messages": []})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("messages"), "at least one message");
+    let r = http.post(path, MASTER_KEY, json!({"model": "demo"})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("messages"), "missing field `messages`");
+
+    // Wrong field types, named with their path.
+    let r = http.post(path, MASTER_KEY, json!({"model": "demo", "messages": msg(), "temperature": "hot"})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("temperature"), "invalid type");
+    let r = http.post(path, MASTER_KEY, json!({"model": 7, "messages": msg()})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("model"), "invalid type");
+    let r = http.post(path, MASTER_KEY, json!({"model": "demo", "messages": "hi"})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("messages"), "invalid type");
+    let r = http.post(path, MASTER_KEY, json!({"model": "demo", "messages": [{"role": "wizard", "content": "x"}]})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("messages[0].role"), "unknown variant");
+    let r = http.post(path, MASTER_KEY, json!({"model": "demo", "messages": [{"role": "user", "content": 5}]})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("messages[0].content"), "a string or a list");
+    let r = http.post(path, MASTER_KEY, json!({"model": "demo", "messages": msg(), "max_tokens": -1})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("max_tokens"), "invalid value");
+    let r = http.post(path, MASTER_KEY, json!({"model": "demo", "messages": msg(), "temperature": 3})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("temperature"), "outside 0 to 2");
+
+    // Over the size limit (the test config sets 0.05 MB).
+    let big = "x".repeat(60_000);
+    let r = http.post(path, MASTER_KEY, json!({"model": "demo", "messages": [{"role": "user", "content": big}]})).await;
+    assert_error(&r, 400, "invalid_request_error", Value::Null, "larger than the gateway's limit of 52428 bytes");
+    assert_eq!(r.2["error"]["code"], "request_too_large");
+
+    // Unknown routes and management fields.
+    let r = http.post("/v1/nowhere", MASTER_KEY, json!({})).await;
+    assert_error(&r, 404, "not_found_error", Value::Null, "no route POST /v1/nowhere");
+    let r = http.post("/key/generate", MASTER_KEY, json!({"tpm_limit": 5})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("tpm_limit"), "unknown field `tpm_limit`");
+    let r = http.post("/key/generate", MASTER_KEY, json!({"max_budget": -1})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("max_budget"), "non-negative");
+    let r = http.post("/key/generate", MASTER_KEY, json!({"duration": "forever"})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("duration"), "invalid duration");
+    let r = http.post("/key/generate", MASTER_KEY, json!({"key": "short"})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("key"), "must start with");
+    let r = http.get("/spend/logs?start_date=yesterday", MASTER_KEY).await;
+    assert_error(&r, 400, "invalid_request_error", json!("start_date"), "YYYY-MM-DD");
+    let r = http.get("/spend/logs?page_token=zz", MASTER_KEY).await;
+    assert_error(&r, 400, "invalid_request_error", json!("page_token"), "not a token");
+
+    // Nothing half-written: none of the refused key requests left a key.
+    let (_, _, list) = http.get("/key/list", MASTER_KEY).await;
+    assert_eq!(list["keys"], json!([]));
+}
+
+#[tokio::test]
+async fn bad_keys_get_401_without_echoing_the_key() {
+    let gw = gateway().await;
+    let http = gw.http();
+    let call = json!({"model": "demo", "messages": msg()});
+    let path = "/v1/chat/completions";
+
+    let r = http.post_raw(path, None, call.to_string()).await;
+    assert_error(&r, 401, "authentication_error", Value::Null, "missing API key");
+    let r = http.post(path, "not-a-key with spaces", call.clone()).await;
+    assert_error(&r, 401, "authentication_error", Value::Null, "malformed API key");
+    let unknown = "sk-unknown-0123456789abcdef";
+    let r = http.post(path, unknown, call.clone()).await;
+    assert_error(&r, 401, "authentication_error", Value::Null, "invalid API key");
+    assert!(!r.2.to_string().contains(unknown));
+
+    let expired = gw.create_key(json!({"expires": "2020-01-01T00:00:00Z"})).await;
+    let r = http.post(path, expired["key"].as_str().unwrap(), call.clone()).await;
+    assert_error(&r, 401, "authentication_error", Value::Null, "expired at 2020-01-01T00:00:00Z");
+    assert_eq!(r.2["error"]["code"], "key_expired");
+
+    let blocked = gw.create_key(json!({"blocked": true})).await;
+    let r = http.post(path, blocked["key"].as_str().unwrap(), call.clone()).await;
+    assert_error(&r, 401, "authentication_error", Value::Null, "is blocked");
+
+    // The other headers SDKs send keys in.
+    let key = gw.create_key(json!({})).await;
+    let secret = key["key"].as_str().unwrap();
+    for header in ["x-api-key", "api-key", "x-goog-api-key"] {
+        let resp = http.client.post(format!("{}{path}", http.base)).header(header, secret).json(&call).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{header}");
+    }
+
+    // A virtual key may call models, not manage keys.
+    let r = http.post("/key/generate", secret, json!({})).await;
+    assert_error(&r, 403, "permission_error", Value::Null, "needs the master key");
+    // A key limited to some models may not call others.
+    let limited = gw.create_key(json!({"models": ["gpt-4o"]})).await;
+    let r = http.post(path, limited["key"].as_str().unwrap(), call.clone()).await;
+    assert_error(&r, 403, "permission_error", json!("model"), "may not call model \"demo\"");
+    assert_eq!(r.2["error"]["code"], "key_model_access_denied");
+}
+
+fn authed<T>(key: &str, msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+    req
+}
+
+#[tokio::test]
+async fn grpc_bad_input_gets_the_right_status_and_details() {
+    let gw = gateway().await;
+    let mut client = pb::inference_service_client::InferenceServiceClient::new(gw.channel().await);
+    let params = |model: &str, messages: Vec<pb::ChatMessage>| pb::CreateChatCompletionRequest {
+        params: Some(pb::ChatCompletionParams { model: model.into(), messages, ..Default::default() }),
+    };
+    let hello = || pb::ChatMessage {
+        role: pb::Role::User.into(),
+        content: Some(pb::chat_message::Content::Text("hello".into())),
+        ..Default::default()
+    };
+
+    let err = client.create_chat_completion(tonic::Request::new(params("demo", vec![hello()]))).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    assert!(err.message().contains("missing API key"));
+    let err = client.create_chat_completion(authed("sk-nope-0123456789", params("demo", vec![hello()]))).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+    let err = client.create_chat_completion(authed(MASTER_KEY, params("nope", vec![hello()]))).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let info = err.get_error_details().error_info().cloned().unwrap();
+    assert_eq!((info.reason.as_str(), info.domain.as_str()), ("model_not_found", "ferryman"));
+
+    let err = client.create_chat_completion(authed(MASTER_KEY, params("demo", vec![]))).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let details = err.get_error_details();
+    let violation = &details.bad_request().unwrap().field_violations[0];
+    assert_eq!(violation.field, "params.messages");
+
+    let err = client
+        .create_chat_completion(authed(MASTER_KEY, params("demo", vec![pb::ChatMessage::default()])))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("params.messages[0].role"), "{}", err.message());
+
+    let err = client
+        .create_chat_completion(authed(MASTER_KEY, pb::CreateChatCompletionRequest { params: None }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    let err = client
+        .create_chat_completion(authed(
+            MASTER_KEY,
+            pb::CreateChatCompletionRequest {
+                params: Some(pb::ChatCompletionParams {
+                    model: "demo".into(),
+                    messages: vec![hello()],
+                    extra: Some(prost_types::Struct {
+                        fields: [(
+                            "mock_error".to_owned(),
+                            prost_types::Value { kind: Some(prost_types::value::Kind::NumberValue(429.0)) },
+                        )]
+                        .into(),
+                    }),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    let details = err.get_error_details();
+    assert!(details.retry_info().is_some());
+
+    let mut keys = pb::key_service_client::KeyServiceClient::new(gw.channel().await);
+    let err = keys
+        .create_key(authed(
+            MASTER_KEY,
+            pb::CreateKeyRequest { key: Some(pb::Key::default()), duration: Some("10 days".into()) },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(err.get_error_details().bad_request().unwrap().field_violations[0].field, "duration");
+    let err = keys.get_key(authed(MASTER_KEY, pb::GetKeyRequest { key_id: "nope".into() })).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}
