@@ -53,7 +53,8 @@ pub fn ferryman_bin() -> PathBuf {
             .status()
             .expect("run cargo build");
         assert!(status.success(), "building the ferryman binary failed");
-        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
+        let target =
+            std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
         target.join("debug").join("ferryman")
     })
     .clone()
@@ -361,15 +362,18 @@ impl Http {
 
     /// A streamed chat call: the response headers and every SSE `data:` payload.
     pub async fn stream(&self, key: &str, body: Value) -> (u16, reqwest::header::HeaderMap, Vec<String>) {
-        let resp =
-            self.client.post(format!("{}/v1/chat/completions", self.base)).bearer_auth(key).json(&body).send().await.unwrap();
+        let resp = self
+            .client
+            .post(format!("{}/v1/chat/completions", self.base))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
-        let events = text
-            .split("\n\n")
-            .filter_map(|e| e.trim().strip_prefix("data: ").map(str::to_owned))
-            .collect();
+        let events = text.split("\n\n").filter_map(|e| e.trim().strip_prefix("data: ").map(str::to_owned)).collect();
         (status, headers, events)
     }
 }

@@ -106,10 +106,7 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Str
             text.push_str(&format!("data: {e}\n\n"));
         }
         text.push_str("data: [DONE]\n\n");
-        return Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(Body::from(text))
-            .unwrap();
+        return Response::builder().header("content-type", "text/event-stream").body(Body::from(text)).unwrap();
     }
     axum::Json(json!({
         "id": "chatcmpl-up-1",

@@ -54,7 +54,8 @@ async fn malformed_requests_get_openai_errors_naming_the_problem() {
     assert_error(&r, 400, "invalid_request_error", json!("model"), "invalid type");
     let r = http.post(path, MASTER_KEY, json!({"model": "demo", "messages": "hi"})).await;
     assert_error(&r, 400, "invalid_request_error", json!("messages"), "invalid type");
-    let r = http.post(path, MASTER_KEY, json!({"model": "demo", "messages": [{"role": "wizard", "content": "x"}]})).await;
+    let r =
+        http.post(path, MASTER_KEY, json!({"model": "demo", "messages": [{"role": "wizard", "content": "x"}]})).await;
     assert_error(&r, 400, "invalid_request_error", json!("messages[0].role"), "unknown variant");
     let r = http.post(path, MASTER_KEY, json!({"model": "demo", "messages": [{"role": "user", "content": 5}]})).await;
     assert_error(&r, 400, "invalid_request_error", json!("messages[0].content"), "a string or a list");
@@ -119,7 +120,8 @@ async fn bad_keys_get_401_without_echoing_the_key() {
     let key = gw.create_key(json!({})).await;
     let secret = key["key"].as_str().unwrap();
     for header in ["x-api-key", "api-key", "x-goog-api-key"] {
-        let resp = http.client.post(format!("{}{path}", http.base)).header(header, secret).json(&call).send().await.unwrap();
+        let resp =
+            http.client.post(format!("{}{path}", http.base)).header(header, secret).json(&call).send().await.unwrap();
         assert_eq!(resp.status(), 200, "{header}");
     }
 
@@ -155,7 +157,8 @@ async fn grpc_bad_input_gets_the_right_status_and_details() {
     let err = client.create_chat_completion(tonic::Request::new(params("demo", vec![hello()]))).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     assert!(err.message().contains("missing API key"));
-    let err = client.create_chat_completion(authed("sk-nope-0123456789", params("demo", vec![hello()]))).await.unwrap_err();
+    let err =
+        client.create_chat_completion(authed("sk-nope-0123456789", params("demo", vec![hello()]))).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
 
     let err = client.create_chat_completion(authed(MASTER_KEY, params("nope", vec![hello()]))).await.unwrap_err();

@@ -3,7 +3,9 @@
 
 use std::process::Command;
 
-use ferryman_tests::{Backend, Gateway, MASTER_KEY, Options, TempDir, TestDb, Value, ferryman_bin, json, standard_config};
+use ferryman_tests::{
+    Backend, Gateway, MASTER_KEY, Options, TempDir, TestDb, Value, ferryman_bin, json, standard_config,
+};
 
 fn run(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> (bool, String, String) {
     let mut cmd = Command::new(ferryman_bin());
@@ -12,7 +14,11 @@ fn run(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> (bool, Str
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 const BAD_CONFIG: &str = r#"
@@ -137,8 +143,11 @@ async fn keys_cli_creates_lists_and_deletes_through_the_running_gateway() {
     assert_eq!(status, 401);
 
     // A wrong master key is refused with the gateway's message.
-    let (ok, _, stderr) =
-        run(&["keys", "list"], dir.path(), &[("FERRYMAN_URL", gw.url.as_str()), ("FERRYMAN_MASTER_KEY", "sk-wrong-0000000000")]);
+    let (ok, _, stderr) = run(
+        &["keys", "list"],
+        dir.path(),
+        &[("FERRYMAN_URL", gw.url.as_str()), ("FERRYMAN_MASTER_KEY", "sk-wrong-0000000000")],
+    );
     assert!(!ok);
     assert!(stderr.contains("Unauthenticated"), "{stderr}");
 }

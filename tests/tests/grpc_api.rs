@@ -14,7 +14,11 @@ fn authed<T>(key: &str, msg: T) -> tonic::Request<T> {
 }
 
 fn text(role: pb::Role, s: &str) -> pb::ChatMessage {
-    pb::ChatMessage { role: role.into(), content: Some(pb::chat_message::Content::Text(s.into())), ..Default::default() }
+    pb::ChatMessage {
+        role: role.into(),
+        content: Some(pb::chat_message::Content::Text(s.into())),
+        ..Default::default()
+    }
 }
 
 async fn grpc_skeleton(backend: Backend) {
@@ -62,14 +66,15 @@ async fn grpc_skeleton(backend: Backend) {
     let md = resp.metadata().clone();
     let resp = resp.into_inner();
     let call = resp.call.clone().unwrap();
-    let usage = resp.usage.clone().unwrap();
+    let usage = resp.usage.unwrap();
     let content = match resp.choices[0].message.as_ref().unwrap().content.as_ref().unwrap() {
         pb::chat_message::Content::Text(t) => t.clone(),
         other => panic!("{other:?}"),
     };
     assert!(content.contains("hello over grpc"), "{content}");
     assert_eq!(call.deployment, "demo-mock-1");
-    let expected = ferryman_tests::expected_cost_nanos(usage.prompt_tokens, usage.completion_tokens, 150_000_000, 600_000_000);
+    let expected =
+        ferryman_tests::expected_cost_nanos(usage.prompt_tokens, usage.completion_tokens, 150_000_000, 600_000_000);
     assert_eq!(call.cost_nanos, expected);
     assert_eq!(md.get("x-ferryman-call-id").unwrap().to_str().unwrap(), call.call_id);
     assert_eq!(md.get("x-ferryman-response-cost").unwrap().to_str().unwrap(), call.cost_usd);

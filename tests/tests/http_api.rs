@@ -39,8 +39,12 @@ async fn skeleton(backend: Backend) {
 
     // A whole completion on the mock provider.
     let (status, headers, body) = http
-        .post("/v1/chat/completions", &secret, json!({"model": "demo", "user": "customer-7",
-            "messages": [{"role": "user", "content": "hello there"}]}))
+        .post(
+            "/v1/chat/completions",
+            &secret,
+            json!({"model": "demo", "user": "customer-7",
+            "messages": [{"role": "user", "content": "hello there"}]}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["object"], "chat.completion");
@@ -58,8 +62,12 @@ async fn skeleton(backend: Backend) {
 
     // The same path without /v1, on the OpenAI-compatible upstream, priced by the table.
     let (status, headers, body) = http
-        .post("/chat/completions", &secret, json!({"model": "gpt-4o-mini", "temperature": 0.2, "logprobs": true,
-            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]}))
+        .post(
+            "/chat/completions",
+            &secret,
+            json!({"model": "gpt-4o-mini", "temperature": 0.2, "logprobs": true,
+            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["choices"][0]["message"]["content"], mock_openai::CONTENT);
@@ -80,8 +88,11 @@ async fn skeleton(backend: Backend) {
 
     // Streamed, with usage asked for: chunks, a usage chunk, then [DONE].
     let (status, headers, events) = http
-        .stream(&secret, json!({"model": "demo", "stream": true, "stream_options": {"include_usage": true},
-            "messages": [{"role": "user", "content": "stream please"}]}))
+        .stream(
+            &secret,
+            json!({"model": "demo", "stream": true, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "stream please"}]}),
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "text/event-stream");
@@ -97,8 +108,11 @@ async fn skeleton(backend: Backend) {
     let stream_usage = usage_chunk["usage"].clone();
     // Streamed without usage asked for: no usage chunk.
     let (_, _, events) = http
-        .stream(&secret, json!({"model": "gpt-4o-mini", "stream": true,
-            "messages": [{"role": "user", "content": "x"}]}))
+        .stream(
+            &secret,
+            json!({"model": "gpt-4o-mini", "stream": true,
+            "messages": [{"role": "user", "content": "x"}]}),
+        )
         .await;
     assert!(events.iter().all(|e| !e.contains("\"usage\"")), "{events:?}");
     let upstream_stream = &upstream.received()[1].body;
@@ -145,8 +159,9 @@ async fn skeleton(backend: Backend) {
     let (status, _, del) = http.post("/key/delete", MASTER_KEY, json!({"keys": [key_id]})).await;
     assert_eq!(status, 200, "{del}");
     assert_eq!(del["deleted_keys"], json!([key_id]));
-    let (status, _, body) =
-        http.post("/v1/chat/completions", &secret, json!({"model": "demo", "messages": [{"role": "user", "content": "x"}]})).await;
+    let (status, _, body) = http
+        .post("/v1/chat/completions", &secret, json!({"model": "demo", "messages": [{"role": "user", "content": "x"}]}))
+        .await;
     assert_eq!(status, 401);
     assert_eq!(openai_error(&body)["type"], "authentication_error");
     assert!(!body.to_string().contains(&secret));
@@ -167,7 +182,11 @@ async fn the_master_key_calls_models_and_health_answers() {
     let gw = Gateway::start(Options { backend: Backend::Sqlite, config: standard_config(None), env: vec![] }).await;
     let http = gw.http();
     let (status, _, body) = http
-        .post("/v1/chat/completions", MASTER_KEY, json!({"model": "demo", "messages": [{"role": "user", "content": "hi"}]}))
+        .post(
+            "/v1/chat/completions",
+            MASTER_KEY,
+            json!({"model": "demo", "messages": [{"role": "user", "content": "hi"}]}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let (status, _, body) = http.get("/health/liveness", "").await;
@@ -216,8 +235,12 @@ async fn upstream_failures_map_to_clear_errors_without_leaking_secrets() {
 
     // The mock provider fails on request, too.
     let (status, _, body) = http
-        .post("/v1/chat/completions", MASTER_KEY, json!({"model": "demo", "mock_error": 503,
-            "messages": [{"role": "user", "content": "x"}]}))
+        .post(
+            "/v1/chat/completions",
+            MASTER_KEY,
+            json!({"model": "demo", "mock_error": 503,
+            "messages": [{"role": "user", "content": "x"}]}),
+        )
         .await;
     assert_eq!(status, 502, "{body}");
 

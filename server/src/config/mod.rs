@@ -277,7 +277,7 @@ const PARAMS: &[&str] = &[
 const MODEL_INFO: &[&str] =
     &["id", "input_cost_per_token", "output_cost_per_token", "max_tokens", "max_output_tokens", "mode"];
 
-fn section<'a>(root: &'a Map<String, Value>, key: &str, r: &mut Reader) -> Map<String, Value> {
+fn section(root: &Map<String, Value>, key: &str, r: &mut Reader) -> Map<String, Value> {
     root.get(key).and_then(|v| r.object(key, v)).cloned().unwrap_or_default()
 }
 

@@ -19,6 +19,7 @@ use crate::tasks;
 /// The most records stored in one transaction.
 const BATCH: usize = 512;
 
+#[expect(clippy::large_enum_variant, reason = "records are the common message; boxing would allocate per call")]
 enum Message {
     Record(SpendRecord),
     Close(oneshot::Sender<()>),
