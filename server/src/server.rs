@@ -24,7 +24,7 @@ use crate::config::{Config, redact_url};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::governance::IdentityCache;
-use crate::ledger::Ledger;
+use crate::ledger::{self, Ledger, Spool};
 use crate::pricing::PriceTable;
 use crate::providers::Upstreams;
 use crate::router::ModelRegistry;
@@ -45,6 +45,10 @@ pub enum StartError {
     Prices(serde_json::Error),
     #[error("{0}")]
     Gateway(GatewayError),
+    #[error("{0}")]
+    Spool(#[from] crate::ledger::SpoolError),
+    #[error("cannot replay spooled spend records into the database: {0}")]
+    Replay(store::StoreError),
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
@@ -69,7 +73,13 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
     }
     let identities = IdentityCache::new(store.clone(), config.general.master_key.as_ref().map(|k| k.expose()));
     let upstreams = Upstreams::new().map_err(StartError::Gateway)?;
-    let ledger = Ledger::start(store.clone());
+    let (spool, leftovers) = Spool::open(&config.general.spool_dir)?;
+    if !leftovers.records.is_empty() {
+        let found = leftovers.records.len();
+        let stored = ledger::replay(store.as_ref(), &spool, leftovers).await.map_err(StartError::Replay)?;
+        tracing::info!(found, newly_stored = stored, "replayed spend records a previous process had spooled");
+    }
+    let ledger = Ledger::start(store.clone(), Arc::new(spool));
     Ok(Arc::new(Gateway { config, store, identities, models, upstreams, ledger }))
 }
 

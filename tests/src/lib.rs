@@ -270,6 +270,12 @@ impl Gateway {
         }
     }
 
+    /// SIGKILL: the process gets no chance to flush anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM without waiting.
     pub fn signal_terminate(&self) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();

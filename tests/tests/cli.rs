@@ -201,3 +201,67 @@ async fn graceful_shutdown_drains_and_flushes_on_sqlite() {
 async fn graceful_shutdown_drains_and_flushes_on_postgres() {
     graceful_shutdown(Backend::Postgres).await;
 }
+
+/// Holds the database's write lock on spend records, so the gateway's writer cannot store
+/// any: calls must still succeed (no database on the hot path), and the records must wait in
+/// the spool.
+async fn block_spend_writes(backend: Backend, url: &str) -> Box<dyn std::any::Any + Send> {
+    use sqlx::Connection;
+    match backend {
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+            sqlx::query("LOCK TABLE spend_logs IN ACCESS EXCLUSIVE MODE").execute(&mut conn).await.unwrap();
+            Box::new(conn)
+        }
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query("BEGIN EXCLUSIVE").execute(&mut conn).await.unwrap();
+            Box::new(conn)
+        }
+    }
+}
+
+/// SIGKILL right after the responses: every call's spend record is in the database after a
+/// restart (replayed from the spool), each counted once.
+async fn killed_gateway_loses_no_spend_record(backend: Backend) {
+    let mut gw = Gateway::start(Options { backend, config: standard_config(None), env: vec![] }).await;
+    let key = gw.create_key(json!({"key_alias": "kill-test"})).await;
+    let secret = key["key"].as_str().unwrap().to_owned();
+    let lock = block_spend_writes(backend, &gw.db.url).await;
+    let http = gw.http();
+    let mut expected = 0i64;
+    for i in 0..25 {
+        let (status, headers, body) = http
+            .post(
+                "/v1/chat/completions",
+                &secret,
+                json!({"model": "demo", "user": "victim",
+                "messages": [{"role": "user", "content": format!("call number {i}")}]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let cost = headers["x-ferryman-response-cost"].to_str().unwrap();
+        expected += (cost.parse::<f64>().unwrap() * 1e9).round() as i64;
+    }
+    gw.kill();
+    drop(lock);
+    let next = gw.restart_on_same_db().await;
+    assert!(next.logs().contains("replayed spend records"), "{}", next.logs());
+    let logs = next.spend_logs_until("end_user=victim&page_size=100", 25).await;
+    assert_eq!(logs.len(), 25);
+    let (status, _, info) =
+        next.http().get(&format!("/key/info?key={}", key["token"].as_str().unwrap()), MASTER_KEY).await;
+    assert_eq!(status, 200);
+    assert_eq!(info["info"]["spend_nanos"].as_i64().unwrap(), expected, "each record counted exactly once");
+}
+
+#[tokio::test]
+async fn killed_gateway_loses_no_spend_record_on_sqlite() {
+    killed_gateway_loses_no_spend_record(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn killed_gateway_loses_no_spend_record_on_postgres() {
+    killed_gateway_loses_no_spend_record(Backend::Postgres).await;
+}

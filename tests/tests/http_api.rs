@@ -250,3 +250,29 @@ async fn upstream_failures_map_to_clear_errors_without_leaking_secrets() {
     assert!(logs.iter().all(|r| r["status"] == "failure" && r["spend_nanos"] == 0), "{logs:#?}");
     assert!(!gw.logs().contains("sk-upstream-secret"));
 }
+
+/// Steady state reads no database: a change made behind the gateway's back (straight in the
+/// database) is not seen, while the same change through the API is seen at once.
+#[tokio::test]
+async fn identities_come_from_the_cache_and_api_changes_invalidate_it() {
+    use sqlx::Connection;
+    let gw = Gateway::start(Options { backend: Backend::Postgres, config: standard_config(None), env: vec![] }).await;
+    let http = gw.http();
+    let call = json!({"model": "demo", "messages": [{"role": "user", "content": "x"}]});
+    let key = gw.create_key(json!({})).await;
+    let secret = key["key"].as_str().unwrap();
+    assert_eq!(http.post("/v1/chat/completions", secret, call.clone()).await.0, 200);
+
+    let mut db = sqlx::PgConnection::connect(&gw.db.url).await.unwrap();
+    sqlx::query("DELETE FROM keys").execute(&mut db).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(http.post("/v1/chat/completions", secret, call.clone()).await.0, 200, "served from the cache");
+    }
+
+    let other = gw.create_key(json!({})).await;
+    let other_secret = other["key"].as_str().unwrap();
+    assert_eq!(http.post("/v1/chat/completions", other_secret, call.clone()).await.0, 200);
+    let (status, _, _) = http.post("/key/delete", MASTER_KEY, json!({"keys": [other["token"]]})).await;
+    assert_eq!(status, 200);
+    assert_eq!(http.post("/v1/chat/completions", other_secret, call.clone()).await.0, 401);
+}

@@ -26,6 +26,8 @@ use reader::{Reader, join};
 /// set. Never use it beyond a laptop.
 pub const DEV_MASTER_KEY: &str = "sk-ferryman-dev-master-key";
 
+/// The spool directory, relative to the working directory unless absolute.
+pub const DEFAULT_SPOOL_DIR: &str = "ferryman-spool";
 const DEFAULT_MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -43,8 +45,10 @@ pub struct GeneralSettings {
     /// `None` means the embedded SQLite file `ferryman.db` in the working directory.
     pub database_url: Option<Secret>,
     pub redis_url: Option<Secret>,
-    /// Bodies larger than this are refused with 413.
+    /// Bodies larger than this are refused.
     pub max_request_size_bytes: usize,
+    /// Where spend records are spooled before the database has them (one per process).
+    pub spool_dir: std::path::PathBuf,
 }
 
 /// One entry of `model_list`: a deployment that serves a public model name.
@@ -257,7 +261,7 @@ fn resolve_env_refs(value: &mut Value, path: &str, env: &dyn Env, file_env: &BTr
 
 const TOP_LEVEL: &[&str] =
     &["model_list", "general_settings", "litellm_settings", "router_settings", "environment_variables"];
-const GENERAL: &[&str] = &["master_key", "database_url", "redis_url", "max_request_size_mb"];
+const GENERAL: &[&str] = &["master_key", "database_url", "redis_url", "max_request_size_mb", "spool_dir"];
 const LITELLM: &[&str] = &["request_timeout"];
 const ROUTER: &[&str] = &["timeout"];
 const DEPLOYMENT: &[&str] = &["model_name", "litellm_params", "model_info"];
@@ -356,11 +360,13 @@ fn read_general(
         Some(micro_mb) => usize::try_from(micro_mb * 1_048_576 / 1_000_000).unwrap_or(usize::MAX),
         None => DEFAULT_MAX_REQUEST_BYTES,
     };
+    let spool_dir = r.string(path, map, "spool_dir").unwrap_or_else(|| DEFAULT_SPOOL_DIR.to_owned()).into();
     GeneralSettings {
         master_key,
         database_url: database_url.map(Secret::new),
         redis_url: redis_url.map(Secret::new),
         max_request_size_bytes,
+        spool_dir,
     }
 }
 

@@ -1,12 +1,16 @@
 //! Spend records, written off the response path in batches.
 //!
-//! The hot path hands each record to [`Ledger::record`] (a channel send, no I/O). One writer
-//! task takes whatever has accumulated — up to [`BATCH`] records — and stores it in one
-//! transaction; while the store fails it keeps the batch and retries with backoff, so a
-//! database outage delays records rather than losing them. [`Ledger::close`] drains the
-//! channel and returns once everything sent before it is stored (or the deadline passes).
-//!
-//! Not yet: the local spool file that makes records survive a killed process.
+//! The hot path hands each record to [`Ledger::record`]: one append to the local [`Spool`]
+//! (so a killed process loses nothing) and a channel send; no database I/O. One writer task
+//! takes whatever has accumulated — up to [`BATCH`] records — and stores it in one transaction;
+//! while the store fails it keeps the batch and retries with backoff, so a database outage
+//! delays records rather than losing them. Once stored, the spool forgets them.
+//! [`Ledger::close`] drains the channel and returns once everything sent before it is stored
+//! (or the deadline passes). At start, [`replay`] stores what a previous process left.
+
+mod spool;
+
+pub use spool::{Spool, SpoolError};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +25,8 @@ const BATCH: usize = 512;
 
 #[expect(clippy::large_enum_variant, reason = "records are the common message; boxing would allocate per call")]
 enum Message {
-    Record(SpendRecord),
+    /// A record and its spool sequence number.
+    Record(u64, SpendRecord),
     Close(oneshot::Sender<()>),
 }
 
@@ -29,20 +34,43 @@ enum Message {
 #[derive(Clone)]
 pub struct Ledger {
     tx: mpsc::UnboundedSender<Message>,
+    spool: Arc<Spool>,
+}
+
+/// Stores the records a previous process left in the spool, then deletes them from it.
+pub async fn replay(
+    store: &dyn Store,
+    spool: &Spool,
+    leftovers: spool::Leftovers,
+) -> Result<u64, crate::store::StoreError> {
+    let mut stored = 0;
+    for chunk in leftovers.records.chunks(BATCH) {
+        stored += store.insert_spend(chunk).await?;
+    }
+    spool.discard(&leftovers.files);
+    Ok(stored)
 }
 
 impl Ledger {
     /// Starts the writer task.
-    pub fn start(store: Arc<dyn Store>) -> Self {
+    pub fn start(store: Arc<dyn Store>, spool: Arc<Spool>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tasks::spawn("ledger-writer", write_loop(store, rx));
-        Self { tx }
+        tasks::spawn("ledger-writer", write_loop(store, spool.clone(), rx));
+        Self { tx, spool }
     }
 
-    /// Queues a record. Never blocks.
+    /// Spools and queues a record. Never waits on the database.
     pub fn record(&self, record: SpendRecord) {
-        if self.tx.send(Message::Record(record)).is_err() {
-            tracing::error!("ledger writer is gone; a spend record was not queued");
+        let tx = &self.tx;
+        let result = self.spool.append(&record, |seq| {
+            if tx.send(Message::Record(seq, record.clone())).is_err() {
+                tracing::error!("ledger writer is gone; a spend record stays in the spool for the next start");
+            }
+        });
+        if let Err(e) = result {
+            // The database write still happens; only crash safety is lost for this record.
+            tracing::error!(error = %e, request_id = %record.request_id, "cannot spool a spend record");
+            let _ = self.tx.send(Message::Record(0, record));
         }
     }
 
@@ -56,9 +84,10 @@ impl Ledger {
     }
 }
 
-async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Message>) {
+async fn write_loop(store: Arc<dyn Store>, spool: Arc<Spool>, mut rx: mpsc::UnboundedReceiver<Message>) {
     let mut inbox = Vec::with_capacity(BATCH);
     let mut batch: Vec<SpendRecord> = Vec::with_capacity(BATCH);
+    let mut last_seq = 0;
     loop {
         if rx.recv_many(&mut inbox, BATCH).await == 0 {
             return;
@@ -66,22 +95,29 @@ async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Messa
         let mut close = None;
         for m in inbox.drain(..) {
             match m {
-                Message::Record(r) => batch.push(r),
+                Message::Record(seq, r) => {
+                    last_seq = last_seq.max(seq);
+                    batch.push(r);
+                }
                 Message::Close(done) => close = Some(done),
             }
         }
-        flush(store.as_ref(), &mut batch).await;
         if let Some(done) = close {
             // Anything that raced in behind the close request is written too.
             while let Ok(m) = rx.try_recv() {
-                if let Message::Record(r) = m {
+                if let Message::Record(seq, r) = m {
+                    last_seq = last_seq.max(seq);
                     batch.push(r);
                 }
             }
             flush(store.as_ref(), &mut batch).await;
+            spool.stored_through(last_seq);
             let _ = done.send(());
             return;
         }
+        flush(store.as_ref(), &mut batch).await;
+        // Records arrive in sequence order, so everything through last_seq is stored.
+        spool.stored_through(last_seq);
     }
 }
 

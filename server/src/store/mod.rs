@@ -57,7 +57,7 @@ pub struct KeyRecord {
 }
 
 /// One call's spend record.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SpendRecord {
     pub request_id: String,
     pub call_type: String,
@@ -77,7 +77,8 @@ pub struct SpendRecord {
     pub end_user: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SpendStatus {
     Success,
     Failure,
