@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod chat;
 pub mod cli;
 pub mod config;
@@ -19,4 +20,5 @@ pub mod router;
 pub mod server;
 pub mod store;
 pub mod tasks;
+pub mod tenancy;
 pub mod tokens;

@@ -6,8 +6,12 @@
 use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
+use ferryman_server::audit::Verdict;
 use ferryman_server::pricing::Nanos;
-use ferryman_server::store::{self, KeyRecord, PageRequest, SpendQuery, SpendRecord, SpendStatus, Store, StoreError};
+use ferryman_server::store::{
+    self, Actor, AuditDraft, AuditQuery, Change, Membership, MembershipFilter, PageRequest, Row, RowFilter, Scope,
+    SpendQuery, SpendRecord, SpendStatus, Store, StoreError, Table,
+};
 use serde_json::json;
 use sqlx::Connection;
 
@@ -53,23 +57,37 @@ impl Db {
     }
 }
 
-fn key(id: &str, alias: Option<&str>, created_secs: i64) -> KeyRecord {
-    let at = Utc.timestamp_opt(1_790_000_000 + created_secs, 123_456_000).unwrap();
-    KeyRecord {
-        key_id: id.into(),
-        token_hash: format!("hash-{id}"),
-        key_name: "sk-...abcd".into(),
-        key_alias: alias.map(Into::into),
-        models: vec!["demo".into(), "gpt-4o".into()],
-        max_budget: Some(Nanos(2_500_000_000)),
-        spend: Nanos::ZERO,
-        metadata: json!({"team": "x", "n": 1}).as_object().unwrap().clone(),
-        expires_at: Some(at + Duration::days(30)),
-        blocked: false,
+fn at(secs: i64) -> chrono::DateTime<Utc> {
+    Utc.timestamp_opt(1_790_000_000 + secs, 123_456_000).unwrap()
+}
+
+fn key_row(id: &str, alias: Option<&str>, created_secs: i64) -> Row {
+    Row {
+        id: id.into(),
+        alias: alias.map(Into::into),
+        organization_id: Some("org-1".into()),
+        team_id: Some("team-1".into()),
         user_id: Some("u1".into()),
-        team_id: None,
-        created_at: at,
-        updated_at: at,
+        token_hash: Some(format!("hash-{id}")),
+        data: json!({"key_id": id, "models": ["demo"], "max_budget": 2_500_000_000i64, "metadata": {"n": 1}}),
+        spend: Nanos::ZERO,
+        version: 1,
+        created_at: at(created_secs),
+        updated_at: at(created_secs),
+    }
+}
+
+fn draft(action: &str, object_id: &str) -> AuditDraft {
+    AuditDraft {
+        at: at(0),
+        actor: Actor { user_id: Some("admin".into()), key_id: Some("k-admin".into()), role: "proxy_admin".into() },
+        action: action.into(),
+        object_type: "key".into(),
+        object_id: object_id.into(),
+        before: None,
+        after: Some(json!({"key_alias": "x", "max_budget": 1})),
+        request_id: Some("req-1".into()),
+        source_addr: Some("127.0.0.1:1".into()),
     }
 }
 
@@ -95,53 +113,147 @@ fn spend(request_id: &str, key_id: &str, nanos: i64, start_secs: i64, end_user: 
     }
 }
 
-async fn keys_round_trip(s: &dyn Store) {
-    let k = key("k1", Some("alpha"), 0);
-    s.create_key(&k).await.unwrap();
-    assert_eq!(s.get_key("k1").await.unwrap(), k, "every field round-trips, microsecond times included");
-    assert_eq!(s.key_by_hash("hash-k1").await.unwrap(), Some(k.clone()));
-    assert_eq!(s.key_by_hash("nope").await.unwrap(), None);
-    assert!(matches!(s.get_key("nope").await, Err(StoreError::NotFound(_))));
+async fn rows_round_trip(s: &dyn Store) {
+    let k = key_row("k1", Some("alpha"), 0);
+    s.commit(&[Change::Insert(Table::Keys, k.clone())], &[]).await.unwrap();
+    assert_eq!(s.get(Table::Keys, "k1").await.unwrap(), Some(k.clone()), "every column round-trips");
+    assert_eq!(s.key_by_hash("hash-k1", at(0)).await.unwrap(), Some(k.clone()));
+    assert_eq!(s.key_by_hash("nope", at(0)).await.unwrap(), None);
+    assert_eq!(s.get(Table::Keys, "nope").await.unwrap(), None);
 
-    // A duplicate alias is a conflict, and writes nothing.
-    let mut dup = key("k2", Some("alpha"), 1);
-    dup.token_hash = "hash-k2".into();
-    assert!(matches!(s.create_key(&dup).await, Err(StoreError::Conflict(m)) if m.contains("alpha")));
-    assert!(matches!(s.get_key("k2").await, Err(StoreError::NotFound(_))));
+    // A taken alias is a conflict naming it, and the whole commit writes nothing.
+    let mut dup = key_row("k2", Some("alpha"), 1);
+    dup.token_hash = Some("hash-k2".into());
+    let err = s.commit(&[Change::Insert(Table::Keys, dup)], &[draft("created", "k2")]).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Conflict(m) if m.contains("alpha")), "{err:?}");
+    assert_eq!(s.get(Table::Keys, "k2").await.unwrap(), None);
+    assert_eq!(s.audit_head().await.unwrap().seq, 0, "no audit entry for a failed commit");
 
-    // Keys without an alias do not conflict with each other.
+    // Rows without an alias do not conflict with each other.
     for i in 2..7 {
-        s.create_key(&key(&format!("k{i}"), None, i)).await.unwrap();
+        s.commit(&[Change::Insert(Table::Keys, key_row(&format!("k{i}"), None, i))], &[]).await.unwrap();
     }
-    // Newest first, two a page, every key once.
+    // Newest first, two a page, every row once.
     let mut seen = Vec::new();
     let mut token = None;
     loop {
-        let page = s.list_keys(&PageRequest::new(2, token)).await.unwrap();
+        let page = s.list(Table::Keys, &RowFilter::default(), &PageRequest::new(2, token)).await.unwrap();
         assert!(page.items.len() <= 2);
-        seen.extend(page.items.iter().map(|k| k.key_id.clone()));
+        seen.extend(page.items.iter().map(|k| k.id.clone()));
         match page.next_token {
             Some(t) => token = Some(t),
             None => break,
         }
     }
     assert_eq!(seen, ["k6", "k5", "k4", "k3", "k2", "k1"]);
-    assert!(matches!(s.list_keys(&PageRequest::new(2, Some("zz".into()))).await, Err(StoreError::InvalidPageToken)));
+    let by_alias = s
+        .list(Table::Keys, &RowFilter { alias: Some("alpha".into()), ..Default::default() }, &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(by_alias.items.len(), 1);
+    let by_team = s
+        .list(Table::Keys, &RowFilter { team_id: Some("team-1".into()), ..Default::default() }, &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(by_team.items.len(), 6);
+    assert!(matches!(
+        s.list(Table::Keys, &RowFilter::default(), &PageRequest::new(2, Some("zz".into()))).await,
+        Err(StoreError::InvalidPageToken)
+    ));
 
-    let deleted = s.delete_key("k3").await.unwrap();
-    assert_eq!(deleted.key_id, "k3");
-    assert!(matches!(s.delete_key("k3").await, Err(StoreError::NotFound(_))));
-    assert_eq!(s.key_by_hash("hash-k3").await.unwrap(), None);
+    // Updates are optimistic: the stored version must be the one before.
+    let mut v2 = k.clone();
+    v2.version = 2;
+    v2.alias = Some("beta".into());
+    s.commit(&[Change::Update(Table::Keys, v2.clone())], &[]).await.unwrap();
+    assert_eq!(s.get(Table::Keys, "k1").await.unwrap().unwrap().alias.as_deref(), Some("beta"));
+    let stale = s.commit(&[Change::Update(Table::Keys, v2.clone())], &[]).await.unwrap_err();
+    assert!(matches!(&stale, StoreError::Conflict(m) if m.contains("changed by someone else")), "{stale:?}");
+    let mut ghost = key_row("ghost", None, 9);
+    ghost.version = 2;
+    assert!(matches!(s.commit(&[Change::Update(Table::Keys, ghost)], &[]).await, Err(StoreError::NotFound(_))));
+
+    // Old secrets in their grace period still find the key; expired ones do not.
+    s.commit(&[Change::AddKeyGrace { token_hash: "old-k1".into(), key_id: "k1".into(), revoke_at: at(100) }], &[])
+        .await
+        .unwrap();
+    assert_eq!(s.key_by_hash("old-k1", at(50)).await.unwrap().map(|r| r.id), Some("k1".into()));
+    assert_eq!(s.key_by_hash("old-k1", at(100)).await.unwrap(), None);
+
+    s.commit(&[Change::Delete(Table::Keys, "k3".into())], &[]).await.unwrap();
+    assert!(matches!(s.commit(&[Change::Delete(Table::Keys, "k3".into())], &[]).await, Err(StoreError::NotFound(_))));
+}
+
+async fn memberships_round_trip(s: &dyn Store) {
+    let m = |scope, scope_id: &str, user: &str, role: &str| Membership {
+        scope,
+        scope_id: scope_id.into(),
+        user_id: user.into(),
+        role: role.into(),
+        data: json!({"max_budget_in_team": 5}),
+        spend: Nanos::ZERO,
+        created_at: at(0),
+        updated_at: at(0),
+    };
+    s.commit(
+        &[
+            Change::PutMembership(m(Scope::Team, "t1", "u1", "admin")),
+            Change::PutMembership(m(Scope::Team, "t1", "u2", "user")),
+            Change::PutMembership(m(Scope::Org, "o1", "u1", "org_admin")),
+        ],
+        &[],
+    )
+    .await
+    .unwrap();
+    let of_u1 = s.memberships(&MembershipFilter { user_id: Some("u1".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(of_u1.len(), 2);
+    let team = s
+        .memberships(&MembershipFilter { scope: Some(Scope::Team), scope_id: Some("t1".into()), user_id: None })
+        .await
+        .unwrap();
+    assert_eq!(team, vec![m(Scope::Team, "t1", "u1", "admin"), m(Scope::Team, "t1", "u2", "user")]);
+    // Put replaces the role.
+    s.commit(&[Change::PutMembership(m(Scope::Team, "t1", "u2", "admin"))], &[]).await.unwrap();
+    let u2 = s.memberships(&MembershipFilter { user_id: Some("u2".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(u2[0].role, "admin");
+    assert!(matches!(
+        s.commit(&[Change::DeleteMembership { scope: Scope::Team, scope_id: "t1".into(), user_id: "zz".into() }], &[])
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    s.commit(&[Change::DeleteMembershipsOfScope { scope: Scope::Team, scope_id: "t1".into() }], &[]).await.unwrap();
+    s.commit(&[Change::DeleteMembershipsOfUser("u1".into())], &[]).await.unwrap();
+    assert!(s.memberships(&MembershipFilter::default()).await.unwrap().is_empty());
+}
+
+async fn audit_is_a_verifiable_chain(s: &dyn Store) {
+    let entries = s.commit(&[], &[draft("created", "a"), draft("updated", "a")]).await.unwrap();
+    assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(entries[1].prev_hash, entries[0].hash);
+    s.commit(&[], &[draft("deleted", "a")]).await.unwrap();
+    assert_eq!(ferryman_server::audit::verify(s).await.unwrap(), Verdict::Intact { entries: 3 });
+    let page = s
+        .list_audit(&AuditQuery { action: Some("updated".into()), ..Default::default() }, &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].draft, draft("updated", "a"), "every field round-trips");
+    let all = s.list_audit(&AuditQuery::default(), &PageRequest::new(2, None)).await.unwrap();
+    assert_eq!(all.items.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 2]);
+    let rest = s.list_audit(&AuditQuery::default(), &PageRequest::new(2, all.next_token)).await.unwrap();
+    assert_eq!(rest.items.iter().map(|e| e.seq).collect::<Vec<_>>(), [1]);
 }
 
 async fn spend_is_exact_and_idempotent(s: &dyn Store) {
-    s.create_key(&key("payer", None, 0)).await.unwrap();
+    let mut payer = key_row("payer", None, 0);
+    payer.token_hash = Some("hash-payer".into());
+    s.commit(&[Change::Insert(Table::Keys, payer)], &[]).await.unwrap();
     let batch: Vec<_> = (0..10).map(|i| spend(&format!("r{i}"), "payer", 1_000_000_007 + i, i, Some("cust"))).collect();
     assert_eq!(s.insert_spend(&batch).await.unwrap(), 10);
     // Replaying the same records (a retry after a lost acknowledgement) counts nothing twice.
     assert_eq!(s.insert_spend(&batch[5..]).await.unwrap(), 0);
     let expected: i64 = (0..10).map(|i| 1_000_000_007 + i).sum();
-    assert_eq!(s.get_key("payer").await.unwrap().spend, Nanos(expected));
+    assert_eq!(s.get(Table::Keys, "payer").await.unwrap().unwrap().spend, Nanos(expected));
 
     // Records of the master key (no key row) are stored too.
     s.insert_spend(&[spend("m1", "master", 5, 100, None)]).await.unwrap();
@@ -184,7 +296,9 @@ async fn spend_is_exact_and_idempotent(s: &dyn Store) {
 async fn conformance(backend: &str) {
     let db = open(backend).await;
     db.store.ping().await.unwrap();
-    keys_round_trip(db.store.as_ref()).await;
+    rows_round_trip(db.store.as_ref()).await;
+    memberships_round_trip(db.store.as_ref()).await;
+    audit_is_a_verifiable_chain(db.store.as_ref()).await;
     spend_is_exact_and_idempotent(db.store.as_ref()).await;
     db.close().await;
 }

@@ -161,7 +161,10 @@ async fn grpc_skeleton(backend: Backend) {
     assert_eq!(got.into_inner().key.unwrap().key_alias.as_deref(), Some("grpc-app"));
     let list = keys.list_keys(authed(MASTER_KEY, pb::ListKeysRequest::default())).await.unwrap().into_inner();
     assert_eq!(list.keys.len(), 1);
-    let err = keys.list_keys(authed(&secret, pb::ListKeysRequest::default())).await.unwrap_err();
+    // A key that belongs to no user sees only itself, and may not delete keys.
+    let own = keys.list_keys(authed(&secret, pb::ListKeysRequest::default())).await.unwrap().into_inner();
+    assert_eq!(own.keys.iter().map(|k| k.key_id.as_str()).collect::<Vec<_>>(), [key.key_id.as_str()]);
+    let err = keys.delete_key(authed(&secret, pb::DeleteKeyRequest { key_id: key.key_id.clone() })).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     keys.delete_key(authed(MASTER_KEY, pb::DeleteKeyRequest { key_id: key.key_id.clone() })).await.unwrap();
     let err = inference

@@ -150,7 +150,7 @@ async fn skeleton(backend: Backend) {
     assert_eq!(info["info"]["spend_nanos"].as_i64().unwrap(), total);
 
     // Lists show the alias and the masked key, never the secret.
-    let (status, _, list) = http.get("/key/list", MASTER_KEY).await;
+    let (status, _, list) = http.get("/key/list?return_full_object=true", MASTER_KEY).await;
     assert_eq!(status, 200);
     assert_eq!(list["keys"][0]["key_alias"], "svc-a");
     assert!(!list.to_string().contains(&secret));

@@ -1,30 +1,59 @@
-//! Virtual keys: mint, read, list, delete.
+//! Virtual keys: generate, read, update, delete, regenerate (with a grace period), block,
+//! unblock, list.
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
 
+use super::fields::{LimitsFields, set, tristate};
+use super::{Ctx, check_etag, check_models, deny, load_ref, non_empty, snapshot};
 use crate::error::GatewayError;
-use crate::gateway::Gateway;
 use crate::governance::duration::parse_period;
-use crate::governance::{Caller, identity::hash_secret};
-use crate::pricing::Nanos;
-use crate::store::{KeyRecord, Page, PageRequest};
+use crate::governance::identity::hash_secret;
+use crate::store::{Change, Page, PageRequest, RowFilter, Table};
+use crate::tenancy::{BudgetTier, KeyRecord, Meta, Organization, Team, User, from_row, to_row};
 
-/// What a caller may set on a new key.
-#[derive(Debug, Clone, Default)]
-pub struct NewKey {
-    pub alias: Option<String>,
-    pub models: Vec<String>,
-    pub max_budget: Option<Nanos>,
-    pub metadata: Map<String, Value>,
-    /// A lifetime such as `30d`; sets the expiry from now.
-    pub duration: Option<String>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub user_id: Option<String>,
-    pub team_id: Option<String>,
-    pub blocked: bool,
-    /// A caller-chosen secret (LiteLLM's `key`); otherwise one is generated.
-    pub secret: Option<String>,
+#[derive(Debug, Default, Deserialize)]
+pub struct KeyFields {
+    /// A caller-chosen secret (LiteLLM's `key`), on create.
+    pub key: Option<String>,
+    #[serde(default, deserialize_with = "tristate")]
+    pub key_alias: Option<Option<String>>,
+    /// A lifetime such as `30d`, from now; `null` on update removes the expiry.
+    #[serde(default, deserialize_with = "tristate")]
+    pub duration: Option<Option<String>>,
+    #[serde(default, deserialize_with = "tristate")]
+    pub expires: Option<Option<DateTime<Utc>>>,
+    pub models: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "tristate")]
+    pub budget_id: Option<Option<String>>,
+    pub metadata: Option<Map<String, Value>>,
+    pub tags: Option<Vec<String>>,
+    pub blocked: Option<bool>,
+    #[serde(default, deserialize_with = "tristate")]
+    pub user_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "tristate")]
+    pub team_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "tristate")]
+    pub organization_id: Option<Option<String>>,
+    pub etag: Option<i64>,
+}
+
+impl KeyFields {
+    /// Fields only admins (proxy, org, team) may set: they change what the key may spend, or
+    /// who it belongs to.
+    fn sensitive(&self, limits: &LimitsFields) -> Option<&'static str> {
+        // `models` is not here: a key's models only ever narrow what its owner, team and
+        // organization allow.
+        let checks = [
+            ("budget_id", self.budget_id.is_some()),
+            ("blocked", self.blocked.is_some()),
+            ("user_id", self.user_id.is_some()),
+            ("team_id", self.team_id.is_some()),
+            ("organization_id", self.organization_id.is_some()),
+        ];
+        checks.into_iter().find(|(_, set)| *set).map(|(n, _)| n).or_else(|| limits.set_fields().first().copied())
+    }
 }
 
 /// A fresh secret: `sk-` and 256 random bits.
@@ -34,97 +63,400 @@ fn generate_secret() -> Result<String, GatewayError> {
     Ok(format!("sk-{}", hex::encode(bytes)))
 }
 
+fn check_custom_secret(s: &str) -> Result<(), GatewayError> {
+    if !s.starts_with("sk-") || s.len() < 16 || s.len() > 256 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(GatewayError::invalid(
+            "key",
+            "key: a custom key must start with \"sk-\", be 16 to 256 characters and contain no spaces",
+        ));
+    }
+    Ok(())
+}
+
 /// `sk-...abcd`: enough to recognise a key, nothing to use.
 pub fn mask(secret: &str) -> String {
     let tail: String = secret.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
     format!("sk-...{tail}")
 }
 
-/// Validates and stores a new key; returns it and its secret (shown once).
-pub async fn create(gw: &Gateway, caller: &Caller, new: NewKey) -> Result<(KeyRecord, String), GatewayError> {
-    caller.require_admin()?;
-    if let Some(alias) = &new.alias
-        && alias.trim().is_empty()
-    {
-        return Err(GatewayError::invalid("key_alias", "key_alias: must not be empty"));
-    }
-    for (i, m) in new.models.iter().enumerate() {
-        if m.trim().is_empty() {
-            return Err(GatewayError::invalid(format!("models[{i}]"), format!("models[{i}]: must not be empty")));
-        }
-    }
-    let now = Utc::now();
-    let expires_at = match (&new.duration, new.expires_at) {
+fn expiry(
+    now: DateTime<Utc>,
+    duration: Option<Option<String>>,
+    expires: Option<Option<DateTime<Utc>>>,
+) -> Result<Option<Option<DateTime<Utc>>>, GatewayError> {
+    match (duration, expires) {
         (Some(_), Some(_)) => {
-            return Err(GatewayError::invalid(
-                "duration",
-                "duration: give either duration or an expiry time, not both",
-            ));
+            Err(GatewayError::invalid("duration", "duration: give either duration or expires, not both"))
         }
-        (Some(d), None) => {
-            let period = parse_period(d).map_err(|e| GatewayError::invalid("duration", format!("duration: {e}")))?;
-            Some(period.after(now).ok_or_else(|| GatewayError::invalid("duration", "duration: too long"))?)
+        (Some(Some(d)), None) => {
+            let period = parse_period(&d).map_err(|e| GatewayError::invalid("duration", format!("duration: {e}")))?;
+            Ok(Some(Some(period.after(now).ok_or_else(|| GatewayError::invalid("duration", "duration: too long"))?)))
         }
-        (None, at) => at,
-    };
-    let secret = match new.secret {
+        (Some(None), None) => Ok(Some(None)),
+        (None, e) => Ok(e),
+    }
+}
+
+/// Validates the fields and builds a new key (not yet stored); the caller checks permission
+/// and commits. A caller who is a user owns the key unless it names another owner or a team.
+pub async fn build(ctx: &Ctx<'_>, f: KeyFields, limits: LimitsFields) -> Result<(KeyRecord, String), GatewayError> {
+    let secret = match f.key {
         Some(s) => {
-            if !s.starts_with("sk-") || s.len() < 16 || s.len() > 256 || !s.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(GatewayError::invalid(
-                    "key",
-                    "key: a custom key must start with \"sk-\", be 16 to 256 characters and contain no spaces",
-                ));
-            }
+            check_custom_secret(&s)?;
             s
         }
         None => generate_secret()?,
     };
-    let record = KeyRecord {
+    let team_id = f.team_id.flatten();
+    let team = match &team_id {
+        Some(t) => Some(load_ref::<Team>(ctx.gw, "team_id", t).await?),
+        None => None,
+    };
+    let mut user_id = f.user_id.flatten();
+    if user_id.is_none() && team.is_none() {
+        user_id = ctx.who.user_id.clone();
+    }
+    if let Some(u) = &user_id {
+        load_ref::<User>(ctx.gw, "user_id", u).await?;
+    }
+    let organization_id = match (team.as_ref().and_then(|t| t.organization_id.clone()), f.organization_id.flatten()) {
+        (Some(from_team), Some(given)) if from_team != given => {
+            return Err(GatewayError::invalid(
+                "organization_id",
+                format!(
+                    "organization_id: team {:?} belongs to organization {from_team:?}",
+                    team_id.unwrap_or_default()
+                ),
+            ));
+        }
+        (Some(o), _) => Some(o),
+        (None, Some(given)) => Some(load_ref::<Organization>(ctx.gw, "organization_id", &given).await?.organization_id),
+        (None, None) => None,
+    };
+    let mut key = KeyRecord {
         key_id: uuid::Uuid::new_v4().simple().to_string(),
         token_hash: hash_secret(&secret),
         key_name: mask(&secret),
-        key_alias: new.alias,
-        models: new.models,
-        max_budget: new.max_budget,
-        spend: Nanos::ZERO,
-        metadata: new.metadata,
-        expires_at,
-        blocked: new.blocked,
-        user_id: new.user_id,
-        team_id: new.team_id,
-        created_at: now,
-        updated_at: now,
+        key_alias: f.key_alias.flatten(),
+        models: f.models.unwrap_or_default(),
+        limits: Default::default(),
+        budget_id: f.budget_id.flatten(),
+        metadata: f.metadata.unwrap_or_default(),
+        tags: f.tags.unwrap_or_default(),
+        expires_at: expiry(ctx.now, f.duration, f.expires)?.flatten(),
+        blocked: f.blocked.unwrap_or(false),
+        user_id,
+        team_id,
+        organization_id,
+        created_by: ctx.actor_name(),
+        rotation_count: 0,
+        last_rotated_at: None,
+        meta: Meta::new(ctx.now),
     };
-    gw.store.create_key(&record).await?;
-    // A secret presented before it existed may sit in no cache, but be certain.
-    gw.identities.invalidate(&record.token_hash);
-    tracing::info!(key_id = %record.key_id, alias = ?record.key_alias, "key created");
-    Ok((record, secret))
-}
-
-/// Finds a key by its id, or by its secret (LiteLLM's routes accept either).
-pub async fn find(gw: &Gateway, caller: &Caller, id_or_secret: &str) -> Result<KeyRecord, GatewayError> {
-    caller.require_admin()?;
-    if id_or_secret.starts_with("sk-") {
-        return gw
-            .store
-            .key_by_hash(&hash_secret(id_or_secret))
-            .await?
-            .ok_or_else(|| GatewayError::not_found("no such key"));
+    if let Some(a) = &key.key_alias {
+        non_empty("key_alias", a)?;
     }
-    Ok(gw.store.get_key(id_or_secret).await?)
+    check_models("models", &key.models)?;
+    limits.apply(&mut key.limits)?;
+    if let Some(b) = &key.budget_id {
+        load_ref::<BudgetTier>(ctx.gw, "budget_id", b).await?;
+    }
+    Ok((key, secret))
 }
 
-pub async fn list(gw: &Gateway, caller: &Caller, page: &PageRequest) -> Result<Page<KeyRecord>, GatewayError> {
-    caller.require_admin()?;
-    Ok(gw.store.list_keys(page).await?)
+async fn team_of(ctx: &Ctx<'_>, key: &KeyRecord) -> Result<Option<Team>, GatewayError> {
+    match &key.team_id {
+        Some(t) => Ok(ctx.gw.store.get(Table::Teams, t).await?.map(from_row).transpose()?),
+        None => Ok(None),
+    }
 }
 
-/// Deletes a key; it fails on its next use, here at once.
-pub async fn delete(gw: &Gateway, caller: &Caller, id_or_secret: &str) -> Result<KeyRecord, GatewayError> {
-    let key = find(gw, caller, id_or_secret).await?;
-    let deleted = gw.store.delete_key(&key.key_id).await?;
-    gw.identities.invalidate(&deleted.token_hash);
-    tracing::info!(key_id = %deleted.key_id, "key deleted");
-    Ok(deleted)
+/// Whether the caller may act on `key` through `route` (`/key/generate`, `/key/update`,
+/// `/key/delete`, `/key/regenerate`), and with which powers: `Ok(true)` when it may also set
+/// sensitive fields (models, limits, owner, blocked).
+fn may_manage(ctx: &Ctx<'_>, key: &KeyRecord, team: Option<&Team>, route: &str) -> Result<bool, GatewayError> {
+    let who = &ctx.who;
+    if who.is_admin() {
+        return Ok(true);
+    }
+    if who.is_viewer() {
+        return Err(deny(who, "viewers and keys without a user may not change keys"));
+    }
+    if who.is_org_admin_of(key.organization_id.as_deref()) || who.is_team_admin_of(key.team_id.as_deref()) {
+        return Ok(true);
+    }
+    if let Some(team) = team
+        && who.is_team_member_of(Some(&team.team_id))
+    {
+        if team.team_member_permissions.iter().any(|p| p == route)
+            && (route != "/key/generate" || who.is_user(key.user_id.as_deref()))
+        {
+            return Ok(false);
+        }
+        return Err(deny(
+            who,
+            format!("team {:?} does not grant its members {route} (team_member_permissions)", team.team_id),
+        ));
+    }
+    if key.team_id.is_none() && who.is_user(key.user_id.as_deref()) {
+        return Ok(false);
+    }
+    Err(deny(
+        who,
+        format!(
+            "{route}: only the key's owner, its team's admins, its organization's admins and proxy admins may do this"
+        ),
+    ))
+}
+
+pub async fn create(ctx: &Ctx<'_>, f: KeyFields, limits: LimitsFields) -> Result<(KeyRecord, String), GatewayError> {
+    let sensitive = f.sensitive(&limits).filter(|n| *n != "user_id" && *n != "team_id" && *n != "organization_id");
+    let (key, secret) = build(ctx, f, limits).await?;
+    let team = team_of(ctx, &key).await?;
+    let powerful = may_manage(ctx, &key, team.as_ref(), "/key/generate")?;
+    if let Some(field) = sensitive
+        && !powerful
+    {
+        return Err(deny(&ctx.who, format!("only admins may set {field} on a key")));
+    }
+    let audit = ctx.audit("created", "key", &key.key_id, None, Some(snapshot(&key)));
+    ctx.commit(vec![Change::Insert(Table::Keys, to_row(&key))], vec![audit]).await?;
+    ctx.gw.identities.invalidate(&key.token_hash);
+    tracing::info!(key_id = %key.key_id, alias = ?key.key_alias, "key created");
+    Ok((key, secret))
+}
+
+/// Finds a key by its id, or by its secret (LiteLLM's routes accept either); no permission
+/// check.
+pub async fn find(ctx: &Ctx<'_>, id_or_secret: &str) -> Result<KeyRecord, GatewayError> {
+    let row = if id_or_secret.starts_with("sk-") {
+        ctx.gw.store.key_by_hash(&hash_secret(id_or_secret), ctx.now).await?
+    } else {
+        ctx.gw.store.get(Table::Keys, id_or_secret).await?
+    };
+    match row {
+        Some(r) => Ok(from_row(r)?),
+        None => Err(GatewayError::not_found("no such key")),
+    }
+}
+
+/// Reads a key: admins and viewers, its owner, its team's members, its organization's admins,
+/// and the key itself.
+pub async fn get(ctx: &Ctx<'_>, id_or_secret: &str) -> Result<KeyRecord, GatewayError> {
+    let key = find(ctx, id_or_secret).await?;
+    let who = &ctx.who;
+    if who.reads_all()
+        || who.key_id.as_deref() == Some(key.key_id.as_str())
+        || who.is_user(key.user_id.as_deref())
+        || who.is_team_member_of(key.team_id.as_deref())
+        || who.is_org_admin_of(key.organization_id.as_deref())
+    {
+        Ok(key)
+    } else {
+        Err(deny(who, "only a key's owner, its team's members, its organization's admins and proxy admins may read it"))
+    }
+}
+
+pub async fn update(
+    ctx: &Ctx<'_>,
+    id_or_secret: &str,
+    f: KeyFields,
+    limits: LimitsFields,
+) -> Result<KeyRecord, GatewayError> {
+    let before = find(ctx, id_or_secret).await?;
+    check_etag(f.etag, before.meta.version, &format!("key {:?}", before.key_id))?;
+    if f.key.is_some() {
+        return Err(GatewayError::invalid("key", "key: use /key/regenerate to change a key's secret"));
+    }
+    let team = team_of(ctx, &before).await?;
+    let powerful = may_manage(ctx, &before, team.as_ref(), "/key/update")?;
+    if let Some(field) = f.sensitive(&limits)
+        && !powerful
+    {
+        return Err(deny(&ctx.who, format!("only admins may change {field} on a key")));
+    }
+    let mut key = before.clone();
+    set(&mut key.key_alias, f.key_alias);
+    if let Some(a) = &key.key_alias {
+        non_empty("key_alias", a)?;
+    }
+    if let Some(e) = expiry(ctx.now, f.duration, f.expires)? {
+        key.expires_at = e;
+    }
+    set(&mut key.models, f.models);
+    check_models("models", &key.models)?;
+    set(&mut key.budget_id, f.budget_id);
+    if let Some(b) = &key.budget_id {
+        load_ref::<BudgetTier>(ctx.gw, "budget_id", b).await?;
+    }
+    set(&mut key.metadata, f.metadata);
+    set(&mut key.tags, f.tags);
+    set(&mut key.blocked, f.blocked);
+    if let Some(u) = f.user_id {
+        if let Some(id) = &u {
+            load_ref::<User>(ctx.gw, "user_id", id).await?;
+        }
+        key.user_id = u;
+    }
+    if let Some(t) = f.team_id {
+        key.organization_id = match &t {
+            Some(id) => load_ref::<Team>(ctx.gw, "team_id", id).await?.organization_id,
+            None => key.organization_id,
+        };
+        key.team_id = t;
+    }
+    if let Some(o) = f.organization_id {
+        if let Some(id) = &o {
+            load_ref::<Organization>(ctx.gw, "organization_id", id).await?;
+        }
+        key.organization_id = o;
+    }
+    limits.apply(&mut key.limits)?;
+    key.meta.version += 1;
+    key.meta.updated_at = ctx.now;
+    let audit = ctx.audit("updated", "key", &key.key_id, Some(snapshot(&before)), Some(snapshot(&key)));
+    ctx.commit(vec![Change::Update(Table::Keys, to_row(&key))], vec![audit]).await?;
+    ctx.gw.identities.invalidate(&key.token_hash);
+    Ok(key)
+}
+
+/// Deletes keys, all or none; each stops working at once.
+pub async fn delete(ctx: &Ctx<'_>, ids: &[String]) -> Result<Vec<KeyRecord>, GatewayError> {
+    if ids.is_empty() {
+        return Err(GatewayError::invalid("keys", "keys: name at least one key"));
+    }
+    let mut changes = Vec::new();
+    let mut audit = Vec::new();
+    let mut keys = Vec::new();
+    for id in ids {
+        let key = find(ctx, id).await?;
+        let team = team_of(ctx, &key).await?;
+        may_manage(ctx, &key, team.as_ref(), "/key/delete")?;
+        changes.push(Change::Delete(Table::Keys, key.key_id.clone()));
+        changes.push(Change::DeleteKeyGrace(key.key_id.clone()));
+        audit.push(ctx.audit("deleted", "key", &key.key_id, Some(snapshot(&key)), None));
+        keys.push(key);
+    }
+    ctx.commit(changes, audit).await?;
+    for k in &keys {
+        ctx.gw.identities.invalidate_key_id(&k.key_id);
+    }
+    Ok(keys)
+}
+
+/// Issues a new secret. The old one keeps working for `grace_period` (e.g. `24h`; none by
+/// default), then stops.
+pub async fn regenerate(
+    ctx: &Ctx<'_>,
+    id_or_secret: &str,
+    new_key: Option<String>,
+    grace_period: Option<String>,
+) -> Result<(KeyRecord, String), GatewayError> {
+    let before = find(ctx, id_or_secret).await?;
+    let team = team_of(ctx, &before).await?;
+    may_manage(ctx, &before, team.as_ref(), "/key/regenerate")?;
+    let secret = match new_key {
+        Some(s) => {
+            check_custom_secret(&s)?;
+            s
+        }
+        None => generate_secret()?,
+    };
+    let mut changes = Vec::new();
+    if let Some(g) = &grace_period {
+        let period =
+            parse_period(g).map_err(|e| GatewayError::invalid("grace_period", format!("grace_period: {e}")))?;
+        let revoke_at =
+            period.after(ctx.now).ok_or_else(|| GatewayError::invalid("grace_period", "grace_period: too long"))?;
+        changes.push(Change::AddKeyGrace {
+            token_hash: before.token_hash.clone(),
+            key_id: before.key_id.clone(),
+            revoke_at,
+        });
+    }
+    let mut key = before.clone();
+    key.token_hash = hash_secret(&secret);
+    key.key_name = mask(&secret);
+    key.rotation_count += 1;
+    key.last_rotated_at = Some(ctx.now);
+    key.meta.version += 1;
+    key.meta.updated_at = ctx.now;
+    changes.insert(0, Change::Update(Table::Keys, to_row(&key)));
+    let audit = ctx.audit(
+        "rotated",
+        "key",
+        &key.key_id,
+        Some(json!({"key_name": before.key_name, "rotation_count": before.rotation_count})),
+        Some(json!({"key_name": key.key_name, "rotation_count": key.rotation_count, "grace_period": grace_period})),
+    );
+    ctx.commit(changes, vec![audit]).await?;
+    ctx.gw.identities.invalidate(&before.token_hash);
+    ctx.gw.identities.invalidate(&key.token_hash);
+    Ok((key, secret))
+}
+
+/// Blocks or unblocks a key. Owners may not (a blocked key's owner must not unblock it).
+pub async fn set_blocked(ctx: &Ctx<'_>, id_or_secret: &str, blocked: bool) -> Result<KeyRecord, GatewayError> {
+    let before = find(ctx, id_or_secret).await?;
+    let team = team_of(ctx, &before).await?;
+    if !may_manage(ctx, &before, team.as_ref(), "/key/block")? {
+        return Err(deny(&ctx.who, "only admins (proxy, organization, team) may block or unblock keys"));
+    }
+    let mut key = before.clone();
+    key.blocked = blocked;
+    key.meta.version += 1;
+    key.meta.updated_at = ctx.now;
+    let action = if blocked { "blocked" } else { "unblocked" };
+    let audit = ctx.audit(action, "key", &key.key_id, Some(snapshot(&before)), Some(snapshot(&key)));
+    ctx.commit(vec![Change::Update(Table::Keys, to_row(&key))], vec![audit]).await?;
+    ctx.gw.identities.invalidate_key_id(&key.key_id);
+    Ok(key)
+}
+
+async fn rows(ctx: &Ctx<'_>, filter: RowFilter) -> Result<Vec<KeyRecord>, GatewayError> {
+    let page = ctx.gw.store.list(Table::Keys, &filter, &PageRequest::new(crate::store::MAX_PAGE_SIZE, None)).await?;
+    Ok(page.items.into_iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
+}
+
+pub async fn of_user(ctx: &Ctx<'_>, user_id: &str) -> Result<Vec<KeyRecord>, GatewayError> {
+    rows(ctx, RowFilter { user_id: Some(user_id.to_owned()), ..Default::default() }).await
+}
+
+pub async fn of_team(ctx: &Ctx<'_>, team_id: &str) -> Result<Vec<KeyRecord>, GatewayError> {
+    rows(ctx, RowFilter { team_id: Some(team_id.to_owned()), ..Default::default() }).await
+}
+
+/// Proxy admins and viewers see every key; others their own, their teams' and their
+/// organizations' keys.
+pub async fn list(ctx: &Ctx<'_>, filter: RowFilter, page: &PageRequest) -> Result<Page<KeyRecord>, GatewayError> {
+    if ctx.who.reads_all() {
+        let rows = ctx.gw.store.list(Table::Keys, &filter, page).await?;
+        let items = rows.items.into_iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+        return Ok(Page { items, next_token: rows.next_token });
+    }
+    let mut keys = Vec::new();
+    if let Some(u) = &ctx.who.user_id {
+        keys.extend(of_user(ctx, u).await?);
+    }
+    for team in ctx.who.teams.keys() {
+        keys.extend(of_team(ctx, team).await?);
+    }
+    for org in ctx.who.admin_orgs() {
+        keys.extend(rows(ctx, RowFilter { organization_id: Some(org), ..Default::default() }).await?);
+    }
+    if let Some(own) = &ctx.who.key_id
+        && ctx.who.user_id.is_none()
+        && let Some(row) = ctx.gw.store.get(Table::Keys, own).await?
+    {
+        keys.push(from_row(row)?);
+    }
+    keys.sort_by(|a, b| b.meta.created_at.cmp(&a.meta.created_at).then(b.key_id.cmp(&a.key_id)));
+    keys.dedup_by(|a, b| a.key_id == b.key_id);
+    keys.retain(|k| {
+        filter.user_id.as_ref().is_none_or(|u| k.user_id.as_ref() == Some(u))
+            && filter.team_id.as_ref().is_none_or(|t| k.team_id.as_ref() == Some(t))
+            && filter.organization_id.as_ref().is_none_or(|o| k.organization_id.as_ref() == Some(o))
+            && filter.alias.as_ref().is_none_or(|a| k.key_alias.as_ref() == Some(a))
+    });
+    Ok(Page { items: keys, next_token: None })
 }

@@ -1,9 +1,11 @@
 //! Authentication: a presented secret → the caller, from an in-memory cache.
 //!
 //! Secrets are never stored or logged: the cache and the store are keyed by the secret's
-//! SHA-256. A miss loads the key once from the store; every change made through the API
-//! invalidates the entry at once (`invalidate`), so a deleted or blocked key fails on its next
-//! request. Cross-instance invalidation (Redis pub/sub) plugs into `invalidate` later.
+//! SHA-256. A miss loads the key, its user, team and organization once from the store; every
+//! change made through the management API invalidates the affected entries at once, so a
+//! blocked or deleted key (or a blocked team, user or organization) fails on its next
+//! request. Cross-instance invalidation (Redis pub/sub) plugs into the same `invalidate_*`
+//! calls.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -12,10 +14,20 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 
 use crate::error::GatewayError;
-use crate::store::{KeyRecord, Store};
+use crate::store::{Store, Table};
+use crate::tenancy::{KeyRecord, Organization, Team, User, from_row};
 
 /// The identity of the master key in spend records.
 pub const MASTER_KEY_ID: &str = "master";
+
+/// A virtual key with the user, team and organization it belongs to.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub key: KeyRecord,
+    pub user: Option<User>,
+    pub team: Option<Team>,
+    pub org: Option<Organization>,
+}
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -23,36 +35,28 @@ pub enum Caller {
     /// The master key: a proxy admin.
     Master,
     /// A virtual key.
-    Key(Arc<KeyRecord>),
+    Key(Arc<Identity>),
 }
 
 impl Caller {
     pub fn key_id(&self) -> &str {
         match self {
             Caller::Master => MASTER_KEY_ID,
-            Caller::Key(k) => &k.key_id,
+            Caller::Key(i) => &i.key.key_id,
         }
     }
 
     pub fn key(&self) -> Option<&KeyRecord> {
         match self {
             Caller::Master => None,
-            Caller::Key(k) => Some(k),
+            Caller::Key(i) => Some(&i.key),
         }
     }
 
-    pub fn is_admin(&self) -> bool {
-        matches!(self, Caller::Master)
-    }
-
-    /// Refuses anyone but an admin.
-    pub fn require_admin(&self) -> Result<(), GatewayError> {
-        if self.is_admin() {
-            Ok(())
-        } else {
-            Err(GatewayError::permission_denied(
-                "this operation needs the master key (role proxy_admin); virtual keys may only call models",
-            ))
+    pub fn identity(&self) -> Option<&Identity> {
+        match self {
+            Caller::Master => None,
+            Caller::Key(i) => Some(i),
         }
     }
 }
@@ -66,7 +70,7 @@ pub fn hash_secret(secret: &str) -> String {
 pub struct IdentityCache {
     store: Arc<dyn Store>,
     master_hash: Option<String>,
-    keys: RwLock<HashMap<String, Arc<KeyRecord>>>,
+    keys: RwLock<HashMap<String, Arc<Identity>>>,
 }
 
 /// The longest secret accepted; anything longer is not one of ours.
@@ -75,6 +79,26 @@ const MAX_SECRET_LEN: usize = 256;
 impl IdentityCache {
     pub fn new(store: Arc<dyn Store>, master_key: Option<&str>) -> Self {
         Self { store, master_hash: master_key.map(hash_secret), keys: RwLock::new(HashMap::new()) }
+    }
+
+    async fn load(&self, hash: &str) -> Result<Option<Identity>, GatewayError> {
+        let now = Utc::now();
+        let Some(row) = self.store.key_by_hash(hash, now).await? else { return Ok(None) };
+        let key: KeyRecord = from_row(row)?;
+        let user = match &key.user_id {
+            Some(u) => self.store.get(Table::Users, u).await?.map(from_row::<User>).transpose()?,
+            None => None,
+        };
+        let team = match &key.team_id {
+            Some(t) => self.store.get(Table::Teams, t).await?.map(from_row::<Team>).transpose()?,
+            None => None,
+        };
+        let org_id = key.organization_id.clone().or_else(|| team.as_ref().and_then(|t| t.organization_id.clone()));
+        let org = match &org_id {
+            Some(o) => self.store.get(Table::Organizations, o).await?.map(from_row::<Organization>).transpose()?,
+            None => None,
+        };
+        Ok(Some(Identity { key, user, team, org }))
     }
 
     /// Resolves a presented secret (`None` when the request carried none). Errors are 401s
@@ -98,10 +122,10 @@ impl IdentityCache {
             return Ok(Caller::Master);
         }
         let cached = self.keys.read().ok().and_then(|m| m.get(&hash).cloned());
-        let key = match cached {
-            Some(k) => k,
+        let identity = match cached {
+            Some(i) => i,
             None => {
-                let loaded = self.store.key_by_hash(&hash).await?.ok_or_else(|| {
+                let loaded = self.load(&hash).await?.ok_or_else(|| {
                     GatewayError::unauthenticated("invalid API key: no such key (it may have been deleted)")
                         .with_reason("invalid_api_key")
                 })?;
@@ -112,6 +136,7 @@ impl IdentityCache {
                 loaded
             }
         };
+        let key = &identity.key;
         if key.blocked {
             return Err(
                 GatewayError::unauthenticated(format!("key {} is blocked", key.key_id)).with_reason("key_blocked")
@@ -127,7 +152,27 @@ impl IdentityCache {
             ))
             .with_reason("KEY_EXPIRED"));
         }
-        Ok(Caller::Key(key))
+        if let Some(t) = identity.team.as_ref().filter(|t| t.blocked) {
+            return Err(
+                GatewayError::permission_denied(format!("team {:?} is blocked", t.team_id)).with_reason("team_blocked")
+            );
+        }
+        if let Some(u) = identity.user.as_ref().filter(|u| u.blocked) {
+            return Err(
+                GatewayError::permission_denied(format!("user {:?} is blocked", u.user_id)).with_reason("user_blocked")
+            );
+        }
+        if let Some(o) = identity.org.as_ref().filter(|o| o.blocked) {
+            return Err(GatewayError::permission_denied(format!("organization {:?} is blocked", o.organization_id))
+                .with_reason("organization_blocked"));
+        }
+        Ok(Caller::Key(identity))
+    }
+
+    fn remove_where(&self, pred: impl Fn(&Identity) -> bool) {
+        if let Ok(mut m) = self.keys.write() {
+            m.retain(|_, i| !pred(i));
+        }
     }
 
     /// Forgets a key, by the hash of its secret, so its next use reloads it.
@@ -135,5 +180,26 @@ impl IdentityCache {
         if let Ok(mut m) = self.keys.write() {
             m.remove(token_hash);
         }
+        // An old secret in its grace period maps to the same key.
+        self.remove_where(|i| i.key.token_hash == token_hash);
+    }
+
+    pub fn invalidate_key_id(&self, key_id: &str) {
+        self.remove_where(|i| i.key.key_id == key_id);
+    }
+
+    pub fn invalidate_user(&self, user_id: &str) {
+        self.remove_where(|i| i.key.user_id.as_deref() == Some(user_id));
+    }
+
+    pub fn invalidate_team(&self, team_id: &str) {
+        self.remove_where(|i| i.key.team_id.as_deref() == Some(team_id));
+    }
+
+    pub fn invalidate_org(&self, org_id: &str) {
+        self.remove_where(|i| {
+            i.key.organization_id.as_deref() == Some(org_id)
+                || i.org.as_ref().is_some_and(|o| o.organization_id == org_id)
+        });
     }
 }

@@ -16,7 +16,7 @@ pub use sqlite::SqliteStore;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::pricing::Nanos;
 
@@ -36,24 +36,207 @@ pub enum StoreError {
     Migrate(String),
 }
 
-/// A virtual key as stored (its secret is never stored; only its SHA-256).
+/// A table of managed resources. They all have the same shape (see the migration): an id,
+/// relation columns, a JSON document, spend, a version and two times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    Organizations,
+    Teams,
+    Users,
+    Customers,
+    Budgets,
+    Keys,
+}
+
+impl Table {
+    pub const ALL: [Table; 6] =
+        [Table::Organizations, Table::Teams, Table::Users, Table::Customers, Table::Budgets, Table::Keys];
+
+    /// The SQL table name (a fixed identifier, never caller input).
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Organizations => "organizations",
+            Table::Teams => "teams",
+            Table::Users => "users",
+            Table::Customers => "customers",
+            Table::Budgets => "budgets",
+            Table::Keys => "keys",
+        }
+    }
+
+    /// The object type in audit entries and messages.
+    pub fn object_type(self) -> &'static str {
+        match self {
+            Table::Organizations => "organization",
+            Table::Teams => "team",
+            Table::Users => "user",
+            Table::Customers => "customer",
+            Table::Budgets => "budget",
+            Table::Keys => "key",
+        }
+    }
+}
+
+/// One stored resource. `alias` is the table's unique-ish human name: organization_alias,
+/// team_alias, user_email (unique), key_alias (unique), customer alias.
 #[derive(Debug, Clone, PartialEq)]
-pub struct KeyRecord {
-    pub key_id: String,
-    pub token_hash: String,
-    /// The masked secret, `sk-...abcd`.
-    pub key_name: String,
-    pub key_alias: Option<String>,
-    pub models: Vec<String>,
-    pub max_budget: Option<Nanos>,
-    pub spend: Nanos,
-    pub metadata: Map<String, Value>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub blocked: bool,
-    pub user_id: Option<String>,
+pub struct Row {
+    pub id: String,
+    pub alias: Option<String>,
+    pub organization_id: Option<String>,
     pub team_id: Option<String>,
+    pub user_id: Option<String>,
+    pub token_hash: Option<String>,
+    /// The resource's settings, a JSON object.
+    pub data: Value,
+    pub spend: Nanos,
+    /// Starts at 1; every update adds 1.
+    pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Which rows a list returns; unset filters match everything.
+#[derive(Debug, Clone, Default)]
+pub struct RowFilter {
+    pub organization_id: Option<String>,
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+    pub alias: Option<String>,
+}
+
+/// What a membership is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Team,
+    Org,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Team => "team",
+            Scope::Org => "org",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "team" => Some(Scope::Team),
+            "org" => Some(Scope::Org),
+            _ => None,
+        }
+    }
+}
+
+/// A user's role in a team or an organization.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Membership {
+    pub scope: Scope,
+    pub scope_id: String,
+    pub user_id: String,
+    pub role: String,
+    /// Per-membership settings (e.g. `max_budget_in_team`).
+    pub data: Value,
+    pub spend: Nanos,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Which memberships to read.
+#[derive(Debug, Clone, Default)]
+pub struct MembershipFilter {
+    pub scope: Option<Scope>,
+    pub scope_id: Option<String>,
+    pub user_id: Option<String>,
+}
+
+/// One write of a [`Store::commit`]; all of a commit's changes and audit entries land
+/// together or not at all.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A new row; an existing id or a taken unique alias/token is a conflict.
+    Insert(Table, Row),
+    /// Replaces a row's columns and data if its stored version is `row.version - 1`
+    /// (otherwise a conflict: someone changed it meanwhile). Spend is not touched.
+    Update(Table, Row),
+    /// Removes a row; a missing row is not found.
+    Delete(Table, String),
+    /// Creates or replaces a membership (spend and creation time are kept).
+    PutMembership(Membership),
+    DeleteMembership {
+        scope: Scope,
+        scope_id: String,
+        user_id: String,
+    },
+    /// Removes every membership of a team or organization.
+    DeleteMembershipsOfScope {
+        scope: Scope,
+        scope_id: String,
+    },
+    /// Removes every membership of a user.
+    DeleteMembershipsOfUser(String),
+    /// Keeps an old key secret valid until `revoke_at`.
+    AddKeyGrace {
+        token_hash: String,
+        key_id: String,
+        revoke_at: DateTime<Utc>,
+    },
+    /// Forgets every old secret of a key.
+    DeleteKeyGrace(String),
+}
+
+/// Who did something, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Actor {
+    pub user_id: Option<String>,
+    pub key_id: Option<String>,
+    pub role: String,
+}
+
+/// An audit entry before the store numbers and chains it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditDraft {
+    pub at: DateTime<Utc>,
+    pub actor: Actor,
+    /// `created`, `updated`, `deleted`, `blocked`, `unblocked`, `rotated`, `member_added`, …
+    pub action: String,
+    pub object_type: String,
+    pub object_id: String,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    pub request_id: Option<String>,
+    pub source_addr: Option<String>,
+}
+
+/// A stored audit entry: its place in the chain and its hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub entry_id: String,
+    pub draft: AuditDraft,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// Filters of an audit query; unset filters match everything.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub actor_user_id: Option<String>,
+    pub actor_key_id: Option<String>,
+    pub action: Option<String>,
+    pub object_type: Option<String>,
+    pub object_id: Option<String>,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// The chain's head as stored: the last entry's number and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditHead {
+    pub seq: i64,
+    pub hash: String,
 }
 
 /// One call's spend record.
@@ -154,14 +337,20 @@ pub trait Store: Send + Sync + 'static {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
 
-    /// Inserts a key; a duplicate alias is a [`StoreError::Conflict`].
-    async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError>;
-    async fn key_by_hash(&self, token_hash: &str) -> Result<Option<KeyRecord>, StoreError>;
-    async fn get_key(&self, key_id: &str) -> Result<KeyRecord, StoreError>;
+    async fn get(&self, table: Table, id: &str) -> Result<Option<Row>, StoreError>;
     /// Newest first.
-    async fn list_keys(&self, page: &PageRequest) -> Result<Page<KeyRecord>, StoreError>;
-    /// Deletes a key and returns what it was.
-    async fn delete_key(&self, key_id: &str) -> Result<KeyRecord, StoreError>;
+    async fn list(&self, table: Table, filter: &RowFilter, page: &PageRequest) -> Result<Page<Row>, StoreError>;
+    /// The key a secret's hash names: its current secret, or an old one still in its grace
+    /// period at `now`.
+    async fn key_by_hash(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<Row>, StoreError>;
+    async fn memberships(&self, filter: &MembershipFilter) -> Result<Vec<Membership>, StoreError>;
+    /// Applies `changes` and appends `audit` (numbered and hash-chained) in one transaction.
+    async fn commit(&self, changes: &[Change], audit: &[AuditDraft]) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Oldest first within the page order (newest first across pages).
+    async fn list_audit(&self, query: &AuditQuery, page: &PageRequest) -> Result<Page<AuditEntry>, StoreError>;
+    /// Entries with `seq > after`, in order, at most `limit`: for verifying the chain.
+    async fn scan_audit(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+    async fn audit_head(&self) -> Result<AuditHead, StoreError>;
 
     /// Appends spend records and adds their spend to their keys, in one transaction.
     /// Idempotent by `request_id`: a record already stored is skipped and not counted again.
@@ -196,6 +385,11 @@ fn from_micros(us: i64) -> Result<DateTime<Utc>, StoreError> {
 /// opaque.
 fn encode_token(at: DateTime<Utc>, id: &str) -> String {
     hex::encode(format!("{}:{id}", micros(at)))
+}
+
+/// Audit pages are keyed by sequence number.
+fn encode_seq_token(seq: i64) -> String {
+    hex::encode(format!("{seq}:"))
 }
 
 fn decode_token(token: &str) -> Result<(i64, String), StoreError> {

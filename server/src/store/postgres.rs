@@ -22,12 +22,20 @@ impl PgStore {
     fn migrator() -> Migrator {
         Migrator::with_migrations(vec![Migration::new(
             1,
-            "keys and spend".into(),
+            "initial".into(),
             MigrationType::Simple,
-            include_str!("../../../migrations/postgres/0001_keys_and_spend.sql").into_sql_str(),
+            include_str!("../../../migrations/postgres/0001_initial.sql").into_sql_str(),
             false,
         )])
     }
 }
 
-super::sql::impl_store!(PgStore, sqlx::Postgres, "postgres");
+// PostgreSQL: writers lock the audit chain's head row, so entries are numbered and chained
+// in commit order.
+super::sql::impl_store!(
+    PgStore,
+    sqlx::Postgres,
+    "postgres",
+    begin_write: "BEGIN",
+    lock_head: "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
+);

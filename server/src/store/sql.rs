@@ -1,52 +1,96 @@
 //! The SQL both backends share, stamped out once per sqlx driver by [`impl_store!`].
 //!
-//! The two dialects accept the same statements here (`$N` parameters, `ON CONFLICT`, BIGINT
-//! money and times); a macro rather than generics keeps sqlx's per-driver trait bounds out of
-//! sight. Dialect-specific work (connecting, pragmas, migrations) stays in `sqlite.rs` and
-//! `postgres.rs`.
+//! The two dialects accept the same statements here (`$N` parameters, `ON CONFLICT`,
+//! `RETURNING`, BIGINT money and times, JSON as text); a macro rather than generics keeps
+//! sqlx's per-driver trait bounds out of sight. What differs is passed in: how a writing
+//! transaction begins, and how the audit chain's head row is locked. Table names in the SQL
+//! come only from [`crate::store::Table::name`], never from input.
 
 /// Implements [`crate::store::Store`] for `$store` (which has `pool: sqlx::Pool<$db>` and
 /// `fn migrator() -> Migrator`).
 macro_rules! impl_store {
-    ($store:ty, $db:ty, $backend:literal) => {
+    ($store:ty, $db:ty, $backend:literal, begin_write: $begin:literal, lock_head: $lock_head:literal) => {
         mod shared_sql {
             use std::collections::BTreeMap;
 
-            use serde_json::{Map, Value};
-            use sqlx::Row;
+            use chrono::{DateTime, Utc};
+            use serde_json::Value;
             use sqlx::types::Json;
+            use sqlx::{AssertSqlSafe, Row as _};
 
             use super::*;
             use crate::pricing::Nanos;
             use crate::store::{
-                KeyRecord, Page, PageRequest, SpendQuery, SpendRecord, SpendStatus, StoreError, decode_token,
-                encode_token, from_micros, micros,
+                AuditDraft, AuditEntry, AuditHead, AuditQuery, Actor, Change, Membership, MembershipFilter, Page,
+                PageRequest, Row, RowFilter, Scope, SpendQuery, SpendRecord, SpendStatus, StoreError, Table,
+                decode_token, encode_token, from_micros, micros,
             };
 
             type DbRow = <$db as sqlx::Database>::Row;
+            type Tx<'a> = sqlx::Transaction<'a, $db>;
 
-            const KEY_COLUMNS: &str = "key_id, token_hash, key_name, key_alias, models, max_budget_nanos, \
-                spend_nanos, metadata, expires_at_us, blocked, user_id, team_id, created_at_us, updated_at_us";
+            const ROW_COLUMNS: &str = "id, alias, organization_id, team_id, user_id, token_hash, data, spend_nanos, \
+                version, created_at_us, updated_at_us";
 
-            fn key_from_row(row: &DbRow) -> Result<KeyRecord, StoreError> {
-                let models: Json<Vec<String>> = row.try_get("models")?;
-                let metadata: Json<Map<String, Value>> = row.try_get("metadata")?;
-                let expires: Option<i64> = row.try_get("expires_at_us")?;
-                Ok(KeyRecord {
-                    key_id: row.try_get("key_id")?,
-                    token_hash: row.try_get("token_hash")?,
-                    key_name: row.try_get("key_name")?,
-                    key_alias: row.try_get("key_alias")?,
-                    models: models.0,
-                    max_budget: row.try_get::<Option<i64>, _>("max_budget_nanos")?.map(Nanos),
-                    spend: Nanos(row.try_get("spend_nanos")?),
-                    metadata: metadata.0,
-                    expires_at: expires.map(from_micros).transpose()?,
-                    blocked: row.try_get("blocked")?,
-                    user_id: row.try_get("user_id")?,
-                    team_id: row.try_get("team_id")?,
-                    created_at: from_micros(row.try_get("created_at_us")?)?,
-                    updated_at: from_micros(row.try_get("updated_at_us")?)?,
+            fn parse_json(text: &str, what: &str) -> Result<Value, StoreError> {
+                serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+            }
+
+            fn row_from(r: &DbRow) -> Result<Row, StoreError> {
+                let data: Json<Value> = r.try_get("data")?;
+                Ok(Row {
+                    id: r.try_get("id")?,
+                    alias: r.try_get("alias")?,
+                    organization_id: r.try_get("organization_id")?,
+                    team_id: r.try_get("team_id")?,
+                    user_id: r.try_get("user_id")?,
+                    token_hash: r.try_get("token_hash")?,
+                    data: data.0,
+                    spend: Nanos(r.try_get("spend_nanos")?),
+                    version: r.try_get("version")?,
+                    created_at: from_micros(r.try_get("created_at_us")?)?,
+                    updated_at: from_micros(r.try_get("updated_at_us")?)?,
+                })
+            }
+
+            fn membership_from(r: &DbRow) -> Result<Membership, StoreError> {
+                let scope: String = r.try_get("scope")?;
+                let data: Json<Value> = r.try_get("data")?;
+                Ok(Membership {
+                    scope: Scope::parse(&scope).ok_or_else(|| StoreError::Corrupt(format!("scope {scope:?}")))?,
+                    scope_id: r.try_get("scope_id")?,
+                    user_id: r.try_get("user_id")?,
+                    role: r.try_get("role")?,
+                    data: data.0,
+                    spend: Nanos(r.try_get("spend_nanos")?),
+                    created_at: from_micros(r.try_get("created_at_us")?)?,
+                    updated_at: from_micros(r.try_get("updated_at_us")?)?,
+                })
+            }
+
+            fn audit_from(r: &DbRow) -> Result<AuditEntry, StoreError> {
+                let before: Option<String> = r.try_get("before_value")?;
+                let after: Option<String> = r.try_get("after_value")?;
+                Ok(AuditEntry {
+                    seq: r.try_get("seq")?,
+                    entry_id: r.try_get("entry_id")?,
+                    draft: AuditDraft {
+                        at: from_micros(r.try_get("at_us")?)?,
+                        actor: Actor {
+                            user_id: r.try_get("actor_user_id")?,
+                            key_id: r.try_get("actor_key_id")?,
+                            role: r.try_get("actor_role")?,
+                        },
+                        action: r.try_get("action")?,
+                        object_type: r.try_get("object_type")?,
+                        object_id: r.try_get("object_id")?,
+                        before: before.as_deref().map(|t| parse_json(t, "audit before")).transpose()?,
+                        after: after.as_deref().map(|t| parse_json(t, "audit after")).transpose()?,
+                        request_id: r.try_get("request_id")?,
+                        source_addr: r.try_get("source_addr")?,
+                    },
+                    prev_hash: r.try_get("prev_hash")?,
+                    hash: r.try_get("hash")?,
                 })
             }
 
@@ -81,9 +125,23 @@ macro_rules! impl_store {
                 })
             }
 
-            fn conflict_or(err: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
+            /// A unique violation names what was taken; anything else stays a database error.
+            fn conflict_or(err: sqlx::Error, table: Table, row: &Row) -> StoreError {
                 match &err {
-                    sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what()),
+                    sqlx::Error::Database(db) if db.is_unique_violation() => {
+                        let what = table.object_type();
+                        let detail = db.message().to_ascii_lowercase();
+                        if detail.contains("alias") || detail.contains("email") {
+                            match &row.alias {
+                                Some(a) => StoreError::Conflict(format!("a {what} named {a:?} already exists")),
+                                None => StoreError::Conflict(format!("the {what} already exists")),
+                            }
+                        } else if detail.contains("token") {
+                            StoreError::Conflict(format!("that {what} secret is already in use"))
+                        } else {
+                            StoreError::Conflict(format!("a {what} with id {:?} already exists", row.id))
+                        }
+                    }
                     _ => StoreError::Database(err),
                 }
             }
@@ -97,6 +155,140 @@ macro_rules! impl_store {
                     None
                 };
                 Page { items, next_token }
+            }
+
+            fn cursor(req: &PageRequest) -> Result<(Option<i64>, Option<String>), StoreError> {
+                match &req.token {
+                    Some(t) => {
+                        let (us, id) = decode_token(t)?;
+                        Ok((Some(us), Some(id)))
+                    }
+                    None => Ok((None, None)),
+                }
+            }
+
+            async fn apply(tx: &mut Tx<'_>, change: &Change) -> Result<(), StoreError> {
+                match change {
+                    Change::Insert(table, row) => {
+                        sqlx::query(AssertSqlSafe(format!(
+                            "INSERT INTO {} ({ROW_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                            table.name()
+                        )))
+                        .bind(&row.id)
+                        .bind(&row.alias)
+                        .bind(&row.organization_id)
+                        .bind(&row.team_id)
+                        .bind(&row.user_id)
+                        .bind(&row.token_hash)
+                        .bind(Json(&row.data))
+                        .bind(row.spend.0)
+                        .bind(row.version)
+                        .bind(micros(row.created_at))
+                        .bind(micros(row.updated_at))
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(|e| conflict_or(e, *table, row))?;
+                    }
+                    Change::Update(table, row) => {
+                        let done = sqlx::query(AssertSqlSafe(format!(
+                            "UPDATE {} SET alias = $2, organization_id = $3, team_id = $4, user_id = $5, token_hash = $6, \
+                             data = $7, version = $8, updated_at_us = $9 WHERE id = $1 AND version = $10",
+                            table.name()
+                        )))
+                        .bind(&row.id)
+                        .bind(&row.alias)
+                        .bind(&row.organization_id)
+                        .bind(&row.team_id)
+                        .bind(&row.user_id)
+                        .bind(&row.token_hash)
+                        .bind(Json(&row.data))
+                        .bind(row.version)
+                        .bind(micros(row.updated_at))
+                        .bind(row.version - 1)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(|e| conflict_or(e, *table, row))?;
+                        if done.rows_affected() == 0 {
+                            let exists = sqlx::query(AssertSqlSafe(format!("SELECT 1 FROM {} WHERE id = $1", table.name())))
+                                .bind(&row.id)
+                                .fetch_optional(&mut **tx)
+                                .await?;
+                            let what = table.object_type();
+                            return Err(match exists {
+                                Some(_) => StoreError::Conflict(format!(
+                                    "the {what} {:?} was changed by someone else meanwhile; read it again and retry",
+                                    row.id
+                                )),
+                                None => StoreError::NotFound(format!("no {what} with id {:?}", row.id)),
+                            });
+                        }
+                    }
+                    Change::Delete(table, id) => {
+                        let done = sqlx::query(AssertSqlSafe(format!("DELETE FROM {} WHERE id = $1", table.name())))
+                            .bind(id)
+                            .execute(&mut **tx)
+                            .await?;
+                        if done.rows_affected() == 0 {
+                            return Err(StoreError::NotFound(format!("no {} with id {id:?}", table.object_type())));
+                        }
+                    }
+                    Change::PutMembership(m) => {
+                        sqlx::query(
+                            "INSERT INTO memberships (scope, scope_id, user_id, role, data, spend_nanos, created_at_us, \
+                             updated_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                             ON CONFLICT (scope, scope_id, user_id) DO UPDATE SET role = $4, data = $5, updated_at_us = $8",
+                        )
+                        .bind(m.scope.as_str())
+                        .bind(&m.scope_id)
+                        .bind(&m.user_id)
+                        .bind(&m.role)
+                        .bind(Json(&m.data))
+                        .bind(m.spend.0)
+                        .bind(micros(m.created_at))
+                        .bind(micros(m.updated_at))
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                    Change::DeleteMembership { scope, scope_id, user_id } => {
+                        let done = sqlx::query("DELETE FROM memberships WHERE scope = $1 AND scope_id = $2 AND user_id = $3")
+                            .bind(scope.as_str())
+                            .bind(scope_id)
+                            .bind(user_id)
+                            .execute(&mut **tx)
+                            .await?;
+                        if done.rows_affected() == 0 {
+                            return Err(StoreError::NotFound(format!(
+                                "user {user_id:?} is not a member of {} {scope_id:?}",
+                                if *scope == Scope::Team { "team" } else { "organization" }
+                            )));
+                        }
+                    }
+                    Change::DeleteMembershipsOfScope { scope, scope_id } => {
+                        sqlx::query("DELETE FROM memberships WHERE scope = $1 AND scope_id = $2")
+                            .bind(scope.as_str())
+                            .bind(scope_id)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                    Change::DeleteMembershipsOfUser(user_id) => {
+                        sqlx::query("DELETE FROM memberships WHERE user_id = $1").bind(user_id).execute(&mut **tx).await?;
+                    }
+                    Change::AddKeyGrace { token_hash, key_id, revoke_at } => {
+                        sqlx::query(
+                            "INSERT INTO key_grace (token_hash, key_id, revoke_at_us) VALUES ($1, $2, $3) \
+                             ON CONFLICT (token_hash) DO UPDATE SET key_id = $2, revoke_at_us = $3",
+                        )
+                        .bind(token_hash)
+                        .bind(key_id)
+                        .bind(micros(*revoke_at))
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                    Change::DeleteKeyGrace(key_id) => {
+                        sqlx::query("DELETE FROM key_grace WHERE key_id = $1").bind(key_id).execute(&mut **tx).await?;
+                    }
+                }
+                Ok(())
             }
 
             #[async_trait::async_trait]
@@ -114,94 +306,161 @@ macro_rules! impl_store {
                     Self::migrator().run(&self.pool).await.map_err(|e| StoreError::Migrate(e.to_string()))
                 }
 
-                async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
-                    sqlx::query(
-                        "INSERT INTO keys (key_id, token_hash, key_name, key_alias, models, max_budget_nanos, \
-                         spend_nanos, metadata, expires_at_us, blocked, user_id, team_id, created_at_us, updated_at_us) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-                    )
-                    .bind(&key.key_id)
-                    .bind(&key.token_hash)
-                    .bind(&key.key_name)
-                    .bind(&key.key_alias)
-                    .bind(Json(&key.models))
-                    .bind(key.max_budget.map(|n| n.0))
-                    .bind(key.spend.0)
-                    .bind(Json(&key.metadata))
-                    .bind(key.expires_at.map(micros))
-                    .bind(key.blocked)
-                    .bind(&key.user_id)
-                    .bind(&key.team_id)
-                    .bind(micros(key.created_at))
-                    .bind(micros(key.updated_at))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(|e| {
-                        conflict_or(e, || match &key.key_alias {
-                            Some(alias) => format!("a key with alias {alias:?} already exists"),
-                            None => "a key with this id or secret already exists".to_owned(),
-                        })
-                    })?;
-                    Ok(())
-                }
-
-                async fn key_by_hash(&self, token_hash: &str) -> Result<Option<KeyRecord>, StoreError> {
-                    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM keys WHERE token_hash = $1")))
-                        .bind(token_hash)
+                async fn get(&self, table: Table, id: &str) -> Result<Option<Row>, StoreError> {
+                    let row = sqlx::query(AssertSqlSafe(format!("SELECT {ROW_COLUMNS} FROM {} WHERE id = $1", table.name())))
+                        .bind(id)
                         .fetch_optional(&self.pool)
                         .await?;
-                    row.as_ref().map(key_from_row).transpose()
+                    row.as_ref().map(row_from).transpose()
                 }
 
-                async fn get_key(&self, key_id: &str) -> Result<KeyRecord, StoreError> {
-                    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM keys WHERE key_id = $1")))
-                        .bind(key_id)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                    match row {
-                        Some(row) => key_from_row(&row),
-                        None => Err(StoreError::NotFound(format!("no key with id {key_id:?}"))),
-                    }
-                }
-
-                async fn list_keys(&self, req: &PageRequest) -> Result<Page<KeyRecord>, StoreError> {
+                async fn list(&self, table: Table, f: &RowFilter, req: &PageRequest) -> Result<Page<Row>, StoreError> {
                     let size = req.effective_size();
-                    let (cursor_us, cursor_id) = match &req.token {
-                        Some(t) => {
-                            let (us, id) = decode_token(t)?;
-                            (Some(us), Some(id))
-                        }
-                        None => (None, None),
-                    };
-                    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "SELECT {KEY_COLUMNS} FROM keys \
-                         WHERE ($1 IS NULL OR created_at_us < $1 OR (created_at_us = $1 AND key_id < $2)) \
-                         ORDER BY created_at_us DESC, key_id DESC LIMIT $3"
+                    let (cursor_us, cursor_id) = cursor(req)?;
+                    let rows = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {ROW_COLUMNS} FROM {} \
+                         WHERE ($1 IS NULL OR organization_id = $1) AND ($2 IS NULL OR team_id = $2) \
+                         AND ($3 IS NULL OR user_id = $3) AND ($4 IS NULL OR alias = $4) \
+                         AND ($5 IS NULL OR created_at_us < $5 OR (created_at_us = $5 AND id < $6)) \
+                         ORDER BY created_at_us DESC, id DESC LIMIT $7",
+                        table.name()
                     )))
+                    .bind(&f.organization_id)
+                    .bind(&f.team_id)
+                    .bind(&f.user_id)
+                    .bind(&f.alias)
                     .bind(cursor_us)
                     .bind(cursor_id)
                     .bind(i64::from(size) + 1)
                     .fetch_all(&self.pool)
                     .await?;
-                    let items = rows.iter().map(key_from_row).collect::<Result<Vec<_>, _>>()?;
-                    Ok(page(items, size, |k| encode_token(k.created_at, &k.key_id)))
+                    let items = rows.iter().map(row_from).collect::<Result<Vec<_>, _>>()?;
+                    Ok(page(items, size, |r| encode_token(r.created_at, &r.id)))
                 }
 
-                async fn delete_key(&self, key_id: &str) -> Result<KeyRecord, StoreError> {
-                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DELETE FROM keys WHERE key_id = $1 RETURNING {KEY_COLUMNS}"
+                async fn key_by_hash(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<Row>, StoreError> {
+                    let row = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {ROW_COLUMNS} FROM keys WHERE token_hash = $1 \
+                         UNION ALL SELECT {} FROM keys k JOIN key_grace g ON g.key_id = k.id \
+                         WHERE g.token_hash = $1 AND g.revoke_at_us > $2 LIMIT 1",
+                        ROW_COLUMNS.split(", ").map(|c| format!("k.{c}")).collect::<Vec<_>>().join(", ")
                     )))
-                    .bind(key_id)
+                    .bind(token_hash)
+                    .bind(micros(now))
                     .fetch_optional(&self.pool)
                     .await?;
-                    match row {
-                        Some(row) => key_from_row(&row),
-                        None => Err(StoreError::NotFound(format!("no key with id {key_id:?}"))),
+                    row.as_ref().map(row_from).transpose()
+                }
+
+                async fn memberships(&self, f: &MembershipFilter) -> Result<Vec<Membership>, StoreError> {
+                    let rows = sqlx::query(
+                        "SELECT scope, scope_id, user_id, role, data, spend_nanos, created_at_us, updated_at_us \
+                         FROM memberships WHERE ($1 IS NULL OR scope = $1) AND ($2 IS NULL OR scope_id = $2) \
+                         AND ($3 IS NULL OR user_id = $3) ORDER BY scope, scope_id, user_id",
+                    )
+                    .bind(f.scope.map(Scope::as_str))
+                    .bind(&f.scope_id)
+                    .bind(&f.user_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.iter().map(membership_from).collect()
+                }
+
+                async fn commit(&self, changes: &[Change], audit: &[AuditDraft]) -> Result<Vec<AuditEntry>, StoreError> {
+                    let mut tx = self.pool.begin_with($begin).await?;
+                    for c in changes {
+                        apply(&mut tx, c).await?;
                     }
+                    let mut entries = Vec::with_capacity(audit.len());
+                    if !audit.is_empty() {
+                        let head = sqlx::query($lock_head).fetch_one(&mut *tx).await?;
+                        let mut seq: i64 = head.try_get("seq")?;
+                        let mut prev: String = head.try_get("hash")?;
+                        for draft in audit {
+                            seq += 1;
+                            let entry_id = uuid::Uuid::new_v4().to_string();
+                            let hash = crate::audit::entry_hash(seq, &entry_id, draft, &prev);
+                            sqlx::query(
+                                "INSERT INTO audit_log (seq, entry_id, at_us, actor_user_id, actor_key_id, actor_role, \
+                                 action, object_type, object_id, before_value, after_value, request_id, source_addr, \
+                                 prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                            )
+                            .bind(seq)
+                            .bind(&entry_id)
+                            .bind(micros(draft.at))
+                            .bind(&draft.actor.user_id)
+                            .bind(&draft.actor.key_id)
+                            .bind(&draft.actor.role)
+                            .bind(&draft.action)
+                            .bind(&draft.object_type)
+                            .bind(&draft.object_id)
+                            .bind(draft.before.as_ref().map(crate::audit::canonical))
+                            .bind(draft.after.as_ref().map(crate::audit::canonical))
+                            .bind(&draft.request_id)
+                            .bind(&draft.source_addr)
+                            .bind(&prev)
+                            .bind(&hash)
+                            .execute(&mut *tx)
+                            .await?;
+                            entries.push(AuditEntry { seq, entry_id, draft: draft.clone(), prev_hash: prev, hash: hash.clone() });
+                            prev = hash;
+                        }
+                        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                            .bind(seq)
+                            .bind(&prev)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(entries)
+                }
+
+                async fn list_audit(&self, q: &AuditQuery, req: &PageRequest) -> Result<Page<AuditEntry>, StoreError> {
+                    let size = req.effective_size();
+                    let before_seq: Option<i64> = match &req.token {
+                        Some(t) => Some(decode_token(t)?.0),
+                        None => None,
+                    };
+                    let rows = sqlx::query(
+                        "SELECT * FROM audit_log WHERE ($1 IS NULL OR actor_user_id = $1) \
+                         AND ($2 IS NULL OR actor_key_id = $2) AND ($3 IS NULL OR action = $3) \
+                         AND ($4 IS NULL OR object_type = $4) AND ($5 IS NULL OR object_id = $5) \
+                         AND ($6 IS NULL OR at_us >= $6) AND ($7 IS NULL OR at_us < $7) AND ($8 IS NULL OR seq < $8) \
+                         ORDER BY seq DESC LIMIT $9",
+                    )
+                    .bind(&q.actor_user_id)
+                    .bind(&q.actor_key_id)
+                    .bind(&q.action)
+                    .bind(&q.object_type)
+                    .bind(&q.object_id)
+                    .bind(q.start.map(micros))
+                    .bind(q.end.map(micros))
+                    .bind(before_seq)
+                    .bind(i64::from(size) + 1)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let items = rows.iter().map(audit_from).collect::<Result<Vec<_>, _>>()?;
+                    Ok(page(items, size, |e| {
+                        crate::store::encode_seq_token(e.seq)
+                    }))
+                }
+
+                async fn scan_audit(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+                    let rows = sqlx::query("SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+                        .bind(after)
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await?;
+                    rows.iter().map(audit_from).collect()
+                }
+
+                async fn audit_head(&self) -> Result<AuditHead, StoreError> {
+                    let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&self.pool).await?;
+                    Ok(AuditHead { seq: row.try_get("seq")?, hash: row.try_get("hash")? })
                 }
 
                 async fn insert_spend(&self, records: &[SpendRecord]) -> Result<u64, StoreError> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with($begin).await?;
                     let mut per_key: BTreeMap<&str, i64> = BTreeMap::new();
                     let mut inserted = 0;
                     for r in records {
@@ -238,13 +497,11 @@ macro_rules! impl_store {
                     }
                     for (key_id, spend) in per_key {
                         if spend != 0 {
-                            sqlx::query(
-                                "UPDATE keys SET spend_nanos = spend_nanos + $1 WHERE key_id = $2",
-                            )
-                            .bind(spend)
-                            .bind(key_id)
-                            .execute(&mut *tx)
-                            .await?;
+                            sqlx::query("UPDATE keys SET spend_nanos = spend_nanos + $1 WHERE id = $2")
+                                .bind(spend)
+                                .bind(key_id)
+                                .execute(&mut *tx)
+                                .await?;
                         }
                     }
                     tx.commit().await?;
@@ -253,13 +510,7 @@ macro_rules! impl_store {
 
                 async fn list_spend(&self, q: &SpendQuery, req: &PageRequest) -> Result<Page<SpendRecord>, StoreError> {
                     let size = req.effective_size();
-                    let (cursor_us, cursor_id) = match &req.token {
-                        Some(t) => {
-                            let (us, id) = decode_token(t)?;
-                            (Some(us), Some(id))
-                        }
-                        None => (None, None),
-                    };
+                    let (cursor_us, cursor_id) = cursor(req)?;
                     let rows = sqlx::query(
                         "SELECT request_id, call_type, key_id, model, deployment, provider, prompt_tokens, \
                          completion_tokens, total_tokens, spend_nanos, status, error_code, start_time_us, \

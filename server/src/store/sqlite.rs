@@ -29,12 +29,20 @@ impl SqliteStore {
     fn migrator() -> Migrator {
         Migrator::with_migrations(vec![Migration::new(
             1,
-            "keys and spend".into(),
+            "initial".into(),
             MigrationType::Simple,
-            include_str!("../../../migrations/sqlite/0001_keys_and_spend.sql").into_sql_str(),
+            include_str!("../../../migrations/sqlite/0001_initial.sql").into_sql_str(),
             false,
         )])
     }
 }
 
-super::sql::impl_store!(SqliteStore, sqlx::Sqlite, "sqlite");
+// SQLite: a writing transaction takes the write lock up front (no upgrade deadlocks); that
+// lock alone serializes audit appends.
+super::sql::impl_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    "sqlite",
+    begin_write: "BEGIN IMMEDIATE",
+    lock_head: "SELECT seq, hash FROM audit_head WHERE id = 1"
+);

@@ -13,7 +13,8 @@ use crate::chat::{
 use crate::error::GatewayError;
 use crate::gateway::CallInfo;
 use crate::pricing::{Nanos, format_usd};
-use crate::store::{KeyRecord, SpendRecord};
+use crate::store::SpendRecord;
+use crate::tenancy::KeyRecord;
 
 pub fn struct_to_map(s: Struct) -> Map<String, Value> {
     s.fields.into_iter().map(|(k, v)| (k, value_to_json(v))).collect()
@@ -324,20 +325,23 @@ pub fn key(k: &KeyRecord) -> pb::Key {
         key_alias: k.key_alias.clone(),
         key_name: k.key_name.clone(),
         models: k.models.clone(),
-        max_budget_nanos: k.max_budget.map(|n| n.0),
-        spend_nanos: k.spend.0,
+        max_budget_nanos: k.limits.max_budget.map(|n| n.0),
+        spend_nanos: k.meta.spend.0,
         metadata: Some(map_to_struct(&k.metadata)),
         expire_time: k.expires_at.map(timestamp),
         blocked: k.blocked,
         user_id: k.user_id.clone(),
         team_id: k.team_id.clone(),
-        create_time: Some(timestamp(k.created_at)),
+        create_time: Some(timestamp(k.meta.created_at)),
     }
 }
 
-/// The settable fields of a proto key → a new key. Output-only fields are ignored, as AIP
+/// The settable fields of a proto key → key fields. Output-only fields are ignored, as AIP
 /// asks.
-pub fn new_key(k: pb::Key, duration: Option<String>) -> Result<crate::admin::keys::NewKey, GatewayError> {
+pub fn new_key(
+    k: pb::Key,
+    duration: Option<String>,
+) -> Result<(crate::admin::keys::KeyFields, crate::admin::fields::LimitsFields), GatewayError> {
     let pb::Key {
         key_id: _,
         key_alias,
@@ -357,18 +361,22 @@ pub fn new_key(k: pb::Key, duration: Option<String>) -> Result<crate::admin::key
     {
         return Err(GatewayError::invalid("key.max_budget_nanos", "key.max_budget_nanos: must not be negative"));
     }
-    Ok(crate::admin::keys::NewKey {
-        alias: key_alias,
-        models,
-        max_budget: max_budget_nanos.map(Nanos),
-        metadata: metadata.map(struct_to_map).unwrap_or_default(),
-        duration,
-        expires_at: expire_time.map(|t| from_timestamp("key.expire_time", t)).transpose()?,
-        user_id,
-        team_id,
-        blocked,
-        secret: None,
-    })
+    let fields = crate::admin::keys::KeyFields {
+        key_alias: Some(key_alias),
+        models: Some(models),
+        metadata: metadata.map(struct_to_map),
+        duration: duration.map(Some),
+        expires: expire_time.map(|t| from_timestamp("key.expire_time", t)).transpose()?.map(Some),
+        user_id: user_id.map(Some),
+        team_id: team_id.map(Some),
+        blocked: Some(blocked),
+        ..Default::default()
+    };
+    let limits = crate::admin::fields::LimitsFields {
+        max_budget: max_budget_nanos.map(|n| Some(Nanos(n))),
+        ..Default::default()
+    };
+    Ok((fields, limits))
 }
 
 pub fn spend_log(r: &SpendRecord) -> pb::SpendLog {

@@ -16,7 +16,7 @@ use pb::spend_service_server::SpendService;
 
 use super::convert;
 use super::status::{presented_secret, to_status};
-use crate::admin::keys;
+use crate::admin::{Ctx, keys};
 use crate::gateway::{Gateway, StreamEvent};
 use crate::governance::Caller;
 use crate::pricing::format_usd;
@@ -31,6 +31,12 @@ pub struct Services {
 impl Services {
     async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
         self.gateway.authenticate(presented_secret(req.metadata())).await.map_err(to_status)
+    }
+
+    /// A management call's context: the caller's role and scopes, and its address.
+    async fn ctx<T>(&self, req: &Request<T>) -> Result<Ctx<'_>, Status> {
+        let caller = self.caller(req).await?;
+        Ctx::new(&self.gateway, &caller, req.remote_addr().map(|a| a.to_string())).await.map_err(to_status)
     }
 }
 
@@ -110,24 +116,24 @@ impl InferenceService for Services {
 #[tonic::async_trait]
 impl KeyService for Services {
     async fn create_key(&self, req: Request<pb::CreateKeyRequest>) -> Result<Response<pb::CreateKeyResponse>, Status> {
-        let caller = self.caller(&req).await?;
+        let ctx = self.ctx(&req).await?;
         let pb::CreateKeyRequest { key, duration } = req.into_inner();
-        let new = convert::new_key(key.unwrap_or_default(), duration).map_err(to_status)?;
-        let (record, secret) = keys::create(&self.gateway, &caller, new).await.map_err(to_status)?;
+        let (fields, limits) = convert::new_key(key.unwrap_or_default(), duration).map_err(to_status)?;
+        let (record, secret) = keys::create(&ctx, fields, limits).await.map_err(to_status)?;
         Ok(Response::new(pb::CreateKeyResponse { key: Some(convert::key(&record)), secret }))
     }
 
     async fn get_key(&self, req: Request<pb::GetKeyRequest>) -> Result<Response<pb::GetKeyResponse>, Status> {
-        let caller = self.caller(&req).await?;
-        let record = keys::find(&self.gateway, &caller, &req.into_inner().key_id).await.map_err(to_status)?;
+        let ctx = self.ctx(&req).await?;
+        let record = keys::get(&ctx, &req.into_inner().key_id).await.map_err(to_status)?;
         Ok(Response::new(pb::GetKeyResponse { key: Some(convert::key(&record)) }))
     }
 
     async fn list_keys(&self, req: Request<pb::ListKeysRequest>) -> Result<Response<pb::ListKeysResponse>, Status> {
-        let caller = self.caller(&req).await?;
+        let ctx = self.ctx(&req).await?;
         let pb::ListKeysRequest { page_size: size, page_token } = req.into_inner();
         let page = PageRequest::new(page_size(size)?, token(page_token));
-        let page = keys::list(&self.gateway, &caller, &page).await.map_err(to_status)?;
+        let page = keys::list(&ctx, Default::default(), &page).await.map_err(to_status)?;
         Ok(Response::new(pb::ListKeysResponse {
             keys: page.items.iter().map(convert::key).collect(),
             next_page_token: page.next_token.unwrap_or_default(),
@@ -135,8 +141,8 @@ impl KeyService for Services {
     }
 
     async fn delete_key(&self, req: Request<pb::DeleteKeyRequest>) -> Result<Response<pb::DeleteKeyResponse>, Status> {
-        let caller = self.caller(&req).await?;
-        keys::delete(&self.gateway, &caller, &req.into_inner().key_id).await.map_err(to_status)?;
+        let ctx = self.ctx(&req).await?;
+        keys::delete(&ctx, &[req.into_inner().key_id]).await.map_err(to_status)?;
         Ok(Response::new(pb::DeleteKeyResponse {}))
     }
 }
@@ -147,8 +153,8 @@ impl SpendService for Services {
         &self,
         req: Request<pb::ListSpendLogsRequest>,
     ) -> Result<Response<pb::ListSpendLogsResponse>, Status> {
-        let caller = self.caller(&req).await?;
-        caller.require_admin().map_err(to_status)?;
+        let ctx = self.ctx(&req).await?;
+        ctx.who.require_read_all("only proxy admins and viewers may list spend logs over gRPC").map_err(to_status)?;
         let pb::ListSpendLogsRequest {
             page_size: size,
             page_token,

@@ -1,106 +1,49 @@
-//! LiteLLM's key routes: `/key/generate`, `/key/info`, `/key/list`, `/key/delete`.
+//! LiteLLM's key routes: `/key/generate`, `/key/update`, `/key/info`, `/key/list`,
+//! `/key/delete`, `/key/regenerate`, `/key/block`, `/key/unblock`.
+
+use std::net::SocketAddr;
 
 use axum::Json;
-use axum::extract::{Query, State};
-use chrono::{DateTime, Utc};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use serde::Deserialize;
-use serde_json::{Map, Number, Value, json};
+use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Auth, JsonObject};
-use crate::admin::keys::{self, NewKey};
+use super::mgmt::{ctx, take_list, take_str};
+use super::views::key_view;
+use crate::admin::fields::{parse, reject_unknown};
+use crate::admin::keys::{self, KeyFields};
 use crate::error::GatewayError;
-use crate::pricing::Nanos;
-use crate::store::{KeyRecord, PageRequest};
+use crate::store::{PageRequest, RowFilter};
 
-/// The fields of `/key/generate` this version supports; any other field is refused by name
-/// rather than silently ignored (a limit that is not applied must not look applied).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GenerateBody {
-    key_alias: Option<String>,
-    #[serde(default)]
-    models: Vec<String>,
-    max_budget: Option<Number>,
-    #[serde(default)]
-    metadata: Map<String, Value>,
-    duration: Option<String>,
-    expires: Option<DateTime<Utc>>,
-    user_id: Option<String>,
-    team_id: Option<String>,
-    key: Option<String>,
-    #[serde(default)]
-    blocked: bool,
-}
-
-/// Parses a typed body from a JSON object, naming the failing field.
-pub fn parse_body<T: serde::de::DeserializeOwned>(body: Map<String, Value>) -> Result<T, GatewayError> {
-    serde_path_to_error::deserialize(Value::Object(body)).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        let field = if path == "." { inner.split('`').nth(1).unwrap_or("").to_owned() } else { path };
-        GatewayError::invalid(field.clone(), format!("{field}: {inner}"))
-    })
-}
-
-/// A USD amount from JSON, exactly; negative amounts are refused.
-pub fn usd(field: &str, n: &Number) -> Result<Nanos, GatewayError> {
-    Nanos::parse_usd(&n.to_string()).ok_or_else(|| {
-        GatewayError::invalid(
-            field,
-            format!("{field}: must be a non-negative USD amount with at most 9 decimals, got {n}"),
-        )
-    })
-}
-
-/// A key in LiteLLM's response shape, plus Ferryman's exact figures.
-pub fn key_json(k: &KeyRecord) -> Value {
-    json!({
-        "token": k.key_id,
-        "key_id": k.key_id,
-        "key_name": k.key_name,
-        "key_alias": k.key_alias,
-        "models": k.models,
-        "max_budget": k.max_budget.map(Nanos::as_usd_f64),
-        "max_budget_nanos": k.max_budget.map(|n| n.0),
-        "spend": k.spend.as_usd_f64(),
-        "spend_nanos": k.spend.0,
-        "metadata": k.metadata,
-        "expires": k.expires_at.map(|t| t.to_rfc3339()),
-        "blocked": k.blocked,
-        "user_id": k.user_id,
-        "team_id": k.team_id,
-        "created_at": k.created_at.to_rfc3339(),
-        "updated_at": k.updated_at.to_rfc3339(),
-    })
-}
+type Reply = Result<Json<Value>, ApiError>;
 
 pub async fn generate(
     State(app): State<AppState>,
     Auth(caller): Auth,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     JsonObject(body): JsonObject,
-) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
-    let b: GenerateBody = parse_body(body)?;
-    let new = NewKey {
-        alias: b.key_alias,
-        models: b.models,
-        max_budget: b.max_budget.as_ref().map(|n| usd("max_budget", n)).transpose()?,
-        metadata: b.metadata,
-        duration: b.duration,
-        expires_at: b.expires,
-        user_id: b.user_id,
-        team_id: b.team_id,
-        blocked: b.blocked,
-        secret: b.key,
-    };
-    let (record, secret) = keys::create(&app.gateway, &caller, new).await?;
-    let mut out = key_json(&record);
-    if let Value::Object(map) = &mut out {
-        map.insert("key".to_owned(), Value::String(secret));
-    }
+) -> Reply {
+    let ctx = ctx(&app, &caller, addr).await?;
+    let (f, limits) = parse::<KeyFields>(&body, &[])?;
+    let (record, secret) = keys::create(&ctx, f, limits).await?;
+    let mut out = key_view(&record);
+    out["key"] = json!(secret);
     Ok(Json(out))
+}
+
+pub async fn update(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    JsonObject(mut body): JsonObject,
+) -> Reply {
+    let ctx = ctx(&app, &caller, addr).await?;
+    let key = take_str(&mut body, "key")?;
+    let (f, limits) = parse::<KeyFields>(&body, &[])?;
+    Ok(Json(key_view(&keys::update(&ctx, &key, f, limits).await?)))
 }
 
 #[derive(Deserialize)]
@@ -109,14 +52,20 @@ pub struct InfoQuery {
     key: Option<String>,
 }
 
+/// `?key=` names a key by id or secret; without it, the calling key.
 pub async fn info(
     State(app): State<AppState>,
     Auth(caller): Auth,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Query(q): Query<InfoQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let key = q.key.ok_or_else(|| GatewayError::invalid("key", "key: give the key id or the key itself"))?;
-    let record = keys::find(&app.gateway, &caller, &key).await?;
-    Ok(Json(json!({"key": record.key_id, "info": key_json(&record)})))
+) -> Reply {
+    let ctx = ctx(&app, &caller, addr).await?;
+    let key = q
+        .key
+        .or_else(|| caller.key().map(|k| k.key_id.clone()))
+        .ok_or_else(|| GatewayError::invalid("key", "key: give the key id or the key itself"))?;
+    let record = keys::get(&ctx, &key).await?;
+    Ok(Json(json!({"key": record.key_id, "info": key_view(&record)})))
 }
 
 #[derive(Deserialize)]
@@ -124,44 +73,156 @@ pub async fn info(
 pub struct ListQuery {
     #[serde(default)]
     size: u32,
+    #[serde(default)]
+    page: Option<u32>,
     page_token: Option<String>,
+    user_id: Option<String>,
+    team_id: Option<String>,
+    organization_id: Option<String>,
+    key_alias: Option<String>,
+    #[serde(default)]
+    return_full_object: bool,
 }
 
+/// Keys the caller may see; LiteLLM answers key ids unless `return_full_object=true`.
 pub async fn list(
     State(app): State<AppState>,
     Auth(caller): Auth,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let page = keys::list(&app.gateway, &caller, &PageRequest::new(q.size, q.page_token)).await?;
-    Ok(Json(json!({
-        "keys": page.items.iter().map(key_json).collect::<Vec<_>>(),
-        "next_page_token": page.next_token,
-    })))
+) -> Reply {
+    let ctx = ctx(&app, &caller, addr).await?;
+    if q.page.is_some_and(|p| p > 1) && q.page_token.is_none() {
+        return Err(GatewayError::invalid("page", "page: Ferryman pages with page_token (from next_page_token)").into());
+    }
+    let filter =
+        RowFilter { organization_id: q.organization_id, team_id: q.team_id, user_id: q.user_id, alias: q.key_alias };
+    let page = keys::list(&ctx, filter, &PageRequest::new(q.size, q.page_token)).await?;
+    let keys: Vec<Value> = if q.return_full_object {
+        page.items.iter().map(key_view).collect()
+    } else {
+        page.items.iter().map(|k| json!(k.key_id)).collect()
+    };
+    Ok(Json(json!({"keys": keys, "total_count": page.items.len(), "next_page_token": page.next_token})))
+}
+
+/// Deletes every key named (by id, secret, or `key_aliases`), or none.
+pub async fn delete(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    JsonObject(mut body): JsonObject,
+) -> Reply {
+    let ctx = ctx(&app, &caller, addr).await?;
+    let mut ids = Vec::new();
+    if body.contains_key("keys") {
+        ids.extend(take_list(&mut body, "keys")?);
+    }
+    if body.contains_key("key_aliases") {
+        for alias in take_list(&mut body, "key_aliases")? {
+            let page = app
+                .gateway
+                .store
+                .list(
+                    crate::store::Table::Keys,
+                    &RowFilter { alias: Some(alias.clone()), ..Default::default() },
+                    &PageRequest::new(1, None),
+                )
+                .await?;
+            let row = page
+                .items
+                .into_iter()
+                .next()
+                .ok_or_else(|| GatewayError::not_found(format!("no key with alias {alias:?}")))?;
+            ids.push(row.id);
+        }
+    }
+    reject_unknown(&body, &[])?;
+    let deleted = keys::delete(&ctx, &ids).await?;
+    Ok(Json(json!({"deleted_keys": deleted.iter().map(|k| k.key_id.clone()).collect::<Vec<_>>()})))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DeleteBody {
-    keys: Vec<String>,
+struct RegenerateBody {
+    key: Option<String>,
+    new_key: Option<String>,
+    grace_period: Option<String>,
 }
 
-/// Deletes every key named, or none: all are found first.
-pub async fn delete(
+async fn regenerate_inner(
+    app: &AppState,
+    caller: &crate::governance::Caller,
+    addr: SocketAddr,
+    path_key: Option<String>,
+    body: serde_json::Map<String, Value>,
+) -> Reply {
+    let ctx = ctx(app, caller, addr).await?;
+    let b: RegenerateBody = crate::admin::fields::typed(&body)?;
+    reject_unknown(&body, &[&["key", "new_key", "grace_period"]])?;
+    let key = path_key.or(b.key).ok_or_else(|| GatewayError::invalid("key", "key: required"))?;
+    let (record, secret) = keys::regenerate(&ctx, &key, b.new_key, b.grace_period).await?;
+    let mut out = key_view(&record);
+    out["key"] = json!(secret);
+    Ok(Json(out))
+}
+
+pub async fn regenerate(
     State(app): State<AppState>,
     Auth(caller): Auth,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     JsonObject(body): JsonObject,
-) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
-    let b: DeleteBody = parse_body(body)?;
-    if b.keys.is_empty() {
-        return Err(GatewayError::invalid("keys", "keys: name at least one key").into());
-    }
-    let mut ids = Vec::with_capacity(b.keys.len());
-    for k in &b.keys {
-        ids.push(keys::find(&app.gateway, &caller, k).await?.key_id);
-    }
-    for id in &ids {
-        keys::delete(&app.gateway, &caller, id).await?;
-    }
-    Ok(Json(json!({"deleted_keys": b.keys})))
+) -> Reply {
+    regenerate_inner(&app, &caller, addr, None, body).await
+}
+
+pub async fn regenerate_path(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(key): Path<String>,
+    body: axum::body::Bytes,
+) -> Reply {
+    // The body is optional here.
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Map::new()
+    } else {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Err(GatewayError::invalid("", "the request body must be a JSON object").into()),
+            Err(e) => return Err(GatewayError::invalid("", format!("the request body is not valid JSON: {e}")).into()),
+        }
+    };
+    regenerate_inner(&app, &caller, addr, Some(key), body).await
+}
+
+async fn block_inner(
+    app: AppState,
+    caller: crate::governance::Caller,
+    addr: SocketAddr,
+    mut body: serde_json::Map<String, Value>,
+    blocked: bool,
+) -> Reply {
+    let ctx = ctx(&app, &caller, addr).await?;
+    let key = take_str(&mut body, "key")?;
+    reject_unknown(&body, &[])?;
+    Ok(Json(key_view(&keys::set_blocked(&ctx, &key, blocked).await?)))
+}
+
+pub async fn block(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    JsonObject(body): JsonObject,
+) -> Reply {
+    block_inner(app, caller, addr, body, true).await
+}
+
+pub async fn unblock(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    JsonObject(body): JsonObject,
+) -> Reply {
+    block_inner(app, caller, addr, body, false).await
 }

@@ -1,7 +1,9 @@
 //! `GET /spend/logs` with LiteLLM's query parameters.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::IntoResponse;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -32,7 +34,7 @@ pub struct LogsQuery {
     page_token: Option<String>,
 }
 
-fn parse_time(field: &str, text: &str, end_of_day: bool) -> Result<DateTime<Utc>, GatewayError> {
+pub fn parse_time(field: &str, text: &str, end_of_day: bool) -> Result<DateTime<Utc>, GatewayError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -67,12 +69,22 @@ pub fn log_json(r: &SpendRecord) -> Value {
     })
 }
 
+/// Proxy admins and viewers read every record; anyone else must name (with `api_key`) a key
+/// they may read, and sees its records.
 pub async fn logs(
     State(app): State<AppState>,
     Auth(caller): Auth,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Query(q): Query<LogsQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    caller.require_admin()?;
+    let ctx = super::mgmt::ctx(&app, &caller, addr).await?;
+    if !ctx.who.reads_all() && q.api_key.is_none() {
+        return Err(crate::admin::deny(
+            &ctx.who,
+            "only proxy admins and viewers read all spend logs; pass api_key for a key you may read",
+        )
+        .into());
+    }
     if q.user_id.is_some() {
         return Err(GatewayError::invalid("user_id", "user_id: filtering by internal user is not supported yet").into());
     }
@@ -80,10 +92,11 @@ pub async fn logs(
         return Err(GatewayError::invalid("summarize", "summarize: summaries are not supported yet; omit it").into());
     }
     let key_id = match q.api_key {
-        Some(k) => Some(keys::find(&app.gateway, &caller, &k).await.map(|r| r.key_id).or_else(|e| {
+        Some(k) if ctx.who.reads_all() => Some(keys::find(&ctx, &k).await.map(|r| r.key_id).or_else(|e| {
             // The master key's calls are recorded under "master"; unknown ids simply match nothing.
             if e.code == crate::error::ErrorCode::NotFound && !k.starts_with("sk-") { Ok(k) } else { Err(e) }
         })?),
+        Some(k) => Some(keys::get(&ctx, &k).await?.key_id),
         None => None,
     };
     let query = SpendQuery {
