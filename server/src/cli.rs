@@ -32,6 +32,16 @@ pub enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Work with the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the audit log's hash chain in the database; exit non-zero naming the first
+    /// entry that was changed, removed or reordered.
+    Verify(ConfigArg),
 }
 
 #[derive(Args, Debug)]

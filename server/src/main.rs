@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use ferryman_proto::v1 as pb;
-use ferryman_server::cli::{Cli, Command, ConfigCommand, KeysCommand, LogFormat, Remote};
+use ferryman_server::cli::{AuditCommand, Cli, Command, ConfigCommand, KeysCommand, LogFormat, Remote};
 use ferryman_server::config::{Config, ConfigError, DEV_MASTER_KEY, Loaded, ProcessEnv, redact_url};
 use ferryman_server::pricing::Nanos;
 use ferryman_server::{server, store};
@@ -50,6 +50,7 @@ async fn run(command: Command) -> ExitCode {
         Command::Migrate(arg) => migrate(arg.config.as_deref()).await,
         Command::Config(ConfigCommand::Check { file }) => config_check(&file),
         Command::Keys(cmd) => keys(cmd).await,
+        Command::Audit(AuditCommand::Verify(arg)) => audit_verify(arg.config.as_deref()).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,6 +117,23 @@ async fn migrate(path: Option<&Path>) -> Result<(), String> {
     store.migrate().await.map_err(|e| format!("cannot migrate {}: {e}", redact_url(&url)))?;
     out(&format!("migrations applied to {}", redact_url(&url)));
     Ok(())
+}
+
+async fn audit_verify(path: Option<&Path>) -> Result<(), String> {
+    let config = load_config(path)?.config;
+    let url = server::database_url(&config);
+    let store = store::connect(&url).await.map_err(|e| format!("cannot open {}: {e}", redact_url(&url)))?;
+    match ferryman_server::audit::verify(store.as_ref()).await.map_err(|e| format!("cannot read the audit log: {e}"))? {
+        ferryman_server::audit::Verdict::Intact { entries } => {
+            out(&format!("audit log intact: {entries} entries verified"));
+            Ok(())
+        }
+        ferryman_server::audit::Verdict::Broken { seq, entry_id, reason } => {
+            let id = if entry_id.is_empty() { String::new() } else { format!(" (id {entry_id})") };
+            out(&format!("audit log BROKEN at entry {seq}{id}: {reason}"));
+            Err(format!("audit log verification failed at entry {seq}"))
+        }
+    }
 }
 
 fn config_check(file: &Path) -> Result<(), String> {

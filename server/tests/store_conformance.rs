@@ -117,7 +117,7 @@ async fn rows_round_trip(s: &dyn Store) {
     let k = key_row("k1", Some("alpha"), 0);
     s.commit(&[Change::Insert(Table::Keys, k.clone())], &[]).await.unwrap();
     assert_eq!(s.get(Table::Keys, "k1").await.unwrap(), Some(k.clone()), "every column round-trips");
-    assert_eq!(s.key_by_hash("hash-k1", at(0)).await.unwrap(), Some(k.clone()));
+    assert_eq!(s.key_by_hash("hash-k1", at(0)).await.unwrap().map(|m| m.row), Some(k.clone()));
     assert_eq!(s.key_by_hash("nope", at(0)).await.unwrap(), None);
     assert_eq!(s.get(Table::Keys, "nope").await.unwrap(), None);
 
@@ -177,7 +177,9 @@ async fn rows_round_trip(s: &dyn Store) {
     s.commit(&[Change::AddKeyGrace { token_hash: "old-k1".into(), key_id: "k1".into(), revoke_at: at(100) }], &[])
         .await
         .unwrap();
-    assert_eq!(s.key_by_hash("old-k1", at(50)).await.unwrap().map(|r| r.id), Some("k1".into()));
+    let old = s.key_by_hash("old-k1", at(50)).await.unwrap().unwrap();
+    assert_eq!((old.row.id.as_str(), old.grace_until), ("k1", Some(at(100))));
+    assert_eq!(s.key_by_hash("hash-k1", at(50)).await.unwrap().unwrap().grace_until, None);
     assert_eq!(s.key_by_hash("old-k1", at(100)).await.unwrap(), None);
 
     s.commit(&[Change::Delete(Table::Keys, "k3".into())], &[]).await.unwrap();

@@ -99,7 +99,13 @@ fn expiry(
 
 /// Validates the fields and builds a new key (not yet stored); the caller checks permission
 /// and commits. A caller who is a user owns the key unless it names another owner or a team.
-pub async fn build(ctx: &Ctx<'_>, f: KeyFields, limits: LimitsFields) -> Result<(KeyRecord, String), GatewayError> {
+/// `new_owner` is a user created in the same commit (so not yet in the store).
+pub async fn build(
+    ctx: &Ctx<'_>,
+    f: KeyFields,
+    limits: LimitsFields,
+    new_owner: Option<&str>,
+) -> Result<(KeyRecord, String), GatewayError> {
     let secret = match f.key {
         Some(s) => {
             check_custom_secret(&s)?;
@@ -116,7 +122,9 @@ pub async fn build(ctx: &Ctx<'_>, f: KeyFields, limits: LimitsFields) -> Result<
     if user_id.is_none() && team.is_none() {
         user_id = ctx.who.user_id.clone();
     }
-    if let Some(u) = &user_id {
+    if let Some(u) = &user_id
+        && Some(u.as_str()) != new_owner
+    {
         load_ref::<User>(ctx.gw, "user_id", u).await?;
     }
     let organization_id = match (team.as_ref().and_then(|t| t.organization_id.clone()), f.organization_id.flatten()) {
@@ -211,7 +219,7 @@ fn may_manage(ctx: &Ctx<'_>, key: &KeyRecord, team: Option<&Team>, route: &str) 
 
 pub async fn create(ctx: &Ctx<'_>, f: KeyFields, limits: LimitsFields) -> Result<(KeyRecord, String), GatewayError> {
     let sensitive = f.sensitive(&limits).filter(|n| *n != "user_id" && *n != "team_id" && *n != "organization_id");
-    let (key, secret) = build(ctx, f, limits).await?;
+    let (key, secret) = build(ctx, f, limits, None).await?;
     let team = team_of(ctx, &key).await?;
     let powerful = may_manage(ctx, &key, team.as_ref(), "/key/generate")?;
     if let Some(field) = sensitive
@@ -230,7 +238,7 @@ pub async fn create(ctx: &Ctx<'_>, f: KeyFields, limits: LimitsFields) -> Result
 /// check.
 pub async fn find(ctx: &Ctx<'_>, id_or_secret: &str) -> Result<KeyRecord, GatewayError> {
     let row = if id_or_secret.starts_with("sk-") {
-        ctx.gw.store.key_by_hash(&hash_secret(id_or_secret), ctx.now).await?
+        ctx.gw.store.key_by_hash(&hash_secret(id_or_secret), ctx.now).await?.map(|m| m.row)
     } else {
         ctx.gw.store.get(Table::Keys, id_or_secret).await?
     };

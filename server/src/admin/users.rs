@@ -220,6 +220,7 @@ pub async fn create(ctx: &Ctx<'_>, f: UserFields, limits: LimitsFields) -> Resul
             ctx,
             KeyFields { user_id: Some(Some(user.user_id.clone())), ..Default::default() },
             LimitsFields::default(),
+            Some(&user.user_id),
         )
         .await?;
         changes.push(Change::Insert(Table::Keys, to_row(&record)));

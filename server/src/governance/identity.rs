@@ -24,6 +24,8 @@ pub const MASTER_KEY_ID: &str = "master";
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub key: KeyRecord,
+    /// For an old secret in its grace period: when it stops working.
+    pub grace_until: Option<chrono::DateTime<Utc>>,
     pub user: Option<User>,
     pub team: Option<Team>,
     pub org: Option<Organization>,
@@ -83,8 +85,8 @@ impl IdentityCache {
 
     async fn load(&self, hash: &str) -> Result<Option<Identity>, GatewayError> {
         let now = Utc::now();
-        let Some(row) = self.store.key_by_hash(hash, now).await? else { return Ok(None) };
-        let key: KeyRecord = from_row(row)?;
+        let Some(found) = self.store.key_by_hash(hash, now).await? else { return Ok(None) };
+        let key: KeyRecord = from_row(found.row)?;
         let user = match &key.user_id {
             Some(u) => self.store.get(Table::Users, u).await?.map(from_row::<User>).transpose()?,
             None => None,
@@ -98,7 +100,7 @@ impl IdentityCache {
             Some(o) => self.store.get(Table::Organizations, o).await?.map(from_row::<Organization>).transpose()?,
             None => None,
         };
-        Ok(Some(Identity { key, user, team, org }))
+        Ok(Some(Identity { key, grace_until: found.grace_until, user, team, org }))
     }
 
     /// Resolves a presented secret (`None` when the request carried none). Errors are 401s
@@ -131,12 +133,22 @@ impl IdentityCache {
                 })?;
                 let loaded = Arc::new(loaded);
                 if let Ok(mut m) = self.keys.write() {
-                    m.insert(hash, loaded.clone());
+                    m.insert(hash.clone(), loaded.clone());
                 }
                 loaded
             }
         };
         let key = &identity.key;
+        if identity.grace_until.is_some_and(|until| until <= Utc::now()) {
+            if let Ok(mut m) = self.keys.write() {
+                m.remove(&hash);
+            }
+            return Err(GatewayError::unauthenticated(format!(
+                "this secret of key {} was replaced and its grace period has ended; use the new secret",
+                key.key_id
+            ))
+            .with_reason("invalid_api_key"));
+        }
         if key.blocked {
             return Err(
                 GatewayError::unauthenticated(format!("key {} is blocked", key.key_id)).with_reason("key_blocked")

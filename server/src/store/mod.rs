@@ -96,6 +96,14 @@ pub struct Row {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A key found by a secret's hash; `grace_until` is set when the secret is an old one in its
+/// grace period, and says when it stops.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyMatch {
+    pub row: Row,
+    pub grace_until: Option<DateTime<Utc>>,
+}
+
 /// Which rows a list returns; unset filters match everything.
 #[derive(Debug, Clone, Default)]
 pub struct RowFilter {
@@ -342,7 +350,7 @@ pub trait Store: Send + Sync + 'static {
     async fn list(&self, table: Table, filter: &RowFilter, page: &PageRequest) -> Result<Page<Row>, StoreError>;
     /// The key a secret's hash names: its current secret, or an old one still in its grace
     /// period at `now`.
-    async fn key_by_hash(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<Row>, StoreError>;
+    async fn key_by_hash(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<KeyMatch>, StoreError>;
     async fn memberships(&self, filter: &MembershipFilter) -> Result<Vec<Membership>, StoreError>;
     /// Applies `changes` and appends `audit` (numbered and hash-chained) in one transaction.
     async fn commit(&self, changes: &[Change], audit: &[AuditDraft]) -> Result<Vec<AuditEntry>, StoreError>;

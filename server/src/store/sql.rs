@@ -21,7 +21,7 @@ macro_rules! impl_store {
             use super::*;
             use crate::pricing::Nanos;
             use crate::store::{
-                AuditDraft, AuditEntry, AuditHead, AuditQuery, Actor, Change, Membership, MembershipFilter, Page,
+                AuditDraft, AuditEntry, AuditHead, AuditQuery, Actor, Change, KeyMatch, Membership, MembershipFilter, Page,
                 PageRequest, Row, RowFilter, Scope, SpendQuery, SpendRecord, SpendStatus, StoreError, Table,
                 decode_token, encode_token, from_micros, micros,
             };
@@ -338,10 +338,10 @@ macro_rules! impl_store {
                     Ok(page(items, size, |r| encode_token(r.created_at, &r.id)))
                 }
 
-                async fn key_by_hash(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<Row>, StoreError> {
+                async fn key_by_hash(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<KeyMatch>, StoreError> {
                     let row = sqlx::query(AssertSqlSafe(format!(
-                        "SELECT {ROW_COLUMNS} FROM keys WHERE token_hash = $1 \
-                         UNION ALL SELECT {} FROM keys k JOIN key_grace g ON g.key_id = k.id \
+                        "SELECT {ROW_COLUMNS}, CAST(NULL AS BIGINT) AS revoke_at_us FROM keys WHERE token_hash = $1 \
+                         UNION ALL SELECT {}, g.revoke_at_us FROM keys k JOIN key_grace g ON g.key_id = k.id \
                          WHERE g.token_hash = $1 AND g.revoke_at_us > $2 LIMIT 1",
                         ROW_COLUMNS.split(", ").map(|c| format!("k.{c}")).collect::<Vec<_>>().join(", ")
                     )))
@@ -349,7 +349,13 @@ macro_rules! impl_store {
                     .bind(micros(now))
                     .fetch_optional(&self.pool)
                     .await?;
-                    row.as_ref().map(row_from).transpose()
+                    match row {
+                        None => Ok(None),
+                        Some(r) => {
+                            let grace: Option<i64> = r.try_get("revoke_at_us")?;
+                            Ok(Some(KeyMatch { row: row_from(&r)?, grace_until: grace.map(from_micros).transpose()? }))
+                        }
+                    }
                 }
 
                 async fn memberships(&self, f: &MembershipFilter) -> Result<Vec<Membership>, StoreError> {
