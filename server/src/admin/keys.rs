@@ -98,7 +98,7 @@ fn expiry(
 }
 
 /// Validates the fields and builds a new key (not yet stored); the caller checks permission
-/// and commits. A caller who is a user owns the key unless it names another owner or a team.
+/// and commits.
 /// `new_owner` is a user created in the same commit (so not yet in the store).
 pub async fn build(
     ctx: &Ctx<'_>,
@@ -118,8 +118,10 @@ pub async fn build(
         Some(t) => Some(load_ref::<Team>(ctx.gw, "team_id", t).await?),
         None => None,
     };
+    // A user's key is theirs unless it names another owner; only proxy admins mint team
+    // keys that belong to no one (service keys).
     let mut user_id = f.user_id.flatten();
-    if user_id.is_none() && team.is_none() {
+    if user_id.is_none() && (team.is_none() || !ctx.who.is_admin()) {
         user_id = ctx.who.user_id.clone();
     }
     if let Some(u) = &user_id

@@ -1,0 +1,275 @@
+//! The permission matrix: every management operation, as every role, inside and outside the
+//! caller's scope, on SQLite and PostgreSQL. Allowed operations answer 200; refused ones 403
+//! (`permission_error`) with a message naming the rule.
+
+use ferryman_proto::v1 as pb;
+use ferryman_tests::{Backend, Gateway, MASTER_KEY, Options, Value, json, openai_error, standard_config};
+
+const ROLES: [&str; 8] = [
+    "master",
+    "proxy_admin",
+    "proxy_admin_viewer",
+    "org_admin",
+    "team_admin",
+    "team_member",
+    "internal_user",
+    "internal_user_viewer",
+];
+
+struct World {
+    secrets: Vec<String>,
+    k_t1: String,
+    k_t2: String,
+    n: std::sync::atomic::AtomicUsize,
+}
+
+impl World {
+    fn fresh(&self, prefix: &str) -> String {
+        format!("{prefix}-{}", self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+async fn post(gw: &Gateway, key: &str, path: &str, body: Value) -> (u16, Value) {
+    let (s, _, v) = gw.http().post(path, key, body).await;
+    (s, v)
+}
+
+async fn get(gw: &Gateway, key: &str, path: &str) -> (u16, Value) {
+    let (s, _, v) = gw.http().get(path, key).await;
+    (s, v)
+}
+
+async fn send(gw: &Gateway, key: &str, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+    let http = gw.http();
+    let resp =
+        http.client.request(method, format!("{}{path}", http.base)).bearer_auth(key).json(&body).send().await.unwrap();
+    let s = resp.status().as_u16();
+    (s, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn admin(gw: &Gateway, path: &str, body: Value) -> Value {
+    let (s, v) = post(gw, MASTER_KEY, path, body).await;
+    assert_eq!(s, 200, "setup {path}: {v}");
+    v
+}
+
+async fn setup(gw: &Gateway) -> World {
+    admin(gw, "/organization/new", json!({"organization_id": "O1", "organization_alias": "one"})).await;
+    admin(gw, "/organization/new", json!({"organization_id": "O2", "organization_alias": "two"})).await;
+    admin(
+        gw,
+        "/team/new",
+        json!({"team_id": "T1", "organization_id": "O1", "team_member_permissions": ["/key/generate"]}),
+    )
+    .await;
+    admin(gw, "/team/new", json!({"team_id": "T2", "organization_id": "O2"})).await;
+    let mut secrets = vec![MASTER_KEY.to_owned()];
+    for (id, role) in [
+        ("pa", "proxy_admin"),
+        ("pav", "proxy_admin_viewer"),
+        ("alice", "org_admin"),
+        ("tom", "internal_user"),
+        ("mia", "internal_user"),
+        ("iu", "internal_user"),
+        ("iuv", "internal_user_viewer"),
+    ] {
+        let u = admin(gw, "/user/new", json!({"user_id": id, "user_role": role})).await;
+        secrets.push(u["key"].as_str().unwrap().to_owned());
+    }
+    admin(
+        gw,
+        "/organization/member_add",
+        json!({"organization_id": "O1", "member": {"user_id": "alice", "role": "org_admin"}}),
+    )
+    .await;
+    admin(
+        gw,
+        "/team/member_add",
+        json!({"team_id": "T1", "member": [
+        {"user_id": "tom", "role": "admin"}, {"user_id": "mia", "role": "user"}, {"user_id": "iuv", "role": "user"}]}),
+    )
+    .await;
+    let k_t1 = admin(gw, "/key/generate", json!({"team_id": "T1", "user_id": "tom"})).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let k_t2 = admin(gw, "/key/generate", json!({"team_id": "T2"})).await["token"].as_str().unwrap().to_owned();
+    admin(gw, "/customer/new", json!({"user_id": "c1"})).await;
+    World { secrets, k_t1, k_t2, n: Default::default() }
+}
+
+/// Runs one operation as the holder of `key`; returns the status and body of the call that
+/// decides (setup and cleanup calls use the master key).
+async fn attempt(gw: &Gateway, w: &World, op: &str, key: &str) -> (u16, Value) {
+    use reqwest::Method;
+    match op {
+        "org_new" => post(gw, key, "/organization/new", json!({"organization_alias": w.fresh("org")})).await,
+        "org_update_own" => send(gw, key, Method::PATCH, "/organization/update", json!({"organization_id": "O1", "organization_alias": "one"})).await,
+        "org_update_other" => send(gw, key, Method::PATCH, "/organization/update", json!({"organization_id": "O2", "organization_alias": "two"})).await,
+        "org_info_own" => get(gw, key, "/organization/info?organization_id=O1").await,
+        "org_info_other" => get(gw, key, "/organization/info?organization_id=O2").await,
+        "org_member_add_own" => post(gw, key, "/organization/member_add", json!({"organization_id": "O1", "member": {"user_email": format!("{}@x.test", w.fresh("m")), "role": "internal_user"}})).await,
+        "org_member_add_other" => post(gw, key, "/organization/member_add", json!({"organization_id": "O2", "member": {"user_email": format!("{}@x.test", w.fresh("m")), "role": "internal_user"}})).await,
+        "org_delete" => {
+            let id = w.fresh("scratch-org");
+            admin(gw, "/organization/new", json!({"organization_id": id, "organization_alias": "s"})).await;
+            send(gw, key, Method::DELETE, "/organization/delete", json!({"organization_ids": [id]})).await
+        }
+        "team_new_own_org" => post(gw, key, "/team/new", json!({"organization_id": "O1", "team_alias": w.fresh("t")})).await,
+        "team_new_other_org" => post(gw, key, "/team/new", json!({"organization_id": "O2", "team_alias": w.fresh("t")})).await,
+        "team_update_alias_own" => post(gw, key, "/team/update", json!({"team_id": "T1", "team_alias": "one"})).await,
+        "team_update_alias_other" => post(gw, key, "/team/update", json!({"team_id": "T2", "team_alias": "two"})).await,
+        "team_update_budget_own" => post(gw, key, "/team/update", json!({"team_id": "T1", "max_budget": 100})).await,
+        "team_info_own" => get(gw, key, "/team/info?team_id=T1").await,
+        "team_info_other" => get(gw, key, "/team/info?team_id=T2").await,
+        "team_member_add_own" => post(gw, key, "/team/member_add", json!({"team_id": "T1", "member": {"user_email": format!("{}@x.test", w.fresh("m"))}})).await,
+        "team_member_add_other" => post(gw, key, "/team/member_add", json!({"team_id": "T2", "member": {"user_email": format!("{}@x.test", w.fresh("m"))}})).await,
+        "team_block_own" => {
+            let r = post(gw, key, "/team/block", json!({"team_id": "T1"})).await;
+            if r.0 == 200 {
+                admin(gw, "/team/unblock", json!({"team_id": "T1"})).await;
+            }
+            r
+        }
+        "team_delete_in_own_org" => {
+            let id = w.fresh("scratch-team");
+            admin(gw, "/team/new", json!({"team_id": id, "organization_id": "O1"})).await;
+            post(gw, key, "/team/delete", json!({"team_ids": [id]})).await
+        }
+        "key_gen_own_team" => post(gw, key, "/key/generate", json!({"team_id": "T1"})).await,
+        "key_gen_other_team" => post(gw, key, "/key/generate", json!({"team_id": "T2"})).await,
+        "key_gen_personal" => post(gw, key, "/key/generate", json!({"key_alias": w.fresh("personal")})).await,
+        "key_info_own_team" => get(gw, key, &format!("/key/info?key={}", w.k_t1)).await,
+        "key_info_other_team" => get(gw, key, &format!("/key/info?key={}", w.k_t2)).await,
+        "key_update_own_team" => post(gw, key, "/key/update", json!({"key": w.k_t1, "metadata": {"touched": true}})).await,
+        "key_update_other_team" => post(gw, key, "/key/update", json!({"key": w.k_t2, "metadata": {"touched": true}})).await,
+        "key_block_own_team" => {
+            let r = post(gw, key, "/key/block", json!({"key": w.k_t1})).await;
+            if r.0 == 200 {
+                admin(gw, "/key/unblock", json!({"key": w.k_t1})).await;
+            }
+            r
+        }
+        "key_delete_own_team" => {
+            let id = admin(gw, "/key/generate", json!({"team_id": "T1"})).await["token"].as_str().unwrap().to_owned();
+            post(gw, key, "/key/delete", json!({"keys": [id]})).await
+        }
+        "user_new" => post(gw, key, "/user/new", json!({"user_id": w.fresh("u"), "auto_create_key": false})).await,
+        "user_new_in_own_org" => post(gw, key, "/user/new", json!({"user_id": w.fresh("u"), "organization_id": "O1", "auto_create_key": false})).await,
+        "user_info_tom" => get(gw, key, "/user/info?user_id=tom").await,
+        "user_info_other" => get(gw, key, "/user/info?user_id=pa").await,
+        "user_update_role" => {
+            let id = w.fresh("scratch-user");
+            admin(gw, "/user/new", json!({"user_id": id, "auto_create_key": false})).await;
+            post(gw, key, "/user/update", json!({"user_id": id, "user_role": "proxy_admin"})).await
+        }
+        "user_delete" => {
+            let id = w.fresh("scratch-user");
+            admin(gw, "/user/new", json!({"user_id": id, "auto_create_key": false})).await;
+            post(gw, key, "/user/delete", json!({"user_ids": [id]})).await
+        }
+        "customer_new" => post(gw, key, "/customer/new", json!({"user_id": w.fresh("c")})).await,
+        "customer_info" => get(gw, key, "/customer/info?end_user_id=c1").await,
+        "customer_block" => post(gw, key, "/customer/block", json!({"user_ids": ["c1"]})).await,
+        "budget_new" => post(gw, key, "/budget/new", json!({"budget_id": w.fresh("b"), "max_budget": 1})).await,
+        "budget_list" => get(gw, key, "/budget/list").await,
+        "audit_list" => get(gw, key, "/audit").await,
+        "spend_logs_all" => get(gw, key, "/spend/logs").await,
+        other => panic!("unknown operation {other}"),
+    }
+}
+
+/// Expected outcome per role, in [`ROLES`] order: `Y` allowed, `-` refused.
+const MATRIX: &[(&str, &str)] = &[
+    //                          m pa pav org tadm tmem iu iuv
+    ("org_new", "YY------"),
+    ("org_update_own", "YY-Y----"),
+    ("org_update_other", "YY------"),
+    ("org_info_own", "YYYY----"),
+    ("org_info_other", "YYY-----"),
+    ("org_member_add_own", "YY-Y----"),
+    ("org_member_add_other", "YY------"),
+    ("org_delete", "YY------"),
+    ("team_new_own_org", "YY-Y----"),
+    ("team_new_other_org", "YY------"),
+    ("team_update_alias_own", "YY-YY---"),
+    ("team_update_alias_other", "YY------"),
+    ("team_update_budget_own", "YY-Y----"),
+    ("team_info_own", "YYYYYY-Y"),
+    ("team_info_other", "YYY-----"),
+    ("team_member_add_own", "YY-YY---"),
+    ("team_member_add_other", "YY------"),
+    ("team_block_own", "YY-Y----"),
+    ("team_delete_in_own_org", "YY-Y----"),
+    ("key_gen_own_team", "YY-YYY--"),
+    ("key_gen_other_team", "YY------"),
+    ("key_gen_personal", "YY-YYYY-"),
+    ("key_info_own_team", "YYYYYY-Y"),
+    ("key_info_other_team", "YYY-----"),
+    ("key_update_own_team", "YY-YY---"),
+    ("key_update_other_team", "YY------"),
+    ("key_block_own_team", "YY-YY---"),
+    ("key_delete_own_team", "YY-YY---"),
+    ("user_new", "YY------"),
+    ("user_new_in_own_org", "YY-Y----"),
+    ("user_info_tom", "YYY-Y---"),
+    ("user_info_other", "YYY-----"),
+    ("user_update_role", "YY------"),
+    ("user_delete", "YY------"),
+    ("customer_new", "YY------"),
+    ("customer_info", "YYY-----"),
+    ("customer_block", "YY------"),
+    ("budget_new", "YY------"),
+    ("budget_list", "YYY-----"),
+    ("audit_list", "YYY-----"),
+    ("spend_logs_all", "YYY-----"),
+];
+
+async fn matrix(backend: Backend) {
+    let gw = Gateway::start(Options { backend, config: standard_config(None), env: vec![] }).await;
+    let w = setup(&gw).await;
+    let mut failures = Vec::new();
+    for (op, expect) in MATRIX {
+        for (i, role) in ROLES.iter().enumerate() {
+            let allowed = expect.as_bytes()[i] == b'Y';
+            let (status, body) = attempt(&gw, &w, op, &w.secrets[i]).await;
+            let ok = if allowed {
+                status == 200
+            } else {
+                status == 403 && {
+                    let e = openai_error(&body);
+                    e["type"] == "permission_error"
+                        && e["message"].as_str().unwrap_or("").starts_with("permission denied: ")
+                }
+            };
+            if !ok {
+                failures.push(format!(
+                    "{op} as {role}: expected {}, got {status} {body}",
+                    if allowed { "200" } else { "403" }
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} cells wrong:\n{}", failures.len(), failures.join("\n"));
+
+    // The same rules over gRPC: a viewer may read keys but not create them.
+    let mut keys = pb::key_service_client::KeyServiceClient::new(gw.channel().await);
+    let mut req = tonic::Request::new(pb::CreateKeyRequest { key: Some(pb::Key::default()), duration: None });
+    req.metadata_mut().insert("authorization", format!("Bearer {}", w.secrets[2]).parse().unwrap());
+    let err = keys.create_key(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(err.message().contains("viewers"), "{}", err.message());
+    let mut req = tonic::Request::new(pb::GetKeyRequest { key_id: w.k_t2.clone() });
+    req.metadata_mut().insert("authorization", format!("Bearer {}", w.secrets[4]).parse().unwrap());
+    assert_eq!(keys.get_key(req).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn permission_matrix_on_sqlite() {
+    matrix(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn permission_matrix_on_postgres() {
+    matrix(Backend::Postgres).await;
+}
