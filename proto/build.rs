@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         PathBuf::from("ferryman/v1/inference.proto"),
         PathBuf::from("ferryman/v1/keys.proto"),
         PathBuf::from("ferryman/v1/spend.proto"),
+        PathBuf::from("ferryman/v1/tenancy.proto"),
+        PathBuf::from("ferryman/v1/audit.proto"),
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());

@@ -38,9 +38,13 @@ pub fn tristate<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ModelBudgetField {
+    /// USD, as LiteLLM's JSON writes it.
     pub budget_limit: Number,
     #[serde(default)]
     pub time_period: Option<String>,
+    /// Exact nano-USD, when the caller (gRPC) gives it; wins over `budget_limit`.
+    #[serde(skip)]
+    pub nanos: Option<Nanos>,
 }
 
 /// Budgets and limits, as set on any level.
@@ -127,9 +131,12 @@ impl LimitsFields {
             let mut out = BTreeMap::new();
             for (model, b) in map {
                 let field = format!("model_max_budget.{model}");
-                let budget_limit = usd_from_number(&b.budget_limit).map_err(|e| {
-                    GatewayError::invalid(format!("{field}.budget_limit"), format!("{field}.budget_limit: {e}"))
-                })?;
+                let budget_limit = match b.nanos {
+                    Some(n) => n,
+                    None => usd_from_number(&b.budget_limit).map_err(|e| {
+                        GatewayError::invalid(format!("{field}.budget_limit"), format!("{field}.budget_limit: {e}"))
+                    })?,
+                };
                 if let Some(p) = &b.time_period {
                     check_duration(&format!("{field}.time_period"), p)?;
                 }

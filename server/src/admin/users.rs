@@ -23,10 +23,16 @@ pub struct MemberSpec {
     pub tpm_limit: Option<u64>,
     pub rpm_limit: Option<u64>,
     pub allowed_models: Option<Vec<String>>,
+    /// Exact nano-USD (gRPC); wins over `max_budget_in_team`.
+    #[serde(skip)]
+    pub max_budget_nanos: Option<crate::pricing::Nanos>,
 }
 
 impl MemberSpec {
     pub fn max_budget(&self, field: &str) -> Result<Option<crate::pricing::Nanos>, GatewayError> {
+        if self.max_budget_nanos.is_some() {
+            return Ok(self.max_budget_nanos);
+        }
         self.max_budget_in_team
             .as_ref()
             .map(|n| {

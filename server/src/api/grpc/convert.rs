@@ -333,6 +333,8 @@ pub fn key(k: &KeyRecord) -> pb::Key {
         user_id: k.user_id.clone(),
         team_id: k.team_id.clone(),
         create_time: Some(timestamp(k.meta.created_at)),
+        organization_id: k.organization_id.clone(),
+        etag: k.meta.version.to_string(),
     }
 }
 
@@ -355,6 +357,8 @@ pub fn new_key(
         user_id,
         team_id,
         create_time: _,
+        organization_id,
+        etag: _,
     } = k;
     if let Some(b) = max_budget_nanos
         && b < 0
@@ -369,7 +373,8 @@ pub fn new_key(
         expires: expire_time.map(|t| from_timestamp("key.expire_time", t)).transpose()?.map(Some),
         user_id: user_id.map(Some),
         team_id: team_id.map(Some),
-        blocked: Some(blocked),
+        organization_id: organization_id.map(Some),
+        blocked: blocked.then_some(true),
         ..Default::default()
     };
     let limits = crate::admin::fields::LimitsFields {

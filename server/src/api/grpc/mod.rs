@@ -4,12 +4,19 @@
 mod convert;
 mod services;
 mod status;
+mod tenancy;
 
 use std::sync::Arc;
 
+use ferryman_proto::v1::audit_service_server::AuditServiceServer;
+use ferryman_proto::v1::budget_service_server::BudgetServiceServer;
+use ferryman_proto::v1::customer_service_server::CustomerServiceServer;
 use ferryman_proto::v1::inference_service_server::InferenceServiceServer;
 use ferryman_proto::v1::key_service_server::KeyServiceServer;
+use ferryman_proto::v1::organization_service_server::OrganizationServiceServer;
 use ferryman_proto::v1::spend_service_server::SpendServiceServer;
+use ferryman_proto::v1::team_service_server::TeamServiceServer;
+use ferryman_proto::v1::user_service_server::UserServiceServer;
 use tonic::service::Routes;
 
 pub use services::Services;
@@ -26,6 +33,12 @@ pub async fn routes(gateway: Arc<Gateway>) -> Result<axum::Router, tonic_reflect
     health_reporter.set_serving::<InferenceServiceServer<Services>>().await;
     health_reporter.set_serving::<KeyServiceServer<Services>>().await;
     health_reporter.set_serving::<SpendServiceServer<Services>>().await;
+    health_reporter.set_serving::<OrganizationServiceServer<Services>>().await;
+    health_reporter.set_serving::<TeamServiceServer<Services>>().await;
+    health_reporter.set_serving::<UserServiceServer<Services>>().await;
+    health_reporter.set_serving::<CustomerServiceServer<Services>>().await;
+    health_reporter.set_serving::<BudgetServiceServer<Services>>().await;
+    health_reporter.set_serving::<AuditServiceServer<Services>>().await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ferryman_proto::FILE_DESCRIPTOR_SET)
@@ -38,7 +51,13 @@ pub async fn routes(gateway: Arc<Gateway>) -> Result<axum::Router, tonic_reflect
 
     let routes = Routes::new(InferenceServiceServer::new(services.clone()).max_decoding_message_size(max_message))
         .add_service(KeyServiceServer::new(services.clone()).max_decoding_message_size(max_message))
-        .add_service(SpendServiceServer::new(services).max_decoding_message_size(max_message))
+        .add_service(SpendServiceServer::new(services.clone()).max_decoding_message_size(max_message))
+        .add_service(OrganizationServiceServer::new(services.clone()).max_decoding_message_size(max_message))
+        .add_service(TeamServiceServer::new(services.clone()).max_decoding_message_size(max_message))
+        .add_service(UserServiceServer::new(services.clone()).max_decoding_message_size(max_message))
+        .add_service(CustomerServiceServer::new(services.clone()).max_decoding_message_size(max_message))
+        .add_service(BudgetServiceServer::new(services.clone()).max_decoding_message_size(max_message))
+        .add_service(AuditServiceServer::new(services).max_decoding_message_size(max_message))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

@@ -16,6 +16,7 @@ use pb::spend_service_server::SpendService;
 
 use super::convert;
 use super::status::{presented_secret, to_status};
+use super::tenancy::key_pb;
 use crate::admin::{Ctx, keys};
 use crate::gateway::{Gateway, StreamEvent};
 use crate::governance::Caller;
@@ -34,18 +35,18 @@ impl Services {
     }
 
     /// A management call's context: the caller's role and scopes, and its address.
-    async fn ctx<T>(&self, req: &Request<T>) -> Result<Ctx<'_>, Status> {
+    pub(super) async fn ctx<T>(&self, req: &Request<T>) -> Result<Ctx<'_>, Status> {
         let caller = self.caller(req).await?;
         Ctx::new(&self.gateway, &caller, req.remote_addr().map(|a| a.to_string())).await.map_err(to_status)
     }
 }
 
-fn page_size(n: i32) -> Result<u32, Status> {
+pub(super) fn page_size(n: i32) -> Result<u32, Status> {
     u32::try_from(n)
         .map_err(|_| to_status(crate::error::GatewayError::invalid("page_size", "page_size: must not be negative")))
 }
 
-fn token(t: String) -> Option<String> {
+pub(super) fn token(t: String) -> Option<String> {
     if t.is_empty() { None } else { Some(t) }
 }
 
@@ -120,13 +121,13 @@ impl KeyService for Services {
         let pb::CreateKeyRequest { key, duration } = req.into_inner();
         let (fields, limits) = convert::new_key(key.unwrap_or_default(), duration).map_err(to_status)?;
         let (record, secret) = keys::create(&ctx, fields, limits).await.map_err(to_status)?;
-        Ok(Response::new(pb::CreateKeyResponse { key: Some(convert::key(&record)), secret }))
+        Ok(Response::new(pb::CreateKeyResponse { key: Some(key_pb(&record)), secret }))
     }
 
     async fn get_key(&self, req: Request<pb::GetKeyRequest>) -> Result<Response<pb::GetKeyResponse>, Status> {
         let ctx = self.ctx(&req).await?;
         let record = keys::get(&ctx, &req.into_inner().key_id).await.map_err(to_status)?;
-        Ok(Response::new(pb::GetKeyResponse { key: Some(convert::key(&record)) }))
+        Ok(Response::new(pb::GetKeyResponse { key: Some(key_pb(&record)) }))
     }
 
     async fn list_keys(&self, req: Request<pb::ListKeysRequest>) -> Result<Response<pb::ListKeysResponse>, Status> {
@@ -135,7 +136,7 @@ impl KeyService for Services {
         let page = PageRequest::new(page_size(size)?, token(page_token));
         let page = keys::list(&ctx, Default::default(), &page).await.map_err(to_status)?;
         Ok(Response::new(pb::ListKeysResponse {
-            keys: page.items.iter().map(convert::key).collect(),
+            keys: page.items.iter().map(key_pb).collect(),
             next_page_token: page.next_token.unwrap_or_default(),
         }))
     }
@@ -144,6 +145,41 @@ impl KeyService for Services {
         let ctx = self.ctx(&req).await?;
         keys::delete(&ctx, &[req.into_inner().key_id]).await.map_err(to_status)?;
         Ok(Response::new(pb::DeleteKeyResponse {}))
+    }
+
+    async fn update_key(&self, req: Request<pb::UpdateKeyRequest>) -> Result<Response<pb::UpdateKeyResponse>, Status> {
+        let ctx = self.ctx(&req).await?;
+        let pb::UpdateKeyRequest { key, update_mask } = req.into_inner();
+        let key = key.unwrap_or_default();
+        let id = key.key_id.clone();
+        let (fields, limits) = super::tenancy::key_update(key, update_mask).map_err(to_status)?;
+        let record = keys::update(&ctx, &id, fields, limits).await.map_err(to_status)?;
+        Ok(Response::new(pb::UpdateKeyResponse { key: Some(key_pb(&record)) }))
+    }
+
+    async fn regenerate_key(
+        &self,
+        req: Request<pb::RegenerateKeyRequest>,
+    ) -> Result<Response<pb::RegenerateKeyResponse>, Status> {
+        let ctx = self.ctx(&req).await?;
+        let pb::RegenerateKeyRequest { key_id, grace_period } = req.into_inner();
+        let (record, secret) = keys::regenerate(&ctx, &key_id, None, grace_period).await.map_err(to_status)?;
+        Ok(Response::new(pb::RegenerateKeyResponse { key: Some(key_pb(&record)), secret }))
+    }
+
+    async fn block_key(&self, req: Request<pb::BlockKeyRequest>) -> Result<Response<pb::BlockKeyResponse>, Status> {
+        let ctx = self.ctx(&req).await?;
+        let record = keys::set_blocked(&ctx, &req.into_inner().key_id, true).await.map_err(to_status)?;
+        Ok(Response::new(pb::BlockKeyResponse { key: Some(key_pb(&record)) }))
+    }
+
+    async fn unblock_key(
+        &self,
+        req: Request<pb::UnblockKeyRequest>,
+    ) -> Result<Response<pb::UnblockKeyResponse>, Status> {
+        let ctx = self.ctx(&req).await?;
+        let record = keys::set_blocked(&ctx, &req.into_inner().key_id, false).await.map_err(to_status)?;
+        Ok(Response::new(pb::UnblockKeyResponse { key: Some(key_pb(&record)) }))
     }
 }
 
