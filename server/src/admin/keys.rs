@@ -424,8 +424,7 @@ pub async fn set_blocked(ctx: &Ctx<'_>, id_or_secret: &str, blocked: bool) -> Re
 }
 
 async fn rows(ctx: &Ctx<'_>, filter: RowFilter) -> Result<Vec<KeyRecord>, GatewayError> {
-    let page = ctx.gw.store.list(Table::Keys, &filter, &PageRequest::new(crate::store::MAX_PAGE_SIZE, None)).await?;
-    Ok(page.items.into_iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
+    Ok(super::list_rows(ctx.gw, &filter, &PageRequest::new(crate::store::MAX_PAGE_SIZE, None)).await?.items)
 }
 
 pub async fn of_user(ctx: &Ctx<'_>, user_id: &str) -> Result<Vec<KeyRecord>, GatewayError> {
@@ -440,9 +439,7 @@ pub async fn of_team(ctx: &Ctx<'_>, team_id: &str) -> Result<Vec<KeyRecord>, Gat
 /// organizations' keys.
 pub async fn list(ctx: &Ctx<'_>, filter: RowFilter, page: &PageRequest) -> Result<Page<KeyRecord>, GatewayError> {
     if ctx.who.reads_all() {
-        let rows = ctx.gw.store.list(Table::Keys, &filter, page).await?;
-        let items = rows.items.into_iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-        return Ok(Page { items, next_token: rows.next_token });
+        return super::list_rows(ctx.gw, &filter, page).await;
     }
     let mut keys = Vec::new();
     if let Some(u) = &ctx.who.user_id {

@@ -113,6 +113,30 @@ pub async fn load_ref<R: Resource>(gw: &Gateway, field: &str, id: &str) -> Resul
     }
 }
 
+/// A page of a table's resources.
+pub async fn list_rows<R: Resource>(
+    gw: &Gateway,
+    filter: &crate::store::RowFilter,
+    page: &crate::store::PageRequest,
+) -> Result<crate::store::Page<R>, GatewayError> {
+    let rows = gw.store.list(R::TABLE, filter, page).await?;
+    let items = rows.items.into_iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(crate::store::Page { items, next_token: rows.next_token })
+}
+
+/// The resources with these ids that exist, in id order, each once.
+pub async fn load_many<R: Resource>(gw: &Gateway, mut ids: Vec<String>) -> Result<Vec<R>, GatewayError> {
+    ids.sort();
+    ids.dedup();
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(row) = gw.store.get(R::TABLE, &id).await? {
+            out.push(from_row(row)?);
+        }
+    }
+    Ok(out)
+}
+
 pub fn not_found(table: Table, id: &str) -> GatewayError {
     GatewayError::not_found(format!("no {} with id {id:?}", table.object_type()))
 }

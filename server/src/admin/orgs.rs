@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use super::fields::{LimitsFields, set, tristate};
 use super::users::{MemberSpec, resolve_member};
-use super::{Ctx, check_etag, check_models, deny, load, load_ref, new_id, non_empty, snapshot};
+use super::{Ctx, check_etag, check_models, deny, list_rows, load, load_many, load_ref, new_id, non_empty, snapshot};
 use crate::error::GatewayError;
 use crate::store::{Change, Membership, MembershipFilter, Page, PageRequest, RowFilter, Scope, Table};
 use crate::tenancy::{BudgetTier, Meta, OrgRole, Organization, Team, from_row, to_row};
@@ -161,18 +161,9 @@ pub async fn delete(ctx: &Ctx<'_>, ids: &[String]) -> Result<Vec<Organization>, 
 /// Proxy admins and viewers see every organization; others see the ones they belong to.
 pub async fn list(ctx: &Ctx<'_>, page: &PageRequest) -> Result<Page<Organization>, GatewayError> {
     if ctx.who.reads_all() {
-        let rows = ctx.gw.store.list(Table::Organizations, &RowFilter::default(), page).await?;
-        let items = rows.items.into_iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-        return Ok(Page { items, next_token: rows.next_token });
+        return list_rows(ctx.gw, &RowFilter::default(), page).await;
     }
-    let mut items = Vec::new();
-    let mut ids: Vec<&String> = ctx.who.orgs.keys().collect();
-    ids.sort();
-    for id in ids {
-        if let Some(row) = ctx.gw.store.get(Table::Organizations, id).await? {
-            items.push(from_row(row)?);
-        }
-    }
+    let items = load_many(ctx.gw, ctx.who.orgs.keys().cloned().collect()).await?;
     Ok(Page { items, next_token: None })
 }
 

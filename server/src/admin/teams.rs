@@ -7,10 +7,12 @@ use serde_json::{Map, Value, json};
 
 use super::fields::{LimitsFields, set, tristate};
 use super::users::{MemberSpec, resolve_member};
-use super::{Ctx, check_etag, check_models, deny, keys, load, load_ref, new_id, non_empty, snapshot};
+use super::{
+    Ctx, check_etag, check_models, deny, keys, list_rows, load, load_many, load_ref, new_id, non_empty, snapshot,
+};
 use crate::error::GatewayError;
 use crate::store::{Change, Membership, MembershipFilter, Page, PageRequest, RowFilter, Scope, Table};
-use crate::tenancy::{BudgetTier, Meta, Organization, Team, TeamMemberSettings, TeamRole, from_row, to_row};
+use crate::tenancy::{BudgetTier, Meta, Organization, Team, TeamMemberSettings, TeamRole, to_row};
 
 /// The management routes a team may grant its ordinary members on team keys.
 pub const MEMBER_PERMISSIONS: &[&str] =
@@ -328,9 +330,7 @@ pub async fn delete(ctx: &Ctx<'_>, ids: &[String]) -> Result<Vec<Team>, GatewayE
 /// the teams they belong to.
 pub async fn list(ctx: &Ctx<'_>, filter: RowFilter, page: &PageRequest) -> Result<Page<Team>, GatewayError> {
     if ctx.who.reads_all() {
-        let rows = ctx.gw.store.list(Table::Teams, &filter, page).await?;
-        let items = rows.items.into_iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-        return Ok(Page { items, next_token: rows.next_token });
+        return list_rows(ctx.gw, &filter, page).await;
     }
     let mut ids: Vec<String> = ctx.who.teams.keys().cloned().collect();
     for org in ctx.who.admin_orgs() {
@@ -338,17 +338,8 @@ pub async fn list(ctx: &Ctx<'_>, filter: RowFilter, page: &PageRequest) -> Resul
             ids.push(t.team_id);
         }
     }
-    ids.sort();
-    ids.dedup();
-    let mut items: Vec<Team> = Vec::new();
-    for id in ids {
-        if let Some(row) = ctx.gw.store.get(Table::Teams, &id).await? {
-            let team: Team = from_row(row)?;
-            if filter.organization_id.as_ref().is_none_or(|o| team.organization_id.as_ref() == Some(o)) {
-                items.push(team);
-            }
-        }
-    }
+    let mut items: Vec<Team> = load_many(ctx.gw, ids).await?;
+    items.retain(|t| filter.organization_id.as_ref().is_none_or(|o| t.organization_id.as_ref() == Some(o)));
     Ok(Page { items, next_token: None })
 }
 

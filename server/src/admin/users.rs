@@ -6,7 +6,7 @@ use serde_json::{Map, Number, Value};
 
 use super::fields::{LimitsFields, set, tristate, usd_from_number};
 use super::keys::{self, KeyFields};
-use super::{Ctx, check_etag, check_models, deny, load, load_ref, new_id, non_empty, snapshot};
+use super::{Ctx, check_etag, check_models, deny, list_rows, load, load_many, load_ref, new_id, non_empty, snapshot};
 use crate::error::GatewayError;
 use crate::store::{AuditDraft, Change, Membership, MembershipFilter, Page, PageRequest, RowFilter, Scope, Table};
 use crate::tenancy::{BudgetTier, KeyRecord, Meta, OrgRole, Organization, Team, User, UserRole, from_row, to_row};
@@ -346,9 +346,7 @@ pub async fn delete(ctx: &Ctx<'_>, ids: &[String]) -> Result<Vec<User>, GatewayE
 /// themselves.
 pub async fn list(ctx: &Ctx<'_>, filter: RowFilter, page: &PageRequest) -> Result<Page<User>, GatewayError> {
     if ctx.who.reads_all() {
-        let rows = ctx.gw.store.list(Table::Users, &filter, page).await?;
-        let items = rows.items.into_iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-        return Ok(Page { items, next_token: rows.next_token });
+        return list_rows(ctx.gw, &filter, page).await;
     }
     let mut ids: Vec<String> = ctx.who.user_id.iter().cloned().collect();
     for org in ctx.who.admin_orgs() {
@@ -361,14 +359,7 @@ pub async fn list(ctx: &Ctx<'_>, filter: RowFilter, page: &PageRequest) -> Resul
             ids.push(m.user_id);
         }
     }
-    ids.sort();
-    ids.dedup();
-    let mut items = Vec::new();
-    for id in ids {
-        if let Some(row) = ctx.gw.store.get(Table::Users, &id).await? {
-            items.push(from_row(row)?);
-        }
-    }
+    let items = load_many(ctx.gw, ids).await?;
     Ok(Page { items, next_token: None })
 }
 
