@@ -104,11 +104,13 @@ pub struct GatewayError {
     pub reason: Option<&'static str>,
     /// When the caller may retry (rate limits).
     pub retry_after: Option<Duration>,
+    /// A more specific OpenAI error `type` than the code's (e.g. `team_model_access_denied`).
+    pub openai_type: Option<&'static str>,
 }
 
 impl GatewayError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), param: None, reason: None, retry_after: None }
+        Self { code, message: message.into(), param: None, reason: None, retry_after: None, openai_type: None }
     }
 
     /// A bad request; `param` names the field at fault (empty when it is the body as a whole).
@@ -140,6 +142,16 @@ impl GatewayError {
     pub fn with_reason(mut self, reason: &'static str) -> Self {
         self.reason = Some(reason);
         self
+    }
+
+    pub fn with_type(mut self, openai_type: &'static str) -> Self {
+        self.openai_type = Some(openai_type);
+        self
+    }
+
+    /// The OpenAI error `type`: the specific one if set, else the code's.
+    pub fn openai_type(&self) -> &'static str {
+        self.openai_type.unwrap_or(self.code.openai_type())
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {

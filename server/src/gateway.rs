@@ -72,8 +72,9 @@ impl Gateway {
 
     /// Stages 2 and 3: resolve the model and admit the call.
     fn begin(&self, caller: &Caller, request: &ChatRequest, started: Instant) -> Result<Call, GatewayError> {
-        let deployment = self.models.pick(&request.model)?;
-        governance::admit(caller, &request.model)?;
+        let model = governance::resolve_alias(caller, &request.model);
+        let deployment = self.models.pick(model)?;
+        governance::admit(caller, model, self.models.access_groups())?;
         Ok(Call {
             id: uuid::Uuid::new_v4().to_string(),
             caller_key: caller.key_id().to_owned(),

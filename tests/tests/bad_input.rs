@@ -131,7 +131,7 @@ async fn bad_keys_get_401_without_echoing_the_key() {
     // A key limited to some models may not call others.
     let limited = gw.create_key(json!({"models": ["gpt-4o"]})).await;
     let r = http.post(path, limited["key"].as_str().unwrap(), call.clone()).await;
-    assert_error(&r, 403, "permission_error", json!("model"), "may not call model \"demo\"");
+    assert_error(&r, 403, "key_model_access_denied", json!("model"), "may not use model \"demo\"");
     assert_eq!(r.2["error"]["code"], "key_model_access_denied");
 }
 

@@ -71,6 +71,8 @@ pub struct DeploymentConfig {
     pub timeout: Duration,
     pub mock: MockSettings,
     pub max_output_tokens: Option<u64>,
+    /// `model_info.access_groups`: groups that grant this model by name.
+    pub access_groups: Vec<String>,
 }
 
 /// Settings of the built-in `mock` provider, from `litellm_params`.
@@ -278,8 +280,15 @@ const PARAMS: &[&str] = &[
     "mock_latency_ms",
     "mock_chunk_delay_ms",
 ];
-const MODEL_INFO: &[&str] =
-    &["id", "input_cost_per_token", "output_cost_per_token", "max_tokens", "max_output_tokens", "mode"];
+const MODEL_INFO: &[&str] = &[
+    "id",
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "max_tokens",
+    "max_output_tokens",
+    "mode",
+    "access_groups",
+];
 
 fn section(root: &Map<String, Value>, key: &str, r: &mut Reader) -> Map<String, Value> {
     root.get(key).and_then(|v| r.object(key, v)).cloned().unwrap_or_default()
@@ -455,6 +464,15 @@ fn read_deployment(
     let max_output_tokens =
         r.u64(&info_path, &info, "max_output_tokens").or_else(|| r.u64(&info_path, &info, "max_tokens"));
     let explicit_id = r.string(&info_path, &info, "id");
+    let mut access_groups = Vec::new();
+    if let Some(list) = info.get("access_groups").and_then(|v| r.list(&join(&info_path, "access_groups"), v)) {
+        for (i, g) in list.iter().enumerate() {
+            match g.as_str() {
+                Some(name) if !name.trim().is_empty() => access_groups.push(name.to_owned()),
+                _ => r.problem(format!("{info_path}.access_groups[{i}]"), "expected a group name"),
+            }
+        }
+    }
 
     let (model_name, provider, upstream_model) = (model_name?, provider?, upstream_model?);
     let id = explicit_id
@@ -473,6 +491,7 @@ fn read_deployment(
         timeout,
         mock,
         max_output_tokens,
+        access_groups,
     })
 }
 

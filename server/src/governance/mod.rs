@@ -1,29 +1,67 @@
 //! Who is calling and whether they may: identity (keys, cached), then admission.
 //!
-//! Pure logic over [`crate::store`] records, testable without a network. Admission is the
-//! stage later governance (budgets, rate limits, model groups) slots into.
+//! Pure logic over [`crate::tenancy`] records, testable without a network. Admission is the
+//! stage later governance (budgets, rate limits) slots into.
 
+pub mod access;
 pub mod duration;
 pub mod identity;
 
 pub use identity::{Caller, IdentityCache};
 
+use access::{AccessGroups, NO_DEFAULT_MODELS, list_allows};
+
 use crate::error::GatewayError;
 
-/// Checks that `caller` may call the model named `model`. Today: the key's model allow-list
-/// (empty means every model).
-pub fn admit(caller: &Caller, model: &str) -> Result<(), GatewayError> {
-    if let Some(key) = caller.key()
-        && !key.models.is_empty()
-        && !key.models.iter().any(|m| m == model)
+/// The model a request names, after its team's aliases (`model_aliases`).
+pub fn resolve_alias<'a>(caller: &'a Caller, requested: &'a str) -> &'a str {
+    caller
+        .identity()
+        .and_then(|i| i.team.as_ref())
+        .and_then(|t| t.model_aliases.get(requested))
+        .map_or(requested, String::as_str)
+}
+
+fn denied(level: &'static str, who: &str, model: &str) -> GatewayError {
+    let reason = match level {
+        "key" => "key_model_access_denied",
+        "team" => "team_model_access_denied",
+        "user" => "user_model_access_denied",
+        "organization" => "org_model_access_denied",
+        _ => "customer_model_access_denied",
+    };
+    GatewayError::permission_denied(format!("{level} {who} may not use model {model:?}"))
+        .with_reason(reason)
+        .with_type(reason)
+        .with_param("model")
+}
+
+/// Checks every allow-list that applies to the caller, from the key outwards: key, team,
+/// user (personal keys only: a team key is governed by its team), organization. The first
+/// level that refuses names itself in the error.
+pub fn admit(caller: &Caller, model: &str, groups: &AccessGroups) -> Result<(), GatewayError> {
+    let Some(identity) = caller.identity() else { return Ok(()) };
+    let key = &identity.key;
+    if list_allows(&key.models, model, groups) == Some(false) {
+        return Err(denied("key", &key.key_id, model));
+    }
+    if let Some(team) = &identity.team
+        && list_allows(&team.models, model, groups) == Some(false)
     {
-        return Err(GatewayError::permission_denied(format!(
-            "key {} may not call model {model:?}; it may call: {}",
-            key.key_id,
-            key.models.join(", ")
-        ))
-        .with_reason("key_model_access_denied")
-        .with_param("model"));
+        return Err(denied("team", &team.team_id, model));
+    }
+    if identity.team.is_none()
+        && let Some(user) = &identity.user
+    {
+        let no_default = user.models.iter().any(|m| m == NO_DEFAULT_MODELS);
+        if no_default || list_allows(&user.models, model, groups) == Some(false) {
+            return Err(denied("user", &user.user_id, model));
+        }
+    }
+    if let Some(org) = &identity.org
+        && list_allows(&org.models, model, groups) == Some(false)
+    {
+        return Err(denied("organization", &org.organization_id, model));
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::config::DeploymentConfig;
 use crate::error::{ErrorCode, GatewayError};
+use crate::governance::access::AccessGroups;
 use crate::pricing::{Price, PriceTable};
 
 /// A deployment ready to call, with its resolved price.
@@ -29,6 +30,7 @@ struct Group {
 pub struct ModelRegistry {
     groups: HashMap<String, Group>,
     names: Vec<String>,
+    access_groups: AccessGroups,
 }
 
 impl ModelRegistry {
@@ -39,7 +41,14 @@ impl ModelRegistry {
         let mut groups: HashMap<String, Group> = HashMap::new();
         let mut names = Vec::new();
         let mut unpriced = Vec::new();
+        let mut access: HashMap<String, Vec<String>> = HashMap::new();
         for d in deployments {
+            for g in &d.access_groups {
+                let members = access.entry(g.clone()).or_default();
+                if !members.contains(&d.model_name) {
+                    members.push(d.model_name.clone());
+                }
+            }
             let listed = table.lookup(d.provider.as_str(), &d.upstream_model).map(|m| m.price());
             let priced = listed.is_some() || (d.input_cost_per_token.is_some() && d.output_cost_per_token.is_some());
             let base = listed.unwrap_or_default();
@@ -57,7 +66,12 @@ impl ModelRegistry {
             });
             group.deployments.push(Arc::new(Deployment { config: d.clone(), price, priced }));
         }
-        (Self { groups, names }, unpriced)
+        (Self { groups, names, access_groups: AccessGroups(access) }, unpriced)
+    }
+
+    /// Access groups from `model_info.access_groups`: group → model names.
+    pub fn access_groups(&self) -> &AccessGroups {
+        &self.access_groups
     }
 
     /// The public model names, in config order.

@@ -35,7 +35,7 @@ impl IntoResponse for ApiError {
         let body = json!({
             "error": {
                 "message": e.message,
-                "type": e.code.openai_type(),
+                "type": e.openai_type(),
                 "param": e.param,
                 "code": openai_code(&e),
             }

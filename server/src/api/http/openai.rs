@@ -77,7 +77,7 @@ pub async fn chat_completions(
             Ok(StreamEvent::Done(_)) => "data: [DONE]\n\n".to_owned(),
             Err(e) => {
                 let err = json!({"error": {
-                    "message": e.message, "type": e.code.openai_type(), "param": e.param, "code": openai_code(&e),
+                    "message": e.message, "type": e.openai_type(), "param": e.param, "code": openai_code(&e),
                 }});
                 format!("data: {err}\n\n")
             }
@@ -89,12 +89,13 @@ pub async fn chat_completions(
 
 /// The models the caller may use, in OpenAI's list shape.
 pub async fn list_models(State(app): State<AppState>, Auth(caller): Auth) -> Json<serde_json::Value> {
+    let groups = app.gateway.models.access_groups();
     let data: Vec<_> = app
         .gateway
         .models
         .names()
         .iter()
-        .filter(|name| crate::governance::admit(&caller, name).is_ok())
+        .filter(|name| crate::governance::admit(&caller, name, groups).is_ok())
         .map(|name| json!({"id": name, "object": "model", "created": 0, "owned_by": "ferryman"}))
         .collect();
     Json(json!({"object": "list", "data": data}))
