@@ -4,7 +4,16 @@
 //! status with `google.rpc.ErrorInfo`, the HTTP shim into an OpenAI-shaped body and status.
 //! Extend the enum deliberately: each variant must have an answer in every mapping below.
 
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
+
+/// The HTTP status of a budget refusal: 400 by default (clients must not retry into a spent
+/// budget), set once at start from `general_settings.budget_exceeded_status_code`.
+static BUDGET_EXCEEDED_STATUS: AtomicU16 = AtomicU16::new(400);
+
+pub fn set_budget_exceeded_status(status: u16) {
+    BUDGET_EXCEEDED_STATUS.store(status, Ordering::Relaxed);
+}
 
 /// What kind of failure an error is, independent of the surface that reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,7 +35,8 @@ impl ErrorCode {
     /// The HTTP status of the OpenAI-compatible shim.
     pub fn http_status(self) -> u16 {
         match self {
-            Self::InvalidArgument | Self::BudgetExceeded => 400,
+            Self::InvalidArgument => 400,
+            Self::BudgetExceeded => BUDGET_EXCEEDED_STATUS.load(Ordering::Relaxed),
             Self::Unauthenticated => 401,
             Self::PermissionDenied => 403,
             Self::NotFound => 404,

@@ -16,12 +16,14 @@ use futures_util::Stream;
 use crate::chat::{ChatChunk, ChatRequest, ChatResponse, Usage};
 use crate::config::Config;
 use crate::error::GatewayError;
-use crate::governance::{self, Caller, IdentityCache};
+use crate::governance::customers::CustomerCache;
+use crate::governance::{self, Caller, IdentityCache, budgets};
 use crate::ledger::Ledger;
+use crate::limits::{Remaining, Reservation};
 use crate::pricing::{Nanos, TokenCounts};
 use crate::providers::{ChunkStream, Upstreams};
 use crate::router::{Deployment, ModelRegistry};
-use crate::store::{SpendRecord, SpendStatus, Store};
+use crate::store::{Charge, SpendRecord, SpendStatus, Store};
 use crate::tokens;
 
 /// Everything a call needs, shared by every request.
@@ -29,6 +31,7 @@ pub struct Gateway {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub identities: IdentityCache,
+    pub customers: CustomerCache,
     pub models: ModelRegistry,
     pub upstreams: Upstreams,
     pub ledger: Ledger,
@@ -43,6 +46,8 @@ pub struct CallInfo {
     pub usage: Usage,
     /// Time spent in the gateway itself, not waiting for the upstream.
     pub overhead: Duration,
+    /// The tightest budget at admission.
+    pub remaining: Option<Remaining>,
 }
 
 /// One item of a governed stream: a chunk, or, last, the settled call.
@@ -52,17 +57,26 @@ pub enum StreamEvent {
     Done(CallInfo),
 }
 
-/// A call in progress: who, what, when.
+/// A call in progress: who, what, when, and what it holds against budgets.
 struct Call {
     id: String,
     caller_key: String,
+    user_id: Option<String>,
+    team_id: Option<String>,
+    organization_id: Option<String>,
     model: String,
     end_user: Option<String>,
     deployment: Arc<Deployment>,
     started_at: DateTime<Utc>,
     started: Instant,
     prompt_estimate: u64,
+    charges: Vec<Charge>,
+    reservation: Option<Reservation>,
+    remaining: Option<Remaining>,
 }
+
+/// Output tokens assumed for a call that sets no cap on a model whose maximum is unknown.
+const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
 
 impl Gateway {
     /// Stage 1: the caller behind a presented secret.
@@ -70,20 +84,51 @@ impl Gateway {
         self.identities.authenticate(secret).await
     }
 
-    /// Stages 2 and 3: resolve the model and admit the call.
-    fn begin(&self, caller: &Caller, request: &ChatRequest, started: Instant) -> Result<Call, GatewayError> {
+    /// Stages 2 and 3: resolve the model, check access, and admit the call against every
+    /// budget it answers to (reserving its worst case in strict mode).
+    async fn begin(&self, caller: &Caller, request: &ChatRequest, started: Instant) -> Result<Call, GatewayError> {
         let model = governance::resolve_alias(caller, &request.model);
         let deployment = self.models.pick(model)?;
         governance::admit(caller, model, self.models.access_groups())?;
+        let customer = match request.user.as_deref() {
+            Some(id) => Some(self.customers.get(id).await?),
+            None => None,
+        };
+        let now = Utc::now();
+        let scopes =
+            budgets::scopes(caller.identity(), customer.as_ref().map(|c| (&c.customer, &c.limits)), model, now);
+        // The worst case: every prompt byte a token, and the most output the call can produce.
+        let max_output =
+            request.max_output_tokens().map(u64::from).or(deployment.max_output).unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
+        let estimate = deployment.price.cost(TokenCounts {
+            prompt: tokens::prompt_upper_bound(request),
+            completion: max_output,
+            cached_prompt: 0,
+        });
+        let counters = self.ledger.counters();
+        let missing = counters.missing(&scopes);
+        if !missing.is_empty() {
+            self.ledger.load_counters(missing).await?;
+        }
+        let (reservation, remaining) = counters.admit(&scopes, estimate, self.config.general.budget_enforcement)?;
+        let identity = caller.identity();
         Ok(Call {
             id: uuid::Uuid::new_v4().to_string(),
             caller_key: caller.key_id().to_owned(),
-            model: request.model.clone(),
+            user_id: identity.and_then(|i| i.key.user_id.clone()),
+            team_id: identity.and_then(|i| i.key.team_id.clone()),
+            organization_id: identity.and_then(|i| {
+                i.key.organization_id.clone().or_else(|| i.org.as_ref().map(|o| o.organization_id.clone()))
+            }),
+            model: model.to_owned(),
             end_user: request.user.clone(),
             deployment,
-            started_at: Utc::now(),
+            started_at: now,
             started,
             prompt_estimate: tokens::estimate_prompt(request),
+            charges: scopes.into_iter().map(|s| s.charge).collect(),
+            reservation: Some(reservation),
+            remaining,
         })
     }
 
@@ -95,7 +140,7 @@ impl Gateway {
         request: ChatRequest,
         started: Instant,
     ) -> Result<(ChatResponse, CallInfo), GatewayError> {
-        let call = self.begin(caller, &request, started)?;
+        let mut call = self.begin(caller, &request, started).await?;
         // Stage 4: upstream.
         let upstream_start = Instant::now();
         let result = self.upstreams.chat(&call.deployment.config, &request).await;
@@ -111,11 +156,11 @@ impl Gateway {
                         .sum();
                     Usage::new(call.prompt_estimate, completion)
                 });
-                let info = self.settle(&call, usage, None, "chat_completion", upstream_time);
+                let info = self.settle(&mut call, usage, None, "chat_completion", upstream_time);
                 Ok((response, info))
             }
             Err(err) => {
-                self.settle(&call, Usage::default(), Some(&err), "chat_completion", upstream_time);
+                self.settle(&mut call, Usage::default(), Some(&err), "chat_completion", upstream_time);
                 Err(err)
             }
         }
@@ -130,7 +175,7 @@ impl Gateway {
         request: ChatRequest,
         started: Instant,
     ) -> Result<GovernedStream, GatewayError> {
-        let call = self.begin(caller, &request, started)?;
+        let mut call = self.begin(caller, &request, started).await?;
         let upstream_start = Instant::now();
         let overhead_before = upstream_start.duration_since(started);
         match self.upstreams.chat_stream(&call.deployment.config, &request).await {
@@ -144,16 +189,23 @@ impl Gateway {
                 finished: false,
             }),
             Err(err) => {
-                self.settle(&call, Usage::default(), Some(&err), "stream_chat_completion", upstream_start.elapsed());
+                self.settle(
+                    &mut call,
+                    Usage::default(),
+                    Some(&err),
+                    "stream_chat_completion",
+                    upstream_start.elapsed(),
+                );
                 Err(err)
             }
         }
     }
 
-    /// Prices the call, queues its spend record and reports it.
+    /// Prices the call, releases its reservation, adds its cost to every budget it answers
+    /// to, queues its spend record and reports it.
     fn settle(
         &self,
-        call: &Call,
+        call: &mut Call,
         usage: Usage,
         error: Option<&GatewayError>,
         call_type: &str,
@@ -166,30 +218,40 @@ impl Gateway {
         });
         let elapsed = call.started.elapsed();
         let ended_at = Utc::now();
-        self.ledger.record(SpendRecord {
-            request_id: call.id.clone(),
-            call_type: call_type.to_owned(),
-            key_id: call.caller_key.clone(),
-            model: call.model.clone(),
-            deployment: call.deployment.config.id.clone(),
-            provider: call.deployment.config.provider.as_str().to_owned(),
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            total_tokens: usage.prompt_tokens + usage.completion_tokens,
-            spend: cost,
-            status: if error.is_some() { SpendStatus::Failure } else { SpendStatus::Success },
-            error_code: error.map(|e| e.reason_str().to_owned()),
-            start_time: call.started_at,
-            end_time: ended_at,
-            duration_ms: i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
-            end_user: call.end_user.clone(),
-        });
+        let counted = self.ledger.counters().settle(call.reservation.take().unwrap_or_default(), &call.charges, cost);
+        self.ledger.record(
+            SpendRecord {
+                request_id: call.id.clone(),
+                call_type: call_type.to_owned(),
+                key_id: call.caller_key.clone(),
+                model: call.model.clone(),
+                deployment: call.deployment.config.id.clone(),
+                provider: call.deployment.config.provider.as_str().to_owned(),
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                total_tokens: usage.prompt_tokens + usage.completion_tokens,
+                spend: cost,
+                status: if error.is_some() { SpendStatus::Failure } else { SpendStatus::Success },
+                error_code: error.map(|e| e.reason_str().to_owned()),
+                start_time: call.started_at,
+                end_time: ended_at,
+                duration_ms: i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
+                end_user: call.end_user.clone(),
+                user_id: call.user_id.clone(),
+                team_id: call.team_id.clone(),
+                organization_id: call.organization_id.clone(),
+                tags: Vec::new(),
+                charges: call.charges.clone(),
+            },
+            counted,
+        );
         CallInfo {
             call_id: call.id.clone(),
             deployment: call.deployment.config.id.clone(),
             cost,
             usage,
             overhead: elapsed.saturating_sub(upstream_time),
+            remaining: call.remaining.clone(),
         }
     }
 }
@@ -220,13 +282,18 @@ impl GovernedStream {
         self.overhead_before
     }
 
+    /// The tightest budget at admission.
+    pub fn remaining(&self) -> Option<&Remaining> {
+        self.call.as_ref().and_then(|c| c.remaining.as_ref())
+    }
+
     fn finish(&mut self, error: Option<&GatewayError>) -> Option<CallInfo> {
-        let call = self.call.take()?;
+        let mut call = self.call.take()?;
         let usage = self
             .usage
             .unwrap_or_else(|| Usage::new(call.prompt_estimate, tokens::estimate_text(&self.completion_chars)));
         let upstream_time = call.started.elapsed().saturating_sub(self.overhead_before);
-        let mut info = self.gateway.settle(&call, usage, error, "stream_chat_completion", upstream_time);
+        let mut info = self.gateway.settle(&mut call, usage, error, "stream_chat_completion", upstream_time);
         info.overhead = self.overhead_before;
         Some(info)
     }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod gateway;
 pub mod governance;
 pub mod ledger;
+pub mod limits;
 pub mod pricing;
 pub mod providers;
 pub mod router;

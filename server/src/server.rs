@@ -60,6 +60,7 @@ pub fn database_url(config: &Config) -> String {
 
 /// Opens and migrates the store and wires the hot path.
 pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
+    crate::error::set_budget_exceeded_status(config.general.budget_exceeded_status);
     let url = database_url(&config);
     let shown = redact_url(&url);
     let store = store::connect(&url).await.map_err(|source| StartError::Database { url: shown.clone(), source })?;
@@ -79,8 +80,9 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
         let stored = ledger::replay(store.as_ref(), &spool, leftovers).await.map_err(StartError::Replay)?;
         tracing::info!(found, newly_stored = stored, "replayed spend records a previous process had spooled");
     }
-    let ledger = Ledger::start(store.clone(), Arc::new(spool));
-    Ok(Arc::new(Gateway { config, store, identities, models, upstreams, ledger }))
+    let ledger = Ledger::start(store.clone(), Arc::new(spool), Arc::new(crate::limits::SpendCounters::default()));
+    let customers = crate::governance::customers::CustomerCache::new(store.clone(), config.customer_defaults.clone());
+    Ok(Arc::new(Gateway { config, store, identities, customers, models, upstreams, ledger }))
 }
 
 /// The whole router: HTTP routes, gRPC (and gRPC-web) services, and the layers around them.

@@ -42,6 +42,27 @@ pub fn estimate_prompt(request: &ChatRequest) -> u64 {
     messages + tools + 3
 }
 
+/// An upper bound on a request's prompt tokens: every token of a BPE tokenizer is at least
+/// one byte, so the UTF-8 length of the text (plus the per-message overhead) bounds it.
+pub fn prompt_upper_bound(request: &ChatRequest) -> u64 {
+    let bytes = |s: &str| s.len() as u64;
+    let messages: u64 = request
+        .messages
+        .iter()
+        .map(|m| {
+            4 + m.content.as_ref().map_or(0, |c| bytes(&c.text()))
+                + m.name.as_deref().map_or(0, bytes)
+                + m.tool_calls
+                    .iter()
+                    .flatten()
+                    .map(|t| bytes(&t.function.name) + bytes(&t.function.arguments))
+                    .sum::<u64>()
+        })
+        .sum();
+    let tools: u64 = request.tools.iter().flatten().map(|t| serde_json::to_string(t).map_or(0, |s| bytes(&s))).sum();
+    messages + tools + 3
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,8 +9,8 @@ use chrono::{Duration, TimeZone, Utc};
 use ferryman_server::audit::Verdict;
 use ferryman_server::pricing::Nanos;
 use ferryman_server::store::{
-    self, Actor, AuditDraft, AuditQuery, Change, Membership, MembershipFilter, PageRequest, Row, RowFilter, Scope,
-    SpendQuery, SpendRecord, SpendStatus, Store, StoreError, Table,
+    self, Actor, AuditDraft, AuditQuery, Change, Charge, Membership, MembershipFilter, PageRequest, Row, RowFilter,
+    Scope, SpendQuery, SpendRecord, SpendStatus, Store, StoreError, Table,
 };
 use serde_json::json;
 use sqlx::Connection;
@@ -110,6 +110,11 @@ fn spend(request_id: &str, key_id: &str, nanos: i64, start_secs: i64, end_user: 
         end_time: start + Duration::milliseconds(250),
         duration_ms: 250,
         end_user: end_user.map(Into::into),
+        user_id: Some("u1".into()),
+        team_id: Some("team-1".into()),
+        organization_id: None,
+        tags: vec![],
+        charges: vec![],
     }
 }
 
@@ -295,6 +300,38 @@ async fn spend_is_exact_and_idempotent(s: &dyn Store) {
     assert_eq!(count, 10);
 }
 
+fn charge(scope: &str, id: &str, period: i64) -> Charge {
+    Charge { scope: scope.into(), scope_id: id.into(), period_start_us: period }
+}
+
+async fn spend_lands_on_every_scope(s: &dyn Store) {
+    let mut team = key_row("team-x", None, 0);
+    team.token_hash = None;
+    team.data = json!({"team_id": "team-x"});
+    s.commit(&[Change::Insert(Table::Teams, team)], &[]).await.unwrap();
+    let charges = vec![charge("team", "team-x", 0), charge("team", "team-x", 1_000), charge("customer", "new-cust", 0)];
+    let mut records = Vec::new();
+    for i in 0..4 {
+        let mut r = spend(&format!("c{i}"), "master", 7 + i, 200 + i, Some("new-cust"));
+        r.charges = charges.clone();
+        r.tags = vec!["a".into(), "b".into()];
+        records.push(r);
+    }
+    assert_eq!(s.insert_spend(&records).await.unwrap(), 4);
+    assert_eq!(s.insert_spend(&records).await.unwrap(), 0, "replays count nothing");
+    let total = Nanos(7 + 8 + 9 + 10);
+    assert_eq!(s.period_spend(&charges).await.unwrap(), vec![total, total, total]);
+    assert_eq!(s.period_spend(&[charge("team", "team-x", 2_000)]).await.unwrap(), vec![Nanos::ZERO]);
+    assert_eq!(s.get(Table::Teams, "team-x").await.unwrap().unwrap().spend, total, "lifetime once per record");
+    let customer = s.get(Table::Customers, "new-cust").await.unwrap().expect("created with its first record");
+    assert_eq!(customer.spend, total);
+    let by_team = s
+        .list_spend(&SpendQuery { team_id: Some("team-1".into()), ..Default::default() }, &PageRequest::default())
+        .await
+        .unwrap();
+    assert!(by_team.items.iter().any(|r| r.request_id == "c0" && r.tags == ["a", "b"]));
+}
+
 async fn conformance(backend: &str) {
     let db = open(backend).await;
     db.store.ping().await.unwrap();
@@ -302,6 +339,7 @@ async fn conformance(backend: &str) {
     memberships_round_trip(db.store.as_ref()).await;
     audit_is_a_verifiable_chain(db.store.as_ref()).await;
     spend_is_exact_and_idempotent(db.store.as_ref()).await;
+    spend_lands_on_every_scope(db.store.as_ref()).await;
     db.close().await;
 }
 

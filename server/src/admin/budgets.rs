@@ -50,6 +50,9 @@ pub async fn update(
     b.meta.updated_at = ctx.now;
     let audit = ctx.audit("updated", "budget", id, Some(snapshot(&before)), Some(snapshot(&b)));
     ctx.commit(vec![Change::Update(Table::Budgets, to_row(&b))], vec![audit]).await?;
+    // Tiers are read into cached identities and customers: refresh them all.
+    ctx.gw.identities.invalidate_all();
+    ctx.gw.customers.invalidate_all();
     Ok(b)
 }
 

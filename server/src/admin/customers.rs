@@ -93,6 +93,7 @@ pub async fn update(
     c.meta.updated_at = ctx.now;
     let audit = ctx.audit("updated", "customer", id, Some(snapshot(&before)), Some(snapshot(&c)));
     ctx.commit(vec![Change::Update(Table::Customers, to_row(&c))], vec![audit]).await?;
+    ctx.gw.customers.invalidate(id);
     Ok(c)
 }
 
@@ -117,6 +118,9 @@ pub async fn set_blocked(ctx: &Ctx<'_>, ids: &[String], blocked: bool) -> Result
         out.push(c);
     }
     ctx.commit(changes, audit).await?;
+    for id in ids {
+        ctx.gw.customers.invalidate(id);
+    }
     Ok(out)
 }
 
@@ -135,6 +139,9 @@ pub async fn delete(ctx: &Ctx<'_>, ids: &[String]) -> Result<Vec<Customer>, Gate
         out.push(c);
     }
     ctx.commit(changes, audit).await?;
+    for id in ids {
+        ctx.gw.customers.invalidate(id);
+    }
     Ok(out)
 }
 

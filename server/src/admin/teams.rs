@@ -391,6 +391,7 @@ pub async fn member_add(
         out.push(m);
     }
     ctx.commit(changes, audit).await?;
+    ctx.gw.identities.invalidate_team(team_id);
     Ok(out)
 }
 
@@ -450,6 +451,7 @@ pub async fn member_update(ctx: &Ctx<'_>, team_id: &str, spec: MemberSpec) -> Re
         Some(json!({"user_id": user_id, "role": after.role, "settings": after.data})),
     );
     ctx.commit(vec![Change::PutMembership(after.clone())], vec![audit]).await?;
+    ctx.gw.identities.invalidate_team(team_id);
     Ok(after)
 }
 

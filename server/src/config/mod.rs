@@ -36,6 +36,8 @@ const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct Config {
     pub deployments: Vec<DeploymentConfig>,
     pub general: GeneralSettings,
+    /// Customers created on first sight get these.
+    pub customer_defaults: crate::governance::customers::CustomerDefaults,
 }
 
 /// `general_settings`.
@@ -49,6 +51,10 @@ pub struct GeneralSettings {
     pub max_request_size_bytes: usize,
     /// Where spend records are spooled before the database has them (one per process).
     pub spool_dir: std::path::PathBuf,
+    /// `budget_enforcement`: strict (default) or optimistic.
+    pub budget_enforcement: crate::limits::Enforcement,
+    /// The HTTP status of a budget refusal (`budget_exceeded_status_code`, default 400).
+    pub budget_exceeded_status: u16,
 }
 
 /// One entry of `model_list`: a deployment that serves a public model name.
@@ -263,8 +269,16 @@ fn resolve_env_refs(value: &mut Value, path: &str, env: &dyn Env, file_env: &BTr
 
 const TOP_LEVEL: &[&str] =
     &["model_list", "general_settings", "litellm_settings", "router_settings", "environment_variables"];
-const GENERAL: &[&str] = &["master_key", "database_url", "redis_url", "max_request_size_mb", "spool_dir"];
-const LITELLM: &[&str] = &["request_timeout"];
+const GENERAL: &[&str] = &[
+    "master_key",
+    "database_url",
+    "redis_url",
+    "max_request_size_mb",
+    "spool_dir",
+    "budget_enforcement",
+    "budget_exceeded_status_code",
+];
+const LITELLM: &[&str] = &["request_timeout", "max_end_user_budget", "max_end_user_budget_id"];
 const ROUTER: &[&str] = &["timeout"];
 const DEPLOYMENT: &[&str] = &["model_name", "litellm_params", "model_info"];
 const PARAMS: &[&str] = &[
@@ -312,6 +326,13 @@ fn read_config(root: &Value, env: &dyn Env, file_env: &BTreeMap<String, String>,
         .or_else(|| r.seconds("litellm_settings", &litellm, "request_timeout"))
         .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
 
+    let customer_defaults = crate::governance::customers::CustomerDefaults {
+        max_budget: r
+            .decimal("litellm_settings", &litellm, "max_end_user_budget", 9)
+            .and_then(|n| i64::try_from(n).ok())
+            .map(crate::pricing::Nanos),
+        budget_id: r.string("litellm_settings", &litellm, "max_end_user_budget_id"),
+    };
     let mut deployments = Vec::new();
     if let Some(list) = root.get("model_list").and_then(|v| r.list("model_list", v)) {
         for (i, entry) in list.iter().enumerate() {
@@ -330,7 +351,7 @@ fn read_config(root: &Value, env: &dyn Env, file_env: &BTreeMap<String, String>,
             );
         }
     }
-    Config { deployments, general }
+    Config { deployments, general, customer_defaults }
 }
 
 fn read_general(
@@ -370,12 +391,33 @@ fn read_general(
         None => DEFAULT_MAX_REQUEST_BYTES,
     };
     let spool_dir = r.string(path, map, "spool_dir").unwrap_or_else(|| DEFAULT_SPOOL_DIR.to_owned()).into();
+    let budget_enforcement = match r.string(path, map, "budget_enforcement").as_deref() {
+        None | Some("strict") => crate::limits::Enforcement::Strict,
+        Some("optimistic") => crate::limits::Enforcement::Optimistic,
+        Some(other) => {
+            r.problem(join(path, "budget_enforcement"), format!("{other:?} is not strict or optimistic"));
+            crate::limits::Enforcement::Strict
+        }
+    };
+    let budget_exceeded_status = match r.u64(path, map, "budget_exceeded_status_code") {
+        None => 400,
+        Some(s @ (400 | 402 | 403 | 422 | 429)) => u16::try_from(s).unwrap_or(400),
+        Some(other) => {
+            r.problem(
+                join(path, "budget_exceeded_status_code"),
+                format!("{other} is not one of 400, 402, 403, 422, 429"),
+            );
+            400
+        }
+    };
     GeneralSettings {
         master_key,
         database_url: database_url.map(Secret::new),
         redis_url: redis_url.map(Secret::new),
         max_request_size_bytes,
         spool_dir,
+        budget_enforcement,
+        budget_exceeded_status,
     }
 }
 

@@ -14,8 +14,8 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 
 use crate::error::GatewayError;
-use crate::store::{Store, Table};
-use crate::tenancy::{KeyRecord, Organization, Team, User, from_row};
+use crate::store::{Membership, MembershipFilter, Scope, Store, Table};
+use crate::tenancy::{BudgetTier, KeyRecord, Organization, Team, User, from_row};
 
 /// The identity of the master key in spend records.
 pub const MASTER_KEY_ID: &str = "master";
@@ -29,6 +29,10 @@ pub struct Identity {
     pub user: Option<User>,
     pub team: Option<Team>,
     pub org: Option<Organization>,
+    /// The user's membership of the key's team (for `max_budget_in_team`).
+    pub member: Option<Membership>,
+    /// The budget tier the key links to.
+    pub key_tier: Option<BudgetTier>,
 }
 
 /// Who is calling.
@@ -100,7 +104,24 @@ impl IdentityCache {
             Some(o) => self.store.get(Table::Organizations, o).await?.map(from_row::<Organization>).transpose()?,
             None => None,
         };
-        Ok(Some(Identity { key, grace_until: found.grace_until, user, team, org }))
+        let member = match (&key.team_id, &key.user_id) {
+            (Some(t), Some(u)) => self
+                .store
+                .memberships(&MembershipFilter {
+                    scope: Some(Scope::Team),
+                    scope_id: Some(t.clone()),
+                    user_id: Some(u.clone()),
+                })
+                .await?
+                .into_iter()
+                .next(),
+            _ => None,
+        };
+        let key_tier = match &key.budget_id {
+            Some(b) => self.store.get(Table::Budgets, b).await?.map(from_row::<BudgetTier>).transpose()?,
+            None => None,
+        };
+        Ok(Some(Identity { key, grace_until: found.grace_until, user, team, org, member, key_tier }))
     }
 
     /// Resolves a presented secret (`None` when the request carried none). Errors are 401s
@@ -194,6 +215,13 @@ impl IdentityCache {
         }
         // An old secret in its grace period maps to the same key.
         self.remove_where(|i| i.key.token_hash == token_hash);
+    }
+
+    /// Forgets everything (a change whose reach is not tracked, e.g. a budget tier).
+    pub fn invalidate_all(&self) {
+        if let Ok(mut m) = self.keys.write() {
+            m.clear();
+        }
     }
 
     pub fn invalidate_key_id(&self, key_id: &str) {

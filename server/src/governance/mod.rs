@@ -4,6 +4,8 @@
 //! stage later governance (budgets, rate limits) slots into.
 
 pub mod access;
+pub mod budgets;
+pub mod customers;
 pub mod duration;
 pub mod identity;
 

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{SpendRecord, Store};
+use crate::error::GatewayError;
+use crate::limits::SpendCounters;
+use crate::store::{Charge, SpendRecord, Store, StoreError};
 use crate::tasks;
 
 /// The most records stored in one transaction.
@@ -25,8 +27,10 @@ const BATCH: usize = 512;
 
 #[expect(clippy::large_enum_variant, reason = "records are the common message; boxing would allocate per call")]
 enum Message {
-    /// A record and its spool sequence number.
-    Record(u64, SpendRecord),
+    /// A record, its spool sequence number, and per charge whether the counters counted it.
+    Record(u64, SpendRecord, Vec<bool>),
+    /// Load budget counters from the store (between flushes, so nothing is counted twice).
+    Load(Vec<Charge>, oneshot::Sender<Result<(), StoreError>>),
     Close(oneshot::Sender<()>),
 }
 
@@ -35,6 +39,7 @@ enum Message {
 pub struct Ledger {
     tx: mpsc::UnboundedSender<Message>,
     spool: Arc<Spool>,
+    counters: Arc<SpendCounters>,
 }
 
 /// Stores the records a previous process left in the spool, then deletes them from it.
@@ -53,24 +58,44 @@ pub async fn replay(
 
 impl Ledger {
     /// Starts the writer task.
-    pub fn start(store: Arc<dyn Store>, spool: Arc<Spool>) -> Self {
+    pub fn start(store: Arc<dyn Store>, spool: Arc<Spool>, counters: Arc<SpendCounters>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tasks::spawn("ledger-writer", write_loop(store, spool.clone(), rx));
-        Self { tx, spool }
+        tasks::spawn("ledger-writer", write_loop(store, spool.clone(), counters.clone(), rx));
+        Self { tx, spool, counters }
     }
 
-    /// Spools and queues a record. Never waits on the database.
-    pub fn record(&self, record: SpendRecord) {
+    pub fn counters(&self) -> &SpendCounters {
+        &self.counters
+    }
+
+    /// Loads the counters of these charges from the store, in the writer's order.
+    pub async fn load_counters(&self, charges: Vec<Charge>) -> Result<(), GatewayError> {
+        let (done_tx, done_rx) = oneshot::channel();
+        self.tx
+            .send(Message::Load(charges, done_tx))
+            .map_err(|_| GatewayError::unavailable("the spend ledger is shutting down"))?;
+        match tokio::time::timeout(Duration::from_secs(5), done_rx).await {
+            Ok(Ok(r)) => Ok(r?),
+            Ok(Err(_)) => Err(GatewayError::unavailable("the spend ledger is shutting down")),
+            Err(_) => {
+                Err(GatewayError::unavailable("cannot read budget spend from the database right now; retry shortly"))
+            }
+        }
+    }
+
+    /// Spools and queues a record. Never waits on the database. `counted` says, per charge,
+    /// whether the counters already hold its cost.
+    pub fn record(&self, record: SpendRecord, counted: Vec<bool>) {
         let tx = &self.tx;
         let result = self.spool.append(&record, |seq| {
-            if tx.send(Message::Record(seq, record.clone())).is_err() {
+            if tx.send(Message::Record(seq, record.clone(), counted.clone())).is_err() {
                 tracing::error!("ledger writer is gone; a spend record stays in the spool for the next start");
             }
         });
         if let Err(e) = result {
             // The database write still happens; only crash safety is lost for this record.
             tracing::error!(error = %e, request_id = %record.request_id, "cannot spool a spend record");
-            let _ = self.tx.send(Message::Record(0, record));
+            let _ = self.tx.send(Message::Record(0, record, counted));
         }
     }
 
@@ -84,9 +109,16 @@ impl Ledger {
     }
 }
 
-async fn write_loop(store: Arc<dyn Store>, spool: Arc<Spool>, mut rx: mpsc::UnboundedReceiver<Message>) {
+async fn write_loop(
+    store: Arc<dyn Store>,
+    spool: Arc<Spool>,
+    counters: Arc<SpendCounters>,
+    mut rx: mpsc::UnboundedReceiver<Message>,
+) {
     let mut inbox = Vec::with_capacity(BATCH);
     let mut batch: Vec<SpendRecord> = Vec::with_capacity(BATCH);
+    let mut counted: Vec<Vec<bool>> = Vec::with_capacity(BATCH);
+    let mut loads = Vec::new();
     let mut last_seq = 0;
     loop {
         if rx.recv_many(&mut inbox, BATCH).await == 0 {
@@ -95,19 +127,22 @@ async fn write_loop(store: Arc<dyn Store>, spool: Arc<Spool>, mut rx: mpsc::Unbo
         let mut close = None;
         for m in inbox.drain(..) {
             match m {
-                Message::Record(seq, r) => {
+                Message::Record(seq, r, c) => {
                     last_seq = last_seq.max(seq);
                     batch.push(r);
+                    counted.push(c);
                 }
+                Message::Load(charges, done) => loads.push((charges, done)),
                 Message::Close(done) => close = Some(done),
             }
         }
         if let Some(done) = close {
             // Anything that raced in behind the close request is written too.
             while let Ok(m) = rx.try_recv() {
-                if let Message::Record(seq, r) = m {
+                if let Message::Record(seq, r, c) = m {
                     last_seq = last_seq.max(seq);
                     batch.push(r);
+                    counted.push(c);
                 }
             }
             flush(store.as_ref(), &mut batch).await;
@@ -115,9 +150,20 @@ async fn write_loop(store: Arc<dyn Store>, spool: Arc<Spool>, mut rx: mpsc::Unbo
             let _ = done.send(());
             return;
         }
+        let stored: Vec<(Vec<Charge>, Vec<bool>, crate::pricing::Nanos)> =
+            batch.iter().zip(counted.drain(..)).map(|(r, c)| (r.charges.clone(), c, r.spend)).collect();
         flush(store.as_ref(), &mut batch).await;
         // Records arrive in sequence order, so everything through last_seq is stored.
         spool.stored_through(last_seq);
+        for (charges, c, cost) in &stored {
+            counters.stored(charges, c, *cost);
+        }
+        // Loads run between flushes: a counter is read either before a record is stored (and
+        // the acknowledgement adds it) or after (and the read includes it), never both.
+        for (charges, done) in loads.drain(..) {
+            let result = store.period_spend(&charges).await.map(|values| counters.load(&charges, &values));
+            let _ = done.send(result);
+        }
     }
 }
 

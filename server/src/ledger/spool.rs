@@ -205,6 +205,11 @@ mod tests {
             end_time: now,
             duration_ms: 1,
             end_user: Some("u".into()),
+            user_id: None,
+            team_id: None,
+            organization_id: None,
+            tags: vec!["t".into()],
+            charges: vec![crate::store::Charge { scope: "key".into(), scope_id: "k".into(), period_start_us: 0 }],
         }
     }
 

@@ -19,6 +19,8 @@ pub struct Deployment {
     pub price: Price,
     /// Whether `price` came from anywhere (config or table); unpriced calls cost 0.
     pub priced: bool,
+    /// The most output tokens a call can produce (config, else the price table).
+    pub max_output: Option<u64>,
 }
 
 struct Group {
@@ -49,7 +51,9 @@ impl ModelRegistry {
                     members.push(d.model_name.clone());
                 }
             }
-            let listed = table.lookup(d.provider.as_str(), &d.upstream_model).map(|m| m.price());
+            let entry = table.lookup(d.provider.as_str(), &d.upstream_model);
+            let listed = entry.map(|m| m.price());
+            let max_output = d.max_output_tokens.or_else(|| entry.and_then(|m| m.max_output_tokens));
             let priced = listed.is_some() || (d.input_cost_per_token.is_some() && d.output_cost_per_token.is_some());
             let base = listed.unwrap_or_default();
             let price = Price {
@@ -64,7 +68,7 @@ impl ModelRegistry {
                 names.push(d.model_name.clone());
                 Group { deployments: Vec::new(), next: AtomicUsize::new(0) }
             });
-            group.deployments.push(Arc::new(Deployment { config: d.clone(), price, priced }));
+            group.deployments.push(Arc::new(Deployment { config: d.clone(), price, priced, max_output }));
         }
         (Self { groups, names, access_groups: AccessGroups(access) }, unpriced)
     }

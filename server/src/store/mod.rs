@@ -266,6 +266,29 @@ pub struct SpendRecord {
     pub end_time: DateTime<Utc>,
     pub duration_ms: i64,
     pub end_user: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub team_id: Option<String>,
+    #[serde(default)]
+    pub organization_id: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The budget scopes and periods this call's spend lands on.
+    #[serde(default)]
+    pub charges: Vec<Charge>,
+}
+
+/// One budget scope and period a call's spend is added to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Charge {
+    /// `key`, `user`, `team`, `team_member`, `org`, `customer`, `tag`, `global`, or a
+    /// per-model scope (`key_model`, `user_model`, `team_model`).
+    pub scope: String,
+    /// The scope's id (`team:user` for a team member, `id:model` for per-model scopes).
+    pub scope_id: String,
+    /// Microseconds; 0 for a budget without a duration.
+    pub period_start_us: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -296,6 +319,8 @@ impl SpendStatus {
 #[derive(Debug, Clone, Default)]
 pub struct SpendQuery {
     pub key_id: Option<String>,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
     pub request_id: Option<String>,
     pub end_user: Option<String>,
     /// Start time at or after.
@@ -366,6 +391,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_spend(&self, records: &[SpendRecord]) -> Result<u64, StoreError>;
     /// Newest first.
     async fn list_spend(&self, query: &SpendQuery, page: &PageRequest) -> Result<Page<SpendRecord>, StoreError>;
+    /// The stored spend of each scope and period (0 where none).
+    async fn period_spend(&self, charges: &[Charge]) -> Result<Vec<Nanos>, StoreError>;
 }
 
 /// Opens the store a URL names (`postgres://`, `postgresql://` or `sqlite:`), without

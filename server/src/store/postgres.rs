@@ -20,13 +20,22 @@ impl PgStore {
     }
 
     fn migrator() -> Migrator {
-        Migrator::with_migrations(vec![Migration::new(
-            1,
-            "initial".into(),
-            MigrationType::Simple,
-            include_str!("../../../migrations/postgres/0001_initial.sql").into_sql_str(),
-            false,
-        )])
+        Migrator::with_migrations(vec![
+            Migration::new(
+                1,
+                "initial".into(),
+                MigrationType::Simple,
+                include_str!("../../../migrations/postgres/0001_initial.sql").into_sql_str(),
+                false,
+            ),
+            Migration::new(
+                2,
+                "budget spend".into(),
+                MigrationType::Simple,
+                include_str!("../../../migrations/postgres/0002_budget_spend.sql").into_sql_str(),
+                false,
+            ),
+        ])
     }
 }
 

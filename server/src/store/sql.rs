@@ -21,7 +21,7 @@ macro_rules! impl_store {
             use super::*;
             use crate::pricing::Nanos;
             use crate::store::{
-                AuditDraft, AuditEntry, AuditHead, AuditQuery, Actor, Change, KeyMatch, Membership, MembershipFilter, Page,
+                AuditDraft, AuditEntry, AuditHead, AuditQuery, Actor, Change, Charge, KeyMatch, Membership, MembershipFilter, Page,
                 PageRequest, Row, RowFilter, Scope, SpendQuery, SpendRecord, SpendStatus, StoreError, Table,
                 decode_token, encode_token, from_micros, micros,
             };
@@ -122,6 +122,14 @@ macro_rules! impl_store {
                     end_time: from_micros(row.try_get("end_time_us")?)?,
                     duration_ms: row.try_get("duration_ms")?,
                     end_user: row.try_get("end_user")?,
+                    user_id: row.try_get("user_id")?,
+                    team_id: row.try_get("team_id")?,
+                    organization_id: row.try_get("organization_id")?,
+                    tags: match row.try_get::<Option<String>, _>("tags")? {
+                        Some(t) => serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("spend tags: {e}")))?,
+                        None => Vec::new(),
+                    },
+                    charges: Vec::new(),
                 })
             }
 
@@ -467,14 +475,16 @@ macro_rules! impl_store {
 
                 async fn insert_spend(&self, records: &[SpendRecord]) -> Result<u64, StoreError> {
                     let mut tx = self.pool.begin_with($begin).await?;
-                    let mut per_key: BTreeMap<&str, i64> = BTreeMap::new();
+                    // Sums per scope and period, and lifetime sums per entity, of new records only.
+                    let mut per_period: BTreeMap<&Charge, i64> = BTreeMap::new();
+                    let mut per_entity: BTreeMap<(&str, &str), i64> = BTreeMap::new();
                     let mut inserted = 0;
                     for r in records {
                         let done = sqlx::query(
                             "INSERT INTO spend_logs (request_id, call_type, key_id, model, deployment, provider, \
                              prompt_tokens, completion_tokens, total_tokens, spend_nanos, status, error_code, \
-                             start_time_us, end_time_us, duration_ms, end_user) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                             start_time_us, end_time_us, duration_ms, end_user, user_id, team_id, organization_id, tags) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
                              ON CONFLICT (request_id) DO NOTHING",
                         )
                         .bind(&r.request_id)
@@ -493,25 +503,103 @@ macro_rules! impl_store {
                         .bind(micros(r.end_time))
                         .bind(r.duration_ms)
                         .bind(&r.end_user)
+                        .bind(&r.user_id)
+                        .bind(&r.team_id)
+                        .bind(&r.organization_id)
+                        .bind((!r.tags.is_empty()).then(|| serde_json::to_string(&r.tags).unwrap_or_default()))
                         .execute(&mut *tx)
                         .await?;
-                        if done.rows_affected() == 1 {
-                            inserted += 1;
-                            let sum = per_key.entry(r.key_id.as_str()).or_insert(0);
+                        if done.rows_affected() != 1 {
+                            continue;
+                        }
+                        inserted += 1;
+                        // A customer seen for the first time is created with its first record.
+                        if let Some(customer) = &r.end_user {
+                            sqlx::query(AssertSqlSafe(format!(
+                                "INSERT INTO customers ({ROW_COLUMNS}) VALUES ($1, NULL, NULL, NULL, NULL, NULL, $2, 0, 1, $3, $3) \
+                                 ON CONFLICT (id) DO NOTHING"
+                            )))
+                            .bind(customer)
+                            .bind(Json(serde_json::json!({"user_id": customer})))
+                            .bind(micros(r.start_time))
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        if r.spend.0 == 0 {
+                            continue;
+                        }
+                        let mut entities: Vec<(&str, &str)> = vec![("key", r.key_id.as_str())];
+                        for c in &r.charges {
+                            let sum = per_period.entry(c).or_insert(0);
+                            *sum = sum.saturating_add(r.spend.0);
+                            let entity = (c.scope.as_str(), c.scope_id.as_str());
+                            if matches!(entity.0, "user" | "team" | "org" | "customer" | "team_member") && !entities.contains(&entity) {
+                                entities.push(entity);
+                            }
+                        }
+                        // Lifetime totals, once per entity per record.
+                        for e in entities {
+                            let sum = per_entity.entry(e).or_insert(0);
                             *sum = sum.saturating_add(r.spend.0);
                         }
                     }
-                    for (key_id, spend) in per_key {
-                        if spend != 0 {
-                            sqlx::query("UPDATE keys SET spend_nanos = spend_nanos + $1 WHERE id = $2")
+                    for (c, spend) in per_period {
+                        sqlx::query(
+                            "INSERT INTO budget_spend (scope, scope_id, period_start_us, spend_nanos) VALUES ($1, $2, $3, $4) \
+                             ON CONFLICT (scope, scope_id, period_start_us) DO UPDATE SET spend_nanos = budget_spend.spend_nanos + excluded.spend_nanos",
+                        )
+                        .bind(&c.scope)
+                        .bind(&c.scope_id)
+                        .bind(c.period_start_us)
+                        .bind(spend)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    for ((scope, id), spend) in per_entity {
+                        if scope == "team_member" {
+                            let (team, user) = id.split_once(':').unwrap_or((id, ""));
+                            sqlx::query("UPDATE memberships SET spend_nanos = spend_nanos + $1 WHERE scope = 'team' AND scope_id = $2 AND user_id = $3")
                                 .bind(spend)
-                                .bind(key_id)
+                                .bind(team)
+                                .bind(user)
                                 .execute(&mut *tx)
                                 .await?;
+                            continue;
                         }
+                        let table = match scope {
+                            "key" => "keys",
+                            "user" => "users",
+                            "team" => "teams",
+                            "org" => "organizations",
+                            _ => "customers",
+                        };
+                        sqlx::query(AssertSqlSafe(format!("UPDATE {table} SET spend_nanos = spend_nanos + $1 WHERE id = $2")))
+                            .bind(spend)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
                     }
                     tx.commit().await?;
                     Ok(inserted)
+                }
+
+                async fn period_spend(&self, charges: &[Charge]) -> Result<Vec<Nanos>, StoreError> {
+                    let mut out = Vec::with_capacity(charges.len());
+                    for c in charges {
+                        let row = sqlx::query(
+                            "SELECT spend_nanos FROM budget_spend WHERE scope = $1 AND scope_id = $2 AND period_start_us = $3",
+                        )
+                        .bind(&c.scope)
+                        .bind(&c.scope_id)
+                        .bind(c.period_start_us)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                        out.push(Nanos(match row {
+                            Some(r) => r.try_get("spend_nanos")?,
+                            None => 0,
+                        }));
+                    }
+                    Ok(out)
                 }
 
                 async fn list_spend(&self, q: &SpendQuery, req: &PageRequest) -> Result<Page<SpendRecord>, StoreError> {
@@ -520,11 +608,12 @@ macro_rules! impl_store {
                     let rows = sqlx::query(
                         "SELECT request_id, call_type, key_id, model, deployment, provider, prompt_tokens, \
                          completion_tokens, total_tokens, spend_nanos, status, error_code, start_time_us, \
-                         end_time_us, duration_ms, end_user FROM spend_logs \
+                         end_time_us, duration_ms, end_user, user_id, team_id, organization_id, tags FROM spend_logs \
                          WHERE ($1 IS NULL OR key_id = $1) AND ($2 IS NULL OR request_id = $2) \
                          AND ($3 IS NULL OR end_user = $3) AND ($4 IS NULL OR start_time_us >= $4) \
                          AND ($5 IS NULL OR start_time_us < $5) \
                          AND ($6 IS NULL OR start_time_us < $6 OR (start_time_us = $6 AND request_id < $7)) \
+                         AND ($9 IS NULL OR user_id = $9) AND ($10 IS NULL OR team_id = $10) \
                          ORDER BY start_time_us DESC, request_id DESC LIMIT $8",
                     )
                     .bind(&q.key_id)
@@ -535,6 +624,8 @@ macro_rules! impl_store {
                     .bind(cursor_us)
                     .bind(cursor_id)
                     .bind(i64::from(size) + 1)
+                    .bind(&q.user_id)
+                    .bind(&q.team_id)
                     .fetch_all(&self.pool)
                     .await?;
                     let items = rows.iter().map(spend_from_row).collect::<Result<Vec<_>, _>>()?;

@@ -202,6 +202,8 @@ impl SpendService for Services {
         } = req.into_inner();
         let query = SpendQuery {
             key_id,
+            user_id: None,
+            team_id: None,
             request_id,
             end_user,
             start: start_time.map(|t| convert::from_timestamp("start_time", t)).transpose().map_err(to_status)?,

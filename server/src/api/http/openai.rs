@@ -37,6 +37,16 @@ fn call_headers(headers: &mut HeaderMap, info: &CallInfo) {
     headers.insert(HeaderName::from_static("x-ferryman-model-id"), header_value(&info.deployment));
     headers
         .insert(HeaderName::from_static("x-ferryman-overhead-duration-ms"), header_value(&overhead_ms(info.overhead)));
+    remaining_headers(headers, info.remaining.as_ref());
+}
+
+/// The tightest budget at admission: what is left of it and whose it is.
+fn remaining_headers(headers: &mut HeaderMap, remaining: Option<&crate::limits::Remaining>) {
+    if let Some(r) = remaining {
+        headers.insert(HeaderName::from_static("x-ferryman-remaining-budget"), header_value(&format_usd(r.remaining)));
+        headers.insert(HeaderName::from_static("x-ferryman-max-budget"), header_value(&format_usd(r.max)));
+        headers.insert(HeaderName::from_static("x-ferryman-budget-scope"), header_value(&r.label.replace('"', "")));
+    }
 }
 
 pub async fn chat_completions(
@@ -64,6 +74,7 @@ pub async fn chat_completions(
         HeaderName::from_static("x-ferryman-overhead-duration-ms"),
         header_value(&overhead_ms(stream.overhead_before_upstream())),
     );
+    remaining_headers(&mut headers, stream.remaining());
     let body = stream.filter_map(move |event| async move {
         let bytes = match event {
             Ok(StreamEvent::Chunk(chunk)) => {

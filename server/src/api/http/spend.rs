@@ -28,6 +28,7 @@ pub struct LogsQuery {
     end_date: Option<String>,
     end_user: Option<String>,
     user_id: Option<String>,
+    team_id: Option<String>,
     summarize: Option<bool>,
     #[serde(default)]
     page_size: u32,
@@ -64,6 +65,10 @@ pub fn log_json(r: &SpendRecord) -> Value {
         "model_id": r.deployment,
         "custom_llm_provider": r.provider,
         "end_user": r.end_user,
+        "user": r.user_id,
+        "team_id": r.team_id,
+        "organization_id": r.organization_id,
+        "request_tags": r.tags,
         "status": r.status.as_str(),
         "error_code": r.error_code,
     })
@@ -85,9 +90,6 @@ pub async fn logs(
         )
         .into());
     }
-    if q.user_id.is_some() {
-        return Err(GatewayError::invalid("user_id", "user_id: filtering by internal user is not supported yet").into());
-    }
     if q.summarize == Some(true) {
         return Err(GatewayError::invalid("summarize", "summarize: summaries are not supported yet; omit it").into());
     }
@@ -101,6 +103,8 @@ pub async fn logs(
     };
     let query = SpendQuery {
         key_id,
+        user_id: q.user_id,
+        team_id: q.team_id,
         request_id: q.request_id,
         end_user: q.end_user,
         start: q.start_date.as_deref().map(|t| parse_time("start_date", t, false)).transpose()?,
