@@ -3,8 +3,14 @@
 
 use serde_json::{Map, Value, json};
 
+use chrono::{DateTime, Utc};
+
+use crate::governance::budgets::period_bounds;
+use crate::governance::customers::CUSTOMER_ANCHOR;
+use crate::governance::duration::parse_period;
 use crate::pricing::Nanos;
 use crate::store::Membership;
+use crate::store::Table;
 use crate::tenancy::{KeyRecord, Resource};
 
 /// Fields holding nano-USD in stored documents.
@@ -37,6 +43,17 @@ pub fn view<R: Resource>(r: &R) -> Value {
         map.insert("etag".to_owned(), json!(m.version));
         map.insert("created_at".to_owned(), json!(m.created_at.to_rfc3339()));
         map.insert("updated_at".to_owned(), json!(m.updated_at.to_rfc3339()));
+        // When the current budget period ends (periods count from the anchor; customers'
+        // from the Unix epoch).
+        if let Some(d) = map.get("budget_duration").and_then(Value::as_str).and_then(|d| parse_period(d).ok()) {
+            let anchor = if R::TABLE == Table::Customers { CUSTOMER_ANCHOR } else { m.created_at };
+            let (start, next) = period_bounds(anchor, Some(d), Utc::now());
+            map.insert(
+                "budget_period_start".to_owned(),
+                json!(DateTime::from_timestamp_micros(start).map(|t| t.to_rfc3339())),
+            );
+            map.insert("budget_reset_at".to_owned(), json!(next.map(|t| t.to_rfc3339())));
+        }
     }
     v
 }

@@ -1,0 +1,261 @@
+//! Budgets on every call: strict mode never overspends under concurrency (optimistic mode's
+//! overshoot is measured), spend lands exactly on every scope, and periods reset by themselves.
+
+use std::time::{Duration, Instant};
+
+use ferryman_tests::{Backend, Gateway, MASTER_KEY, Options, Value, json, openai_error};
+
+/// demo: 150e6 / 600e6 femto-USD per input / output token.
+fn config(mode: &str) -> String {
+    format!(
+        r#"model_list:
+  - model_name: demo
+    litellm_params:
+      model: mock/demo
+      mock_response: "ok ok ok ok"
+      input_cost_per_token: 0.00000015
+      output_cost_per_token: 0.0000006
+general_settings:
+  master_key: {MASTER_KEY}
+  database_url: "{{database_url}}"
+  budget_enforcement: {mode}
+"#
+    )
+}
+
+/// One call's real cost: "hello" is 9 prompt tokens by the mock's count, "ok ok ok ok" 3.
+const CALL_COST: i64 = (9 * 150_000_000 + 3 * 600_000_000) / 1_000_000;
+/// Its worst case as strict mode reserves it: 12 prompt bytes-as-tokens, max_tokens 10.
+const CALL_WORST: i64 = (12 * 150_000_000 + 10 * 600_000_000) / 1_000_000;
+
+async fn admin(gw: &Gateway, path: &str, body: Value) -> Value {
+    let (s, _, v) = gw.http().post(path, MASTER_KEY, body).await;
+    assert_eq!(s, 200, "{path}: {v}");
+    v
+}
+
+fn call_body(extra: Value) -> Value {
+    let mut body = json!({"model": "demo", "max_tokens": 10, "messages": [{"role": "user", "content": "hello"}]});
+    if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+        b.extend(e);
+    }
+    body
+}
+
+/// Fires `n` calls at once; returns (successes, budget refusals).
+async fn burst(gw: &Gateway, key: &str, n: usize) -> (usize, usize) {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let client = gw.http().client.clone();
+        let url = format!("{}/v1/chat/completions", gw.url);
+        let key = key.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let resp = client
+                .post(url)
+                .bearer_auth(key)
+                .json(&call_body(json!({"mock_latency_ms": 300})))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status {
+            200 => ok += 1,
+            400 => {
+                assert_eq!(openai_error(&body)["type"], "budget_exceeded", "{body}");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    (ok, refused)
+}
+
+async fn concurrent_calls_never_overspend(backend: Backend) {
+    let gw = Gateway::start(Options { backend, config: config("strict"), env: vec![] }).await;
+    let budget = 20 * CALL_COST;
+    let key = admin(&gw, "/key/generate", json!({"max_budget": budget as f64 / 1e9})).await;
+    let secret = key["key"].as_str().unwrap();
+    let key_id = key["token"].as_str().unwrap();
+    // Two bursts of 200: the second finds what the first left.
+    let (ok1, refused1) = burst(&gw, secret, 200).await;
+    let (ok2, refused2) = burst(&gw, secret, 200).await;
+    let ok = ok1 + ok2;
+    assert_eq!(ok + refused1 + refused2, 400);
+    let logs = gw.spend_logs_until(&format!("api_key={key_id}&page_size=1000"), ok).await;
+    assert_eq!(logs.len(), ok);
+    let spent: i64 = logs.iter().map(|r| r["spend_nanos"].as_i64().unwrap()).sum();
+    assert_eq!(spent, ok as i64 * CALL_COST);
+    assert!(spent <= budget, "strict mode overspent: {spent} of {budget} nano-USD");
+    assert!(ok >= 1, "something was admitted");
+    let info = gw.http().get(&format!("/key/info?key={key_id}"), MASTER_KEY).await.2;
+    assert_eq!(info["info"]["spend_nanos"].as_i64().unwrap(), spent);
+    println!(
+        "strict: {ok} of 400 admitted, spent {spent} of {budget} nano-USD (worst case reserved {CALL_WORST} a call)"
+    );
+}
+
+#[tokio::test]
+async fn strict_budgets_hold_under_concurrency_on_sqlite() {
+    concurrent_calls_never_overspend(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn strict_budgets_hold_under_concurrency_on_postgres() {
+    concurrent_calls_never_overspend(Backend::Postgres).await;
+}
+
+/// Optimistic mode (LiteLLM's) admits while spend is below the maximum: a burst overshoots.
+#[tokio::test]
+async fn optimistic_mode_overshoot_is_measured() {
+    let gw = Gateway::start(Options { backend: Backend::Sqlite, config: config("optimistic"), env: vec![] }).await;
+    let budget = 20 * CALL_COST;
+    let key = admin(&gw, "/key/generate", json!({"max_budget": budget as f64 / 1e9})).await;
+    let (ok, _) = burst(&gw, key["key"].as_str().unwrap(), 200).await;
+    let spent = ok as i64 * CALL_COST;
+    println!(
+        "optimistic: {ok} of 200 admitted, spent {spent} of {budget} nano-USD ({:.1}x the budget)",
+        spent as f64 / budget as f64
+    );
+    assert!(spent > budget, "a concurrent burst overshoots in optimistic mode");
+    // Once over, it refuses.
+    let (s, _, body) = gw.http().post("/v1/chat/completions", key["key"].as_str().unwrap(), call_body(json!({}))).await;
+    assert_eq!(s, 400, "{body}");
+    assert!(openai_error(&body)["message"].as_str().unwrap().starts_with("Budget has been exceeded: key"));
+}
+
+/// After mixed calls, every scope's spend is exactly the sum of its calls' costs.
+async fn spend_lands_exactly(backend: Backend) {
+    let gw = Gateway::start(Options { backend, config: config("strict"), env: vec![] }).await;
+    admin(&gw, "/organization/new", json!({"organization_id": "org", "organization_alias": "Org", "max_budget": 100}))
+        .await;
+    admin(&gw, "/team/new", json!({"team_id": "team", "organization_id": "org", "max_budget": 50})).await;
+    admin(&gw, "/user/new", json!({"user_id": "ann", "auto_create_key": false, "max_budget": 10})).await;
+    admin(
+        &gw,
+        "/team/member_add",
+        json!({"team_id": "team", "member": {"user_id": "ann", "role": "user"}, "max_budget_in_team": 5}),
+    )
+    .await;
+    let team_key = admin(&gw, "/key/generate", json!({"team_id": "team", "user_id": "ann", "max_budget": 1})).await;
+    let personal = admin(&gw, "/key/generate", json!({"user_id": "ann"})).await;
+    let http = gw.http();
+    for i in 0..24 {
+        let key = if i % 3 == 0 { &personal } else { &team_key };
+        let customer = ["acme", "globex", "initech"][i % 3];
+        let body = call_body(json!({"user": customer, "stream": i % 4 == 0,
+            "messages": [{"role": "user", "content": "x".repeat(1 + i * 7)}]}));
+        let resp = http
+            .client
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .bearer_auth(key["key"].as_str().unwrap())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let _ = resp.text().await.unwrap();
+    }
+    let logs = gw.spend_logs_until("page_size=1000", 24).await;
+    assert_eq!(logs.len(), 24);
+    let sum = |pred: &dyn Fn(&Value) -> bool| -> i64 {
+        logs.iter().filter(|r| pred(r)).map(|r| r["spend_nanos"].as_i64().unwrap()).sum()
+    };
+    let team_key_id = team_key["token"].as_str().unwrap();
+    let personal_id = personal["token"].as_str().unwrap();
+    let team_sum = sum(&|r| r["api_key"] == team_key_id);
+    let personal_sum = sum(&|r| r["api_key"] == personal_id);
+    assert!(team_sum > 0 && personal_sum > 0);
+    let get = |path: String| {
+        let http = gw.http();
+        async move { http.get(&path, MASTER_KEY).await.2 }
+    };
+    assert_eq!(get(format!("/key/info?key={team_key_id}")).await["info"]["spend_nanos"], team_sum);
+    assert_eq!(get(format!("/key/info?key={personal_id}")).await["info"]["spend_nanos"], personal_sum);
+    assert_eq!(get("/team/info?team_id=team".into()).await["team_info"]["spend_nanos"], team_sum);
+    let team = get("/team/info?team_id=team".into()).await;
+    assert_eq!(team["team_memberships"][0]["spend_nanos"], team_sum, "the member's spend in the team");
+    assert_eq!(get("/user/info?user_id=ann".into()).await["user_info"]["spend_nanos"], team_sum + personal_sum);
+    assert_eq!(get("/organization/info?organization_id=org".into()).await["spend_nanos"], team_sum);
+    for customer in ["acme", "globex", "initech"] {
+        let c = get(format!("/customer/info?end_user_id={customer}")).await;
+        assert_eq!(
+            c["spend_nanos"],
+            sum(&|r| r["end_user"] == customer),
+            "customer {customer} created on first sight: {c}"
+        );
+    }
+    // Spend records carry who spent, for filters.
+    assert_eq!(gw.spend_logs_until("team_id=team&page_size=1000", 16).await.len(), 16);
+    assert_eq!(gw.spend_logs_until("user_id=ann&page_size=1000", 24).await.len(), 24);
+}
+
+#[tokio::test]
+async fn spend_lands_exactly_on_every_scope_on_sqlite() {
+    spend_lands_exactly(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn spend_lands_exactly_on_every_scope_on_postgres() {
+    spend_lands_exactly(Backend::Postgres).await;
+}
+
+/// A 2-second budget: spent, refused naming the reset, admitted again in the next period.
+#[tokio::test]
+async fn budget_periods_reset_by_themselves() {
+    let gw = Gateway::start(Options { backend: Backend::Sqlite, config: config("strict"), env: vec![] }).await;
+    let key =
+        admin(&gw, "/key/generate", json!({"max_budget": CALL_WORST as f64 / 1e9, "budget_duration": "2s"})).await;
+    let secret = key["key"].as_str().unwrap();
+    let key_id = key["token"].as_str().unwrap();
+    let http = gw.http();
+    // Start at the beginning of a period, so the first two calls share it.
+    let info = http.get(&format!("/key/info?key={key_id}"), MASTER_KEY).await.2;
+    let reset_at = chrono::DateTime::parse_from_rfc3339(info["info"]["budget_reset_at"].as_str().unwrap()).unwrap();
+    let wait = (reset_at.timestamp_millis() - chrono::Utc::now().timestamp_millis()).max(0) as u64;
+    tokio::time::sleep(Duration::from_millis(wait + 50)).await;
+    let started = Instant::now();
+    let (s, headers, _) = http.post("/v1/chat/completions", secret, call_body(json!({}))).await;
+    assert_eq!(s, 200);
+    assert!(headers.get("x-ferryman-remaining-budget").is_some());
+    let (s, _, body) = http.post("/v1/chat/completions", secret, call_body(json!({}))).await;
+    assert!(started.elapsed() < Duration::from_millis(1800), "both calls in one period");
+    assert_eq!(s, 400, "{body}");
+    let message = openai_error(&body)["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("this period, resets 20"), "{message}");
+    assert!(
+        message.contains(&format!("spent {} of {} USD", CALL_COST as f64 / 1e9, CALL_WORST as f64 / 1e9)),
+        "{message}"
+    );
+    let before = http.get(&format!("/key/info?key={key_id}"), MASTER_KEY).await.2["info"]["budget_reset_at"].clone();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (s, _, body) = http.post("/v1/chat/completions", secret, call_body(json!({}))).await;
+    assert_eq!(s, 200, "a new period admits again: {body}");
+    let after = http.get(&format!("/key/info?key={key_id}"), MASTER_KEY).await.2["info"]["budget_reset_at"].clone();
+    assert_ne!(before, after, "the reset moved budget_reset_at on");
+}
+
+/// Blocked customers are refused; customers without a budget get the default one.
+#[tokio::test]
+async fn customers_are_governed() {
+    let mut cfg = config("strict");
+    cfg.push_str("litellm_settings:\n  max_end_user_budget: 0.000001\n");
+    let gw = Gateway::start(Options { backend: Backend::Sqlite, config: cfg, env: vec![] }).await;
+    let http = gw.http();
+    admin(&gw, "/customer/new", json!({"user_id": "bad", "blocked": true})).await;
+    let (s, _, body) = http.post("/v1/chat/completions", MASTER_KEY, call_body(json!({"user": "bad"}))).await;
+    assert_eq!(s, 403, "{body}");
+    // A new customer gets the default budget of 1000 nano-USD: the worst case (7800) does not fit.
+    let (s, _, body) = http.post("/v1/chat/completions", MASTER_KEY, call_body(json!({"user": "fresh"}))).await;
+    assert_eq!(s, 400, "{body}");
+    assert!(openai_error(&body)["message"].as_str().unwrap().contains("customer \"fresh\""), "{body}");
+    // A customer with its own budget is not held to the default.
+    admin(&gw, "/customer/new", json!({"user_id": "rich", "max_budget": 10})).await;
+    let (s, _, body) = http.post("/v1/chat/completions", MASTER_KEY, call_body(json!({"user": "rich"}))).await;
+    assert_eq!(s, 200, "{body}");
+}
