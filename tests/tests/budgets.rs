@@ -95,7 +95,7 @@ async fn concurrent_calls_never_overspend(backend: Backend) {
     assert!(ok >= 1, "something was admitted");
     let info = gw.http().get(&format!("/key/info?key={key_id}"), MASTER_KEY).await.2;
     assert_eq!(info["info"]["spend_nanos"].as_i64().unwrap(), spent);
-    println!(
+    eprintln!(
         "strict: {ok} of 400 admitted, spent {spent} of {budget} nano-USD (worst case reserved {CALL_WORST} a call)"
     );
 }
@@ -118,7 +118,7 @@ async fn optimistic_mode_overshoot_is_measured() {
     let key = admin(&gw, "/key/generate", json!({"max_budget": budget as f64 / 1e9})).await;
     let (ok, _) = burst(&gw, key["key"].as_str().unwrap(), 200).await;
     let spent = ok as i64 * CALL_COST;
-    println!(
+    eprintln!(
         "optimistic: {ok} of 200 admitted, spent {spent} of {budget} nano-USD ({:.1}x the budget)",
         spent as f64 / budget as f64
     );
