@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         PathBuf::from("ferryman/v1/spend.proto"),
         PathBuf::from("ferryman/v1/tenancy.proto"),
         PathBuf::from("ferryman/v1/audit.proto"),
+        PathBuf::from("ferryman/v1/usage.proto"),
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());

@@ -20,7 +20,7 @@ use crate::governance::customers::CustomerCache;
 use crate::governance::{self, Caller, IdentityCache, budgets};
 use crate::ledger::Ledger;
 use crate::limits::{Remaining, Reservation};
-use crate::pricing::{Nanos, TokenCounts};
+use crate::pricing::{Nanos, PriceTable, TokenCounts};
 use crate::providers::{ChunkStream, Upstreams};
 use crate::router::{Deployment, ModelRegistry};
 use crate::store::{Charge, SpendRecord, SpendStatus, Store};
@@ -35,6 +35,9 @@ pub struct Gateway {
     pub models: ModelRegistry,
     pub upstreams: Upstreams,
     pub ledger: Ledger,
+    pub prices: PriceTable,
+    /// Request ids recorded through the usage API recently.
+    pub recorded: crate::usage::RecentIds,
 }
 
 /// What the gateway reports about a finished call (headers, the gRPC `CallInfo`).

@@ -23,3 +23,4 @@ pub mod store;
 pub mod tasks;
 pub mod tenancy;
 pub mod tokens;
+pub mod usage;

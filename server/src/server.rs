@@ -82,7 +82,17 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
     }
     let ledger = Ledger::start(store.clone(), Arc::new(spool), Arc::new(crate::limits::SpendCounters::default()));
     let customers = crate::governance::customers::CustomerCache::new(store.clone(), config.customer_defaults.clone());
-    Ok(Arc::new(Gateway { config, store, identities, customers, models, upstreams, ledger }))
+    Ok(Arc::new(Gateway {
+        config,
+        store,
+        identities,
+        customers,
+        models,
+        upstreams,
+        ledger,
+        prices,
+        recorded: Default::default(),
+    }))
 }
 
 /// The whole router: HTTP routes, gRPC (and gRPC-web) services, and the layers around them.

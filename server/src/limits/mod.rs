@@ -112,6 +112,35 @@ impl SpendCounters {
         estimate: Nanos,
         mode: Enforcement,
     ) -> Result<(Reservation, Option<Remaining>), GatewayError> {
+        self.evaluate(scopes, estimate, mode, true)
+    }
+
+    /// Whether [`SpendCounters::admit`] would admit, holding nothing.
+    pub fn check(
+        &self,
+        scopes: &[BudgetScope],
+        estimate: Nanos,
+        mode: Enforcement,
+    ) -> Result<Option<Remaining>, GatewayError> {
+        self.evaluate(scopes, estimate, mode, false).map(|(_, r)| r)
+    }
+
+    /// Spend and reservations of each scope's counter (zero where not loaded).
+    pub fn status(&self, scopes: &[BudgetScope]) -> Vec<(Nanos, Nanos)> {
+        let Ok(map) = self.map.lock() else { return vec![(Nanos::ZERO, Nanos::ZERO); scopes.len()] };
+        scopes
+            .iter()
+            .map(|s| map.get(&s.charge).map_or((Nanos::ZERO, Nanos::ZERO), |c| (c.spent(), c.reserved)))
+            .collect()
+    }
+
+    fn evaluate(
+        &self,
+        scopes: &[BudgetScope],
+        estimate: Nanos,
+        mode: Enforcement,
+        reserve: bool,
+    ) -> Result<(Reservation, Option<Remaining>), GatewayError> {
         let mut map = self.map.lock().map_err(|_| GatewayError::internal("budget counters poisoned"))?;
         let mut tightest: Option<Remaining> = None;
         for s in scopes.iter().filter(|s| s.enforce) {
@@ -131,7 +160,7 @@ impl SpendCounters {
             }
         }
         let mut held = Vec::new();
-        if mode == Enforcement::Strict {
+        if reserve && mode == Enforcement::Strict {
             for s in scopes.iter().filter(|s| s.enforce && s.max.is_some()) {
                 let c = map.entry(s.charge.clone()).or_default();
                 c.reserved = c.reserved.saturating_add(estimate);

@@ -5,6 +5,7 @@ mod convert;
 mod services;
 mod status;
 mod tenancy;
+mod usage;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use ferryman_proto::v1::key_service_server::KeyServiceServer;
 use ferryman_proto::v1::organization_service_server::OrganizationServiceServer;
 use ferryman_proto::v1::spend_service_server::SpendServiceServer;
 use ferryman_proto::v1::team_service_server::TeamServiceServer;
+use ferryman_proto::v1::usage_service_server::UsageServiceServer;
 use ferryman_proto::v1::user_service_server::UserServiceServer;
 use tonic::service::Routes;
 
@@ -39,6 +41,7 @@ pub async fn routes(gateway: Arc<Gateway>) -> Result<axum::Router, tonic_reflect
     health_reporter.set_serving::<CustomerServiceServer<Services>>().await;
     health_reporter.set_serving::<BudgetServiceServer<Services>>().await;
     health_reporter.set_serving::<AuditServiceServer<Services>>().await;
+    health_reporter.set_serving::<UsageServiceServer<Services>>().await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ferryman_proto::FILE_DESCRIPTOR_SET)
@@ -57,7 +60,8 @@ pub async fn routes(gateway: Arc<Gateway>) -> Result<axum::Router, tonic_reflect
         .add_service(UserServiceServer::new(services.clone()).max_decoding_message_size(max_message))
         .add_service(CustomerServiceServer::new(services.clone()).max_decoding_message_size(max_message))
         .add_service(BudgetServiceServer::new(services.clone()).max_decoding_message_size(max_message))
-        .add_service(AuditServiceServer::new(services).max_decoding_message_size(max_message))
+        .add_service(AuditServiceServer::new(services.clone()).max_decoding_message_size(max_message))
+        .add_service(UsageServiceServer::new(services).max_decoding_message_size(max_message))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

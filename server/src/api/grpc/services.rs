@@ -30,7 +30,7 @@ pub struct Services {
 }
 
 impl Services {
-    async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+    pub(super) async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
         self.gateway.authenticate(presented_secret(req.metadata())).await.map_err(to_status)
     }
 

@@ -8,6 +8,7 @@ mod keys;
 mod mgmt;
 mod openai;
 mod spend;
+mod usage;
 mod views;
 
 use std::sync::Arc;
@@ -91,6 +92,9 @@ pub fn routes(state: AppState) -> Router {
         .route("/budget/delete", post(mgmt::budget_delete))
         .route("/budget/info", post(mgmt::budget_info))
         .route("/budget/list", get(mgmt::budget_list))
+        // Governance as a service: check before a call made elsewhere, record it after.
+        .route("/usage/check", post(usage::check))
+        .route("/usage/record", post(usage::record))
         // Spend and audit.
         .route("/spend/logs", get(spend::logs))
         .route("/audit", get(mgmt::audit_list))

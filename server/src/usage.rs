@@ -1,0 +1,189 @@
+//! Governance as a service: Check before a call an application makes itself, Record after.
+//!
+//! Both go through the same stages as a proxied call — identity, model access, budget scopes
+//! and counters, the ledger — so a recorded call lands on every scope exactly like one that
+//! went through the gateway. Record is idempotent by the caller's request id.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::governance::budgets::{self, BudgetScope};
+use crate::governance::{self, Caller};
+use crate::pricing::{Nanos, Price, TokenCounts};
+use crate::store::{PageRequest, SpendQuery, SpendRecord, SpendStatus};
+
+/// A budget and where it stands.
+#[derive(Debug, Clone)]
+pub struct BudgetStatus {
+    pub scope: BudgetScope,
+    pub spent: Nanos,
+    pub reserved: Nanos,
+}
+
+/// The answer of a check.
+#[derive(Debug)]
+pub struct CheckResult {
+    pub refusal: Option<GatewayError>,
+    pub estimate: Nanos,
+    pub budgets: Vec<BudgetStatus>,
+}
+
+/// A finished call an application reports.
+#[derive(Debug, Clone)]
+pub struct RecordInput {
+    pub request_id: String,
+    pub model: String,
+    pub customer: Option<String>,
+    pub tokens: TokenCounts,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// Request ids recorded recently (bounded), so concurrent repeats are caught before the
+/// database has the first.
+#[derive(Default)]
+pub struct RecentIds {
+    inner: Mutex<(HashSet<String>, VecDeque<String>)>,
+}
+
+const RECENT_IDS: usize = 100_000;
+
+impl RecentIds {
+    /// Remembers `id`; false if it was already there.
+    fn insert(&self, id: &str) -> bool {
+        let Ok(mut guard) = self.inner.lock() else { return true };
+        let (set, order) = &mut *guard;
+        if !set.insert(id.to_owned()) {
+            return false;
+        }
+        order.push_back(id.to_owned());
+        if order.len() > RECENT_IDS
+            && let Some(old) = order.pop_front()
+        {
+            set.remove(&old);
+        }
+        true
+    }
+}
+
+impl Gateway {
+    /// The price of a model: its first deployment's, else the price table's entry.
+    fn price_of(&self, model: &str) -> Result<(Price, String), GatewayError> {
+        if let Ok(d) = self.models.pick(model) {
+            return Ok((d.price, d.config.provider.as_str().to_owned()));
+        }
+        match self.prices.lookup("", model) {
+            Some(p) => Ok((p.price(), p.provider.clone())),
+            None => Err(GatewayError::invalid(
+                "model",
+                format!("model: {model:?} is neither in model_list nor in the price table"),
+            )),
+        }
+    }
+
+    async fn scopes_for(
+        &self,
+        caller: &Caller,
+        model: &str,
+        customer: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<BudgetScope>, GatewayError> {
+        let customer = match customer {
+            Some(id) => Some(self.customers.get(id).await?),
+            None => None,
+        };
+        let scopes =
+            budgets::scopes(caller.identity(), customer.as_ref().map(|c| (&c.customer, &c.limits)), model, now);
+        let missing = self.ledger.counters().missing(&scopes);
+        if !missing.is_empty() {
+            self.ledger.load_counters(missing).await?;
+        }
+        Ok(scopes)
+    }
+
+    /// Whether a call of `model` with these tokens would be admitted now.
+    pub async fn check(
+        &self,
+        caller: &Caller,
+        model: &str,
+        customer: Option<&str>,
+        input: u64,
+        output: u64,
+    ) -> Result<CheckResult, GatewayError> {
+        let model = governance::resolve_alias(caller, model);
+        let (price, _) = self.price_of(model)?;
+        let estimate = price.cost(TokenCounts { prompt: input, completion: output, cached_prompt: 0 });
+        let scopes = self.scopes_for(caller, model, customer, Utc::now()).await?;
+        let refusal = governance::admit(caller, model, self.models.access_groups())
+            .err()
+            .or_else(|| self.ledger.counters().check(&scopes, estimate, self.config.general.budget_enforcement).err());
+        let status = self.ledger.counters().status(&scopes);
+        let budgets = scopes
+            .into_iter()
+            .zip(status)
+            .map(|(scope, (spent, reserved))| BudgetStatus { scope, spent, reserved })
+            .collect();
+        Ok(CheckResult { refusal, estimate, budgets })
+    }
+
+    /// Records a finished call; returns its cost and whether the request id was a repeat.
+    pub async fn record(&self, caller: &Caller, input: RecordInput) -> Result<(Nanos, bool), GatewayError> {
+        if input.request_id.trim().is_empty() || input.request_id.len() > 256 {
+            return Err(GatewayError::invalid("request_id", "request_id: required, at most 256 characters"));
+        }
+        let model = governance::resolve_alias(caller, &input.model).to_owned();
+        let (price, provider) = self.price_of(&model)?;
+        let cost = price.cost(input.tokens);
+        if !self.recorded.insert(&input.request_id) {
+            return Ok((cost, true));
+        }
+        let stored = self
+            .store
+            .list_spend(
+                &SpendQuery { request_id: Some(input.request_id.clone()), ..Default::default() },
+                &PageRequest::new(1, None),
+            )
+            .await?;
+        if !stored.items.is_empty() {
+            return Ok((cost, true));
+        }
+        let now = Utc::now();
+        let start = input.start.unwrap_or(now);
+        let end = input.end.unwrap_or(now);
+        let scopes = self.scopes_for(caller, &model, input.customer.as_deref(), start).await?;
+        let charges: Vec<_> = scopes.into_iter().map(|s| s.charge).collect();
+        let counted = self.ledger.counters().settle(Default::default(), &charges, cost);
+        let identity = caller.identity();
+        self.ledger.record(
+            SpendRecord {
+                request_id: input.request_id,
+                call_type: "record".to_owned(),
+                key_id: caller.key_id().to_owned(),
+                model: model.clone(),
+                deployment: "external".to_owned(),
+                provider,
+                prompt_tokens: input.tokens.prompt,
+                completion_tokens: input.tokens.completion,
+                total_tokens: input.tokens.prompt + input.tokens.completion,
+                spend: cost,
+                status: SpendStatus::Success,
+                error_code: None,
+                start_time: start,
+                end_time: end,
+                duration_ms: (end - start).num_milliseconds().max(0),
+                end_user: input.customer,
+                user_id: identity.and_then(|i| i.key.user_id.clone()),
+                team_id: identity.and_then(|i| i.key.team_id.clone()),
+                organization_id: identity.and_then(|i| i.key.organization_id.clone()),
+                tags: Vec::new(),
+                charges,
+            },
+            counted,
+        );
+        Ok((cost, false))
+    }
+}

@@ -1,0 +1,185 @@
+//! Check and Record for applications that call providers themselves, over HTTP and gRPC: a
+//! recorded call lands on every scope like a proxied one, and a repeated request id counts
+//! once.
+
+use ferryman_proto::v1 as pb;
+use ferryman_tests::{Backend, Gateway, MASTER_KEY, Options, Value, json, standard_config};
+
+async fn admin(gw: &Gateway, path: &str, body: Value) -> Value {
+    let (s, _, v) = gw.http().post(path, MASTER_KEY, body).await;
+    assert_eq!(s, 200, "{path}: {v}");
+    v
+}
+
+fn authed<T>(key: &str, msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+    req
+}
+
+async fn check_and_record(backend: Backend) {
+    let gw = Gateway::start(Options { backend, config: standard_config(None), env: vec![] }).await;
+    admin(&gw, "/team/new", json!({"team_id": "apps", "max_budget": 1})).await;
+    // demo costs 150e6 / 600e6 femto-USD per input / output token.
+    let key =
+        admin(&gw, "/key/generate", json!({"team_id": "apps", "max_budget": 0.01, "models": ["demo", "gpt-4o"]})).await;
+    let secret = key["key"].as_str().unwrap().to_owned();
+    let key_id = key["token"].as_str().unwrap().to_owned();
+    let http = gw.http();
+
+    let (s, _, ok) = http
+        .post(
+            "/usage/check",
+            &secret,
+            json!({"model": "demo", "customer": "shop-1", "input_tokens": 1000, "output_tokens": 500}),
+        )
+        .await;
+    assert_eq!(s, 200, "{ok}");
+    assert_eq!(ok["allowed"], true);
+    assert_eq!(ok["estimated_cost_nanos"], 450_000);
+    let scopes: Vec<&str> = ok["budgets"].as_array().unwrap().iter().map(|b| b["scope"].as_str().unwrap()).collect();
+    assert_eq!(scopes, ["key", "team", "customer"]);
+    let (_, _, no) = http
+        .post("/usage/check", &secret, json!({"model": "demo", "input_tokens": 100_000_000, "output_tokens": 0}))
+        .await;
+    assert_eq!(no["allowed"], false);
+    assert_eq!(no["reason"], "BUDGET_EXCEEDED");
+    assert!(no["message"].as_str().unwrap().contains("key"), "{no}");
+    let (_, _, denied) = http.post("/usage/check", &secret, json!({"model": "other", "input_tokens": 1})).await;
+    assert_eq!(denied["error"]["param"], "model", "unknown models are refused by name: {denied}");
+
+    // Record: priced by the deployment (demo) or by the price table (gpt-4o).
+    let (s, _, r) = http
+        .post(
+            "/usage/record",
+            &secret,
+            json!({"request_id": "app-1", "model": "demo", "customer": "shop-1",
+        "input_tokens": 1000, "output_tokens": 500}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!((r["cost_nanos"].as_i64(), r["duplicate"].as_bool()), (Some(450_000), Some(false)));
+    let (_, _, again) = http
+        .post(
+            "/usage/record",
+            &secret,
+            json!({"request_id": "app-1", "model": "demo", "input_tokens": 1000, "output_tokens": 500}),
+        )
+        .await;
+    assert_eq!(again["duplicate"], true);
+    let (_, _, table) = http
+        .post(
+            "/usage/record",
+            &secret,
+            json!({"request_id": "app-2", "model": "gpt-4o", "input_tokens": 1000, "output_tokens": 500}),
+        )
+        .await;
+    assert_eq!(table["cost_nanos"], 7_500_000, "1000 x 2.5e-6 + 500 x 1e-5 USD");
+
+    // Concurrent repeats of one id: exactly one is recorded.
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let client = http.client.clone();
+        let url = format!("{}/usage/record", gw.url);
+        let secret = secret.clone();
+        tasks.push(tokio::spawn(async move {
+            let v: Value = client
+                .post(url)
+                .bearer_auth(secret)
+                .json(&json!({"request_id": "app-3", "model": "demo", "input_tokens": 10}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["duplicate"].as_bool().unwrap()
+        }));
+    }
+    let mut fresh = 0;
+    for t in tasks {
+        if !t.await.unwrap() {
+            fresh += 1;
+        }
+    }
+    assert_eq!(fresh, 1);
+
+    // gRPC: the same service.
+    let mut usage = pb::usage_service_client::UsageServiceClient::new(gw.channel().await);
+    let c = usage
+        .check(authed(
+            &secret,
+            pb::CheckRequest { model: "demo".into(), customer: None, input_tokens: 10, output_tokens: 10 },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(c.allowed);
+    assert_eq!(c.budgets[0].max_budget_nanos, Some(10_000_000));
+    let r = usage
+        .record(authed(
+            &secret,
+            pb::RecordRequest {
+                request_id: "grpc-1".into(),
+                model: "demo".into(),
+                input_tokens: 100,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.cost_nanos, r.duplicate), (15_000, false));
+    let r = usage
+        .record(authed(
+            &secret,
+            pb::RecordRequest {
+                request_id: "grpc-1".into(),
+                model: "demo".into(),
+                input_tokens: 100,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.duplicate);
+
+    // Every record landed once, on the key, the team and the customer.
+    let expected = 450_000 + 7_500_000 + 1_500 + 15_000;
+    let logs = gw.spend_logs_until(&format!("api_key={key_id}&page_size=100"), 4).await;
+    assert_eq!(logs.len(), 4);
+    assert!(logs.iter().all(|l| l["call_type"] == "record"));
+    assert_eq!(logs.iter().map(|l| l["spend_nanos"].as_i64().unwrap()).sum::<i64>(), expected);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let info = http.get(&format!("/key/info?key={key_id}"), MASTER_KEY).await.2;
+        if info["info"]["spend_nanos"] == expected || std::time::Instant::now() > deadline {
+            assert_eq!(info["info"]["spend_nanos"], expected);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(http.get("/team/info?team_id=apps", MASTER_KEY).await.2["team_info"]["spend_nanos"], expected);
+    assert_eq!(http.get("/customer/info?end_user_id=shop-1", MASTER_KEY).await.2["spend_nanos"], 450_000);
+    // Check now sees the recorded spend.
+    let c = usage
+        .check(authed(
+            &secret,
+            pb::CheckRequest { model: "demo".into(), customer: None, input_tokens: 1, output_tokens: 0 },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(c.budgets[0].spent_nanos, expected);
+}
+
+#[tokio::test]
+async fn check_and_record_on_sqlite() {
+    check_and_record(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn check_and_record_on_postgres() {
+    check_and_record(Backend::Postgres).await;
+}
