@@ -49,6 +49,10 @@ pub struct ChatRequest {
     /// Every other field of the request, passed to OpenAI-compatible upstreams unchanged.
     #[serde(skip)]
     pub extra: Map<String, Value>,
+    /// Tags the request names (`tags`, `metadata.tags`, the tags header); taken out of the
+    /// body so they never reach the upstream.
+    #[serde(skip)]
+    pub tags: Vec<String>,
 }
 
 /// The names of [`ChatRequest`]'s typed fields; everything else goes to `extra`.
@@ -405,6 +409,14 @@ impl ChatRequest {
                 GatewayError::invalid(path.clone(), format!("{path}: {inner}"))
             }
         })?;
+        request.tags = crate::governance::tags::from_request(&object, None)?;
+        object.remove("tags");
+        if let Some(Value::Object(meta)) = object.get_mut("metadata") {
+            meta.remove("tags");
+            if meta.is_empty() {
+                object.remove("metadata");
+            }
+        }
         request.extra = object;
         request.validate()?;
         Ok(request)

@@ -32,6 +32,7 @@ pub struct Gateway {
     pub store: Arc<dyn Store>,
     pub identities: IdentityCache,
     pub customers: CustomerCache,
+    pub tags: crate::governance::tags::TagCache,
     pub models: ModelRegistry,
     pub upstreams: Upstreams,
     pub ledger: Ledger,
@@ -73,6 +74,7 @@ struct Call {
     started_at: DateTime<Utc>,
     started: Instant,
     prompt_estimate: u64,
+    tags: Vec<String>,
     charges: Vec<Charge>,
     reservation: Option<Reservation>,
     remaining: Option<Remaining>,
@@ -97,9 +99,23 @@ impl Gateway {
             Some(id) => Some(self.customers.get(id).await?),
             None => None,
         };
+        let identity = caller.identity();
+        let tag_names = governance::tags::merge([
+            identity.map_or(&[][..], |i| i.key.tags.as_slice()),
+            identity.and_then(|i| i.team.as_ref()).map_or(&[][..], |t| t.tags.as_slice()),
+            request.tags.as_slice(),
+        ])?;
+        let mut tags = Vec::with_capacity(tag_names.len());
+        for name in tag_names {
+            let record = self.tags.get(&name).await?;
+            tags.push((name, record));
+        }
         let now = Utc::now();
-        let scopes =
-            budgets::scopes(caller.identity(), customer.as_ref().map(|c| (&c.customer, &c.limits)), model, now);
+        let mut scopes =
+            budgets::scopes(identity, customer.as_ref().map(|c| (&c.customer, &c.limits)), &tags, model, now);
+        if let Some(g) = &self.config.global_budget {
+            scopes.push(budgets::global(g, now));
+        }
         // The worst case: every prompt byte a token, and the most output the call can produce.
         let max_output =
             request.max_output_tokens().map(u64::from).or(deployment.max_output).unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
@@ -114,7 +130,6 @@ impl Gateway {
             self.ledger.load_counters(missing).await?;
         }
         let (reservation, remaining) = counters.admit(&scopes, estimate, self.config.general.budget_enforcement)?;
-        let identity = caller.identity();
         Ok(Call {
             id: uuid::Uuid::new_v4().to_string(),
             caller_key: caller.key_id().to_owned(),
@@ -129,6 +144,7 @@ impl Gateway {
             started_at: now,
             started,
             prompt_estimate: tokens::estimate_prompt(request),
+            tags: tags.into_iter().map(|(name, _)| name).collect(),
             charges: scopes.into_iter().map(|s| s.charge).collect(),
             reservation: Some(reservation),
             remaining,
@@ -243,7 +259,7 @@ impl Gateway {
                 user_id: call.user_id.clone(),
                 team_id: call.team_id.clone(),
                 organization_id: call.organization_id.clone(),
-                tags: Vec::new(),
+                tags: call.tags.clone(),
                 charges: call.charges.clone(),
             },
             counted,

@@ -82,11 +82,13 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
     }
     let ledger = Ledger::start(store.clone(), Arc::new(spool), Arc::new(crate::limits::SpendCounters::default()));
     let customers = crate::governance::customers::CustomerCache::new(store.clone(), config.customer_defaults.clone());
+    let tags = crate::governance::tags::TagCache::new(store.clone());
     Ok(Arc::new(Gateway {
         config,
         store,
         identities,
         customers,
+        tags,
         models,
         upstreams,
         ledger,

@@ -96,8 +96,20 @@ impl Gateway {
             Some(id) => Some(self.customers.get(id).await?),
             None => None,
         };
-        let scopes =
-            budgets::scopes(caller.identity(), customer.as_ref().map(|c| (&c.customer, &c.limits)), model, now);
+        let identity = caller.identity();
+        let mut tags = Vec::new();
+        for name in governance::tags::merge([
+            identity.map_or(&[][..], |i| i.key.tags.as_slice()),
+            identity.and_then(|i| i.team.as_ref()).map_or(&[][..], |t| t.tags.as_slice()),
+        ])? {
+            let record = self.tags.get(&name).await?;
+            tags.push((name, record));
+        }
+        let mut scopes =
+            budgets::scopes(identity, customer.as_ref().map(|c| (&c.customer, &c.limits)), &tags, model, now);
+        if let Some(g) = &self.config.global_budget {
+            scopes.push(budgets::global(g, now));
+        }
         let missing = self.ledger.counters().missing(&scopes);
         if !missing.is_empty() {
             self.ledger.load_counters(missing).await?;

@@ -259,3 +259,69 @@ async fn customers_are_governed() {
     let (s, _, body) = http.post("/v1/chat/completions", MASTER_KEY, call_body(json!({"user": "rich"}))).await;
     assert_eq!(s, 200, "{body}");
 }
+
+/// Tags from the key, the team, the body and the header: spend lands on each, a tag's own
+/// budget refuses, and no tag reaches the upstream.
+#[tokio::test]
+async fn tags_collect_spend_and_carry_budgets() {
+    let upstream = ferryman_tests::mock_openai::MockOpenAi::start().await;
+    let gw = Gateway::start(Options {
+        backend: Backend::Sqlite,
+        config: ferryman_tests::standard_config(Some(&upstream.base_url)),
+        env: vec![("UPSTREAM_KEY".into(), "sk-up".into())],
+    })
+    .await;
+    admin(&gw, "/team/new", json!({"team_id": "t", "tags": ["team-tag"]})).await;
+    let key = admin(&gw, "/key/generate", json!({"team_id": "t", "tags": ["key-tag"]})).await;
+    let secret = key["key"].as_str().unwrap();
+    // gpt-4o-mini: 21 + 7 tokens at 150e6 / 600e6 femto = 7,350 nano-USD a call.
+    admin(&gw, "/tag/new", json!({"name": "campaign", "max_budget": 0.00001, "description": "spring"})).await;
+    let http = gw.http();
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 5, "tags": ["campaign"], "metadata": {"tags": ["meta-tag"]},
+        "messages": [{"role": "user", "content": "hi"}]});
+    let resp = http
+        .client
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(secret)
+        .header("x-ferryman-tags", "hdr-tag")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent = &upstream.received()[0].body;
+    assert!(sent.get("tags").is_none() && sent.get("metadata").is_none(), "tags never reach the upstream: {sent}");
+    let logs = gw.spend_logs_until("page_size=10", 1).await;
+    assert_eq!(logs[0]["request_tags"], json!(["key-tag", "team-tag", "campaign", "meta-tag", "hdr-tag"]));
+    // The campaign tag's budget (10,000 nano-USD) holds one call's worst case, not two.
+    let (s, _, refused) = http.post("/v1/chat/completions", secret, body.clone()).await;
+    assert_eq!(s, 400, "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("tag \"campaign\""), "{refused}");
+    let info = http.post("/tag/info", MASTER_KEY, json!({"names": ["campaign"]})).await.2;
+    assert_eq!(info["campaign"]["spend_nanos"], 7_350);
+    assert_eq!(info["campaign"]["description"], "spring");
+    // Malformed tags are refused naming the field.
+    let (s, _, bad) = http
+        .post(
+            "/v1/chat/completions",
+            secret,
+            json!({"model": "gpt-4o-mini", "tags": [1],
+        "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(bad["error"]["param"], "tags[0]");
+}
+
+/// The proxy-wide budget refuses everyone once spent.
+#[tokio::test]
+async fn the_global_budget_holds() {
+    let mut cfg = config("strict");
+    cfg.push_str(&format!("litellm_settings:\n  max_budget: {}\n  budget_duration: 1d\n", CALL_WORST as f64 / 1e9));
+    let gw = Gateway::start(Options { backend: Backend::Sqlite, config: cfg, env: vec![] }).await;
+    let http = gw.http();
+    assert_eq!(http.post("/v1/chat/completions", MASTER_KEY, call_body(json!({}))).await.0, 200);
+    let (s, _, body) = http.post("/v1/chat/completions", MASTER_KEY, call_body(json!({}))).await;
+    assert_eq!(s, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("global budget"), "{body}");
+}

@@ -11,6 +11,7 @@ pub mod customers;
 pub mod fields;
 pub mod keys;
 pub mod orgs;
+pub mod tags;
 pub mod teams;
 pub mod users;
 

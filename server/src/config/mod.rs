@@ -38,6 +38,8 @@ pub struct Config {
     pub general: GeneralSettings,
     /// Customers created on first sight get these.
     pub customer_defaults: crate::governance::customers::CustomerDefaults,
+    /// `litellm_settings.max_budget` / `budget_duration`: the proxy-wide budget.
+    pub global_budget: Option<crate::tenancy::Limits>,
 }
 
 /// `general_settings`.
@@ -278,7 +280,8 @@ const GENERAL: &[&str] = &[
     "budget_enforcement",
     "budget_exceeded_status_code",
 ];
-const LITELLM: &[&str] = &["request_timeout", "max_end_user_budget", "max_end_user_budget_id"];
+const LITELLM: &[&str] =
+    &["request_timeout", "max_end_user_budget", "max_end_user_budget_id", "max_budget", "budget_duration"];
 const ROUTER: &[&str] = &["timeout"];
 const DEPLOYMENT: &[&str] = &["model_name", "litellm_params", "model_info"];
 const PARAMS: &[&str] = &[
@@ -333,6 +336,19 @@ fn read_config(root: &Value, env: &dyn Env, file_env: &BTreeMap<String, String>,
             .map(crate::pricing::Nanos),
         budget_id: r.string("litellm_settings", &litellm, "max_end_user_budget_id"),
     };
+    let global_budget = r
+        .decimal("litellm_settings", &litellm, "max_budget", 9)
+        .and_then(|n| i64::try_from(n).ok())
+        .map(|max| crate::tenancy::Limits {
+            max_budget: Some(crate::pricing::Nanos(max)),
+            budget_duration: r.string("litellm_settings", &litellm, "budget_duration"),
+            ..Default::default()
+        });
+    if let Some(d) = global_budget.as_ref().and_then(|g| g.budget_duration.as_deref())
+        && let Err(e) = crate::governance::duration::parse_period(d)
+    {
+        r.problem("litellm_settings.budget_duration", e);
+    }
     let mut deployments = Vec::new();
     if let Some(list) = root.get("model_list").and_then(|v| r.list("model_list", v)) {
         for (i, entry) in list.iter().enumerate() {
@@ -351,7 +367,7 @@ fn read_config(root: &Value, env: &dyn Env, file_env: &BTreeMap<String, String>,
             );
         }
     }
-    Config { deployments, general, customer_defaults }
+    Config { deployments, general, customer_defaults, global_budget }
 }
 
 fn read_general(

@@ -13,7 +13,7 @@ use super::duration::{Period, parse_period};
 use super::identity::Identity;
 use crate::pricing::Nanos;
 use crate::store::Charge;
-use crate::tenancy::{Customer, Limits, TeamMemberSettings};
+use crate::tenancy::{Customer, Limits, Tag, TeamMemberSettings};
 
 /// One budget scope of a call.
 #[derive(Debug, Clone)]
@@ -117,6 +117,7 @@ fn model_scopes(out: &mut Vec<BudgetScope>, kind: &str, id: &str, what: &str, l:
 pub fn scopes(
     identity: Option<&Identity>,
     customer: Option<(&Customer, &Limits)>,
+    tags: &[(String, Option<std::sync::Arc<Tag>>)],
     model: &str,
     now: DateTime<Utc>,
 ) -> Vec<BudgetScope> {
@@ -163,7 +164,30 @@ pub fn scopes(
         let at = At { anchor: super::customers::CUSTOMER_ANCHOR, now, enforce: true };
         out.push(from_limits("customer", &c.user_id, format!("customer {:?}", c.user_id), limits, at));
     }
+    for (name, record) in tags {
+        let label = format!("tag {name:?}");
+        match record {
+            Some(t) => out.push(from_limits(
+                "tag",
+                name,
+                label,
+                &t.limits,
+                At { anchor: t.meta.created_at, now, enforce: true },
+            )),
+            // A tag without a record collects spend over its lifetime.
+            None => {
+                out.push(scope("tag", name.clone(), label, None, None, None, At { anchor: now, now, enforce: true }))
+            }
+        }
+    }
     out
+}
+
+/// The proxy-wide budget (`litellm_settings.max_budget` and `budget_duration`), anchored at
+/// the Unix epoch.
+pub fn global(limits: &Limits, now: DateTime<Utc>) -> BudgetScope {
+    let at = At { anchor: DateTime::<Utc>::UNIX_EPOCH, now, enforce: true };
+    from_limits("global", "proxy", "the gateway's global budget".to_owned(), limits, at)
 }
 
 /// An entity's limits, with a linked tier's filling the budget fields it leaves unset.

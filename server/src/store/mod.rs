@@ -46,11 +46,12 @@ pub enum Table {
     Customers,
     Budgets,
     Keys,
+    Tags,
 }
 
 impl Table {
-    pub const ALL: [Table; 6] =
-        [Table::Organizations, Table::Teams, Table::Users, Table::Customers, Table::Budgets, Table::Keys];
+    pub const ALL: [Table; 7] =
+        [Table::Organizations, Table::Teams, Table::Users, Table::Customers, Table::Budgets, Table::Keys, Table::Tags];
 
     /// The SQL table name (a fixed identifier, never caller input).
     pub fn name(self) -> &'static str {
@@ -61,6 +62,7 @@ impl Table {
             Table::Customers => "customers",
             Table::Budgets => "budgets",
             Table::Keys => "keys",
+            Table::Tags => "tags",
         }
     }
 
@@ -73,6 +75,7 @@ impl Table {
             Table::Customers => "customer",
             Table::Budgets => "budget",
             Table::Keys => "key",
+            Table::Tags => "tag",
         }
     }
 }

@@ -35,6 +35,13 @@ impl PgStore {
                 include_str!("../../../migrations/postgres/0002_budget_spend.sql").into_sql_str(),
                 false,
             ),
+            Migration::new(
+                3,
+                "tags".into(),
+                MigrationType::Simple,
+                include_str!("../../../migrations/postgres/0003_tags.sql").into_sql_str(),
+                false,
+            ),
         ])
     }
 }

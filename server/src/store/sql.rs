@@ -533,7 +533,9 @@ macro_rules! impl_store {
                             let sum = per_period.entry(c).or_insert(0);
                             *sum = sum.saturating_add(r.spend.0);
                             let entity = (c.scope.as_str(), c.scope_id.as_str());
-                            if matches!(entity.0, "user" | "team" | "org" | "customer" | "team_member") && !entities.contains(&entity) {
+                            if matches!(entity.0, "user" | "team" | "org" | "customer" | "team_member" | "tag")
+                                && !entities.contains(&entity)
+                            {
                                 entities.push(entity);
                             }
                         }
@@ -571,6 +573,7 @@ macro_rules! impl_store {
                             "user" => "users",
                             "team" => "teams",
                             "org" => "organizations",
+                            "tag" => "tags",
                             _ => "customers",
                         };
                         sqlx::query(AssertSqlSafe(format!("UPDATE {table} SET spend_nanos = spend_nanos + $1 WHERE id = $2")))

@@ -42,6 +42,13 @@ impl SqliteStore {
                 include_str!("../../../migrations/sqlite/0002_budget_spend.sql").into_sql_str(),
                 false,
             ),
+            Migration::new(
+                3,
+                "tags".into(),
+                MigrationType::Simple,
+                include_str!("../../../migrations/sqlite/0003_tags.sql").into_sql_str(),
+                false,
+            ),
         ])
     }
 }

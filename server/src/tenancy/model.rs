@@ -305,6 +305,23 @@ pub struct BudgetTier {
     pub meta: Meta,
 }
 
+/// A tag with a budget (and a description) of its own. A call's spend lands on every tag
+/// it carries, whether or not the tag exists here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tag {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(flatten)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(skip)]
+    pub meta: Meta,
+}
+
 macro_rules! resource {
     ($t:ty, $table:expr, $id:ident, |$s:ident| $cols:expr) => {
         impl Resource for $t {
@@ -345,3 +362,4 @@ resource!(KeyRecord, Table::Keys, key_id, |s| Columns {
 });
 resource!(Customer, Table::Customers, user_id, |s| Columns { alias: s.alias.clone(), ..Columns::default() });
 resource!(BudgetTier, Table::Budgets, budget_id, |_s| Columns::default());
+resource!(Tag, Table::Tags, name, |_s| Columns::default());

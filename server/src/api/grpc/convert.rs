@@ -145,6 +145,7 @@ pub fn chat_request(params: Option<pb::ChatCompletionParams>, stream: bool) -> R
         response_format,
         user,
         extra,
+        tags,
     } = params;
     let messages = messages
         .into_iter()
@@ -224,7 +225,14 @@ pub fn chat_request(params: Option<pb::ChatCompletionParams>, stream: bool) -> R
         parallel_tool_calls,
         response_format,
         extra: extra.map(struct_to_map).unwrap_or_default(),
+        tags: Vec::new(),
     };
+    let mut request = request;
+    let tag_list = serde_json::Map::from_iter([("tags".to_owned(), Value::from(tags))]);
+    request.tags = crate::governance::tags::from_request(&tag_list, None).map_err(|mut e| {
+        e.param = e.param.map(|p| format!("params.{p}"));
+        e
+    })?;
     request.validate().map_err(|mut e| {
         if let Some(p) = &e.param {
             let field = format!("params.{p}");

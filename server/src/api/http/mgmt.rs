@@ -722,3 +722,68 @@ pub async fn audit_get(
         }
     }
 }
+
+// ---- tags ----
+
+pub async fn tag_new(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    JsonObject(body): JsonObject,
+) -> Reply {
+    let ctx = ctx(&app, &caller, addr).await?;
+    let (f, limits) = parse::<crate::admin::tags::TagFields>(&body, &[])?;
+    Ok(Json(view(&crate::admin::tags::create(&ctx, f, limits).await?)))
+}
+
+pub async fn tag_update(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    JsonObject(mut body): JsonObject,
+) -> Reply {
+    let ctx = ctx(&app, &caller, addr).await?;
+    let name = take_str(&mut body, "name")?;
+    let (f, limits) = parse::<crate::admin::tags::TagFields>(&body, &[])?;
+    Ok(Json(view(&crate::admin::tags::update(&ctx, &name, f, limits).await?)))
+}
+
+pub async fn tag_delete(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    JsonObject(mut body): JsonObject,
+) -> Reply {
+    let ctx = ctx(&app, &caller, addr).await?;
+    let name = take_str(&mut body, "name")?;
+    crate::admin::fields::reject_unknown(&body, &[])?;
+    Ok(Json(view(&crate::admin::tags::delete(&ctx, &name).await?)))
+}
+
+pub async fn tag_info(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    JsonObject(mut body): JsonObject,
+) -> Reply {
+    let ctx = ctx(&app, &caller, addr).await?;
+    let names = take_list(&mut body, "names")?;
+    crate::admin::fields::reject_unknown(&body, &[])?;
+    let mut out = Map::new();
+    for n in names {
+        let tag = crate::admin::tags::get(&ctx, &n).await?;
+        out.insert(n, view(&tag));
+    }
+    Ok(Json(Value::Object(out)))
+}
+
+pub async fn tag_list(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Query(q): Query<PageQuery>,
+) -> Reply {
+    let ctx = ctx(&app, &caller, addr).await?;
+    let page = crate::admin::tags::list(&ctx, &q.page()).await?;
+    Ok(Json(Value::Array(page.items.iter().map(view).collect())))
+}

@@ -86,6 +86,12 @@ pub fn routes(state: AppState) -> Router {
         .route("/end_user/list", get(mgmt::customer_list))
         .route("/end_user/block", post(mgmt::customer_block))
         .route("/end_user/unblock", post(mgmt::customer_unblock))
+        // Tags with budgets.
+        .route("/tag/new", post(mgmt::tag_new))
+        .route("/tag/update", post(mgmt::tag_update))
+        .route("/tag/delete", post(mgmt::tag_delete))
+        .route("/tag/info", post(mgmt::tag_info))
+        .route("/tag/list", get(mgmt::tag_list))
         // Budget tiers.
         .route("/budget/new", post(mgmt::budget_new))
         .route("/budget/update", post(mgmt::budget_update))

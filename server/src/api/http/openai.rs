@@ -53,9 +53,14 @@ pub async fn chat_completions(
     State(app): State<AppState>,
     Extension(RequestStart(started)): Extension<RequestStart>,
     Auth(caller): Auth,
+    headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
-    let request = ChatRequest::from_json_object(body)?;
+    let mut request = ChatRequest::from_json_object(body)?;
+    let header = headers.get("x-ferryman-tags").or_else(|| headers.get("x-litellm-tags")).and_then(|v| v.to_str().ok());
+    if header.is_some() {
+        request.tags.extend(crate::governance::tags::from_request(&Default::default(), header)?);
+    }
     if !request.stream {
         let (response, info) = app.gateway.chat(&caller, request, started).await?;
         let mut resp = Json(response).into_response();
