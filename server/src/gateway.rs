@@ -99,6 +99,9 @@ impl Gateway {
             Some(id) => Some(self.customers.get(id).await?),
             None => None,
         };
+        if let Some(c) = &customer {
+            governance::admit_customer(&c.customer, model, self.models.access_groups())?;
+        }
         let identity = caller.identity();
         let tag_names = governance::tags::merge([
             identity.map_or(&[][..], |i| i.key.tags.as_slice()),

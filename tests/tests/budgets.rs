@@ -142,7 +142,10 @@ async fn spend_lands_exactly(backend: Backend) {
         json!({"team_id": "team", "member": {"user_id": "ann", "role": "user"}, "max_budget_in_team": 5}),
     )
     .await;
-    let team_key = admin(&gw, "/key/generate", json!({"team_id": "team", "user_id": "ann", "max_budget": 1})).await;
+    admin(&gw, "/tag/new", json!({"name": "blue", "max_budget": 1})).await;
+    let team_key =
+        admin(&gw, "/key/generate", json!({"team_id": "team", "user_id": "ann", "max_budget": 1, "tags": ["blue"]}))
+            .await;
     let personal = admin(&gw, "/key/generate", json!({"user_id": "ann"})).await;
     let http = gw.http();
     for i in 0..24 {
@@ -182,6 +185,8 @@ async fn spend_lands_exactly(backend: Backend) {
     assert_eq!(team["team_memberships"][0]["spend_nanos"], team_sum, "the member's spend in the team");
     assert_eq!(get("/user/info?user_id=ann".into()).await["user_info"]["spend_nanos"], team_sum + personal_sum);
     assert_eq!(get("/organization/info?organization_id=org".into()).await["spend_nanos"], team_sum);
+    let tags = http.post("/tag/info", MASTER_KEY, json!({"names": ["blue"]})).await.2;
+    assert_eq!(tags["blue"]["spend_nanos"], team_sum, "the key's tag");
     for customer in ["acme", "globex", "initech"] {
         let c = get(format!("/customer/info?end_user_id={customer}")).await;
         assert_eq!(
@@ -254,10 +259,19 @@ async fn customers_are_governed() {
     let (s, _, body) = http.post("/v1/chat/completions", MASTER_KEY, call_body(json!({"user": "fresh"}))).await;
     assert_eq!(s, 400, "{body}");
     assert!(openai_error(&body)["message"].as_str().unwrap().contains("customer \"fresh\""), "{body}");
-    // A customer with its own budget is not held to the default.
-    admin(&gw, "/customer/new", json!({"user_id": "rich", "max_budget": 10})).await;
-    let (s, _, body) = http.post("/v1/chat/completions", MASTER_KEY, call_body(json!({"user": "rich"}))).await;
+    // A customer with its own budget is not held to the default; its soft budget warns.
+    admin(&gw, "/customer/new", json!({"user_id": "rich", "max_budget": 10, "soft_budget": 0.000001})).await;
+    let (s, headers, body) = http.post("/v1/chat/completions", MASTER_KEY, call_body(json!({"user": "rich"}))).await;
     assert_eq!(s, 200, "{body}");
+    assert!(headers.get("x-ferryman-soft-budget-exceeded").is_none());
+    let (s, headers, _) = http.post("/v1/chat/completions", MASTER_KEY, call_body(json!({"user": "rich"}))).await;
+    assert_eq!(s, 200);
+    assert_eq!(headers["x-ferryman-soft-budget-exceeded"], "customer rich");
+    // A customer's own allow-list applies.
+    admin(&gw, "/customer/new", json!({"user_id": "picky", "max_budget": 10, "models": ["other"]})).await;
+    let (s, _, body) = http.post("/v1/chat/completions", MASTER_KEY, call_body(json!({"user": "picky"}))).await;
+    assert_eq!(s, 403, "{body}");
+    assert_eq!(body["error"]["type"], "customer_model_access_denied");
 }
 
 /// Tags from the key, the team, the body and the header: spend lands on each, a tag's own

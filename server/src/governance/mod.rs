@@ -68,3 +68,15 @@ pub fn admit(caller: &Caller, model: &str, groups: &AccessGroups) -> Result<(), 
     }
     Ok(())
 }
+
+/// The customer's own allow-list, when the request names a customer.
+pub fn admit_customer(
+    customer: &crate::tenancy::Customer,
+    model: &str,
+    groups: &AccessGroups,
+) -> Result<(), GatewayError> {
+    if list_allows(&customer.models, model, groups) == Some(false) {
+        return Err(denied("customer", &customer.user_id, model));
+    }
+    Ok(())
+}

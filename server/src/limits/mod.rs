@@ -53,6 +53,8 @@ pub struct Remaining {
     pub label: String,
     pub remaining: Nanos,
     pub max: Nanos,
+    /// The first scope whose soft budget is already spent (it warns, never refuses).
+    pub soft_exceeded: Option<String>,
 }
 
 #[derive(Default)]
@@ -156,7 +158,15 @@ impl SpendCounters {
             }
             let left = Nanos(max.0 - spent.0 - c.reserved.0);
             if tightest.as_ref().is_none_or(|t| left < t.remaining) {
-                tightest = Some(Remaining { label: s.label.clone(), remaining: left, max });
+                let soft = tightest.as_ref().and_then(|t| t.soft_exceeded.clone());
+                tightest = Some(Remaining { label: s.label.clone(), remaining: left, max, soft_exceeded: soft });
+            }
+            if let (Some(soft), Some(t)) = (s.soft, tightest.as_mut())
+                && spent >= soft
+                && t.soft_exceeded.is_none()
+            {
+                tracing::warn!(scope = %s.label, spent = %format_usd(spent), soft_budget = %format_usd(soft), "soft budget exceeded");
+                t.soft_exceeded = Some(s.label.clone());
             }
         }
         let mut held = Vec::new();

@@ -46,6 +46,12 @@ fn remaining_headers(headers: &mut HeaderMap, remaining: Option<&crate::limits::
         headers.insert(HeaderName::from_static("x-ferryman-remaining-budget"), header_value(&format_usd(r.remaining)));
         headers.insert(HeaderName::from_static("x-ferryman-max-budget"), header_value(&format_usd(r.max)));
         headers.insert(HeaderName::from_static("x-ferryman-budget-scope"), header_value(&r.label.replace('"', "")));
+        if let Some(soft) = &r.soft_exceeded {
+            headers.insert(
+                HeaderName::from_static("x-ferryman-soft-budget-exceeded"),
+                header_value(&soft.replace('"', "")),
+            );
+        }
     }
 }
 
