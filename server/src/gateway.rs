@@ -122,17 +122,24 @@ impl Gateway {
         // The worst case: every prompt byte a token, and the most output the call can produce.
         let max_output =
             request.max_output_tokens().map(u64::from).or(deployment.max_output).unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
-        let estimate = deployment.price.cost(TokenCounts {
-            prompt: tokens::prompt_upper_bound(request),
-            completion: max_output,
-            cached_prompt: 0,
-        });
+        let worst = |prompt| deployment.price.cost(TokenCounts { prompt, completion: max_output, cached_prompt: 0 });
         let counters = self.ledger.counters();
         let missing = counters.missing(&scopes);
         if !missing.is_empty() {
             self.ledger.load_counters(missing).await?;
         }
-        let (reservation, remaining) = counters.admit(&scopes, estimate, self.config.general.budget_enforcement)?;
+        let mode = self.config.general.budget_enforcement;
+        // The byte bound is free; when it does not fit, count the prompt with the model's own
+        // tokenizer (where it has one) before refusing.
+        let (reservation, remaining) = match counters.admit(&scopes, worst(tokens::prompt_upper_bound(request)), mode) {
+            Err(refused) if refused.code == crate::error::ErrorCode::BudgetExceeded => {
+                match tokens::count_prompt(&deployment.config.upstream_model, request) {
+                    Some(exact) => counters.admit(&scopes, worst(exact), mode)?,
+                    None => return Err(refused),
+                }
+            }
+            other => other?,
+        };
         Ok(Call {
             id: uuid::Uuid::new_v4().to_string(),
             caller_key: caller.key_id().to_owned(),

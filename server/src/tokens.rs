@@ -42,6 +42,29 @@ pub fn estimate_prompt(request: &ChatRequest) -> u64 {
     messages + tools + 3
 }
 
+/// A request's prompt tokens counted with the model's real tokenizer, when the model has one
+/// (OpenAI's families, through tiktoken): the same message overhead as [`estimate_prompt`].
+/// `None` for models without a known tokenizer.
+pub fn count_prompt(model: &str, request: &ChatRequest) -> Option<u64> {
+    let bpe = tiktoken_rs::bpe_for_model(model).ok()?;
+    let count = |s: &str| bpe.encode_ordinary(s).len() as u64;
+    let messages: u64 = request
+        .messages
+        .iter()
+        .map(|m| {
+            4 + m.content.as_ref().map_or(0, |c| count(&c.text()))
+                + m.name.as_deref().map_or(0, count)
+                + m.tool_calls
+                    .iter()
+                    .flatten()
+                    .map(|t| count(&t.function.name) + count(&t.function.arguments))
+                    .sum::<u64>()
+        })
+        .sum();
+    let tools: u64 = request.tools.iter().flatten().map(|t| serde_json::to_string(t).map_or(0, |s| count(&s))).sum();
+    Some(messages + tools + 3)
+}
+
 /// An upper bound on a request's prompt tokens: every token of a BPE tokenizer is at least
 /// one byte, so the UTF-8 length of the text (plus the per-message overhead) bounds it.
 pub fn prompt_upper_bound(request: &ChatRequest) -> u64 {

@@ -339,3 +339,26 @@ async fn the_global_budget_holds() {
     assert_eq!(s, 400);
     assert!(body["error"]["message"].as_str().unwrap().contains("global budget"), "{body}");
 }
+
+/// Strict mode reserves every prompt byte as a token; when that bound does not fit, a model
+/// with a real tokenizer (OpenAI's) is counted exactly before refusing.
+#[tokio::test]
+async fn a_real_tokenizer_tightens_the_worst_case() {
+    let upstream = ferryman_tests::mock_openai::MockOpenAi::start().await;
+    let gw = Gateway::start(Options {
+        backend: Backend::Sqlite,
+        config: ferryman_tests::standard_config(Some(&upstream.base_url)),
+        env: vec![("UPSTREAM_KEY".into(), "sk-up".into())],
+    })
+    .await;
+    // 3,000 bytes but ~500 tokens: the byte bound costs ~451,000 nano-USD, the real count ~82,000.
+    let prompt = "hello ".repeat(500);
+    let key = admin(&gw, "/key/generate", json!({"max_budget": 0.0002})).await;
+    let secret = key["key"].as_str().unwrap();
+    let call =
+        |model: &str| json!({"model": model, "max_tokens": 10, "messages": [{"role": "user", "content": prompt}]});
+    let (s, _, body) = gw.http().post("/v1/chat/completions", secret, call("gpt-4o-mini")).await;
+    assert_eq!(s, 200, "counted with o200k_base, the call fits: {body}");
+    let (s, _, body) = gw.http().post("/v1/chat/completions", secret, call("demo")).await;
+    assert_eq!(s, 400, "the mock has no tokenizer: the byte bound stands: {body}");
+}
