@@ -19,6 +19,7 @@ use crate::error::GatewayError;
 use crate::governance::customers::CustomerCache;
 use crate::governance::{self, Caller, IdentityCache, budgets};
 use crate::ledger::Ledger;
+use crate::limits::rates::{RateLimiter, RateStatus, Ticket};
 use crate::limits::{Remaining, Reservation};
 use crate::pricing::{Nanos, PriceTable, TokenCounts};
 use crate::providers::{ChunkStream, Upstreams};
@@ -33,6 +34,7 @@ pub struct Gateway {
     pub identities: IdentityCache,
     pub customers: CustomerCache,
     pub tags: crate::governance::tags::TagCache,
+    pub rates: RateLimiter,
     pub models: ModelRegistry,
     pub upstreams: Upstreams,
     pub ledger: Ledger,
@@ -52,6 +54,8 @@ pub struct CallInfo {
     pub overhead: Duration,
     /// The tightest budget at admission.
     pub remaining: Option<Remaining>,
+    /// The tightest rate limits at admission.
+    pub rate: RateStatus,
 }
 
 /// One item of a governed stream: a chunk, or, last, the settled call.
@@ -78,10 +82,15 @@ struct Call {
     charges: Vec<Charge>,
     reservation: Option<Reservation>,
     remaining: Option<Remaining>,
+    ticket: Option<Ticket>,
+    rate: RateStatus,
 }
 
 /// Output tokens assumed for a call that sets no cap on a model whose maximum is unknown.
 const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
+
+/// Output tokens a TPM limit reserves for a call without `max_tokens` (corrected on settle).
+const DEFAULT_TPM_OUTPUT_TOKENS: u64 = 256;
 
 impl Gateway {
     /// Stage 1: the caller behind a presented secret.
@@ -128,17 +137,37 @@ impl Gateway {
         if !missing.is_empty() {
             self.ledger.load_counters(missing).await?;
         }
+        // Rate limits first (requests, estimated tokens, slots), then budgets; a call refused
+        // by a budget gives its rate-limit admission back, so it consumes nothing.
+        let rate_scopes = governance::rates::scopes(
+            identity,
+            customer.as_ref().map(|c| (c.customer.user_id.as_str(), &c.limits)),
+            &tags,
+            model,
+            &deployment,
+            self.config.general.global_max_parallel_requests,
+        );
+        let prompt_estimate = tokens::estimate_prompt(request);
+        let tpm_estimate = prompt_estimate + request.max_output_tokens().map_or(DEFAULT_TPM_OUTPUT_TOKENS, u64::from);
+        let (ticket, rate) = self.rates.acquire(&rate_scopes, tpm_estimate, now)?;
         let mode = self.config.general.budget_enforcement;
         // The byte bound is free; when it does not fit, count the prompt with the model's own
         // tokenizer (where it has one) before refusing.
-        let (reservation, remaining) = match counters.admit(&scopes, worst(tokens::prompt_upper_bound(request)), mode) {
+        let admitted = match counters.admit(&scopes, worst(tokens::prompt_upper_bound(request)), mode) {
             Err(refused) if refused.code == crate::error::ErrorCode::BudgetExceeded => {
                 match tokens::count_prompt(&deployment.config.upstream_model, request) {
-                    Some(exact) => counters.admit(&scopes, worst(exact), mode)?,
-                    None => return Err(refused),
+                    Some(exact) => counters.admit(&scopes, worst(exact), mode),
+                    None => Err(refused),
                 }
             }
-            other => other?,
+            other => other,
+        };
+        let (reservation, remaining) = match admitted {
+            Ok(a) => a,
+            Err(e) => {
+                self.rates.cancel(ticket);
+                return Err(e);
+            }
         };
         Ok(Call {
             id: uuid::Uuid::new_v4().to_string(),
@@ -153,11 +182,13 @@ impl Gateway {
             deployment,
             started_at: now,
             started,
-            prompt_estimate: tokens::estimate_prompt(request),
+            prompt_estimate,
             tags: tags.into_iter().map(|(name, _)| name).collect(),
             charges: scopes.into_iter().map(|s| s.charge).collect(),
             reservation: Some(reservation),
             remaining,
+            ticket: Some(ticket),
+            rate,
         })
     }
 
@@ -248,6 +279,9 @@ impl Gateway {
         let elapsed = call.started.elapsed();
         let ended_at = Utc::now();
         let counted = self.ledger.counters().settle(call.reservation.take().unwrap_or_default(), &call.charges, cost);
+        if let Some(ticket) = call.ticket.take() {
+            self.rates.settle(ticket, usage.prompt_tokens + usage.completion_tokens);
+        }
         self.ledger.record(
             SpendRecord {
                 request_id: call.id.clone(),
@@ -281,6 +315,7 @@ impl Gateway {
             usage,
             overhead: elapsed.saturating_sub(upstream_time),
             remaining: call.remaining.clone(),
+            rate: call.rate.clone(),
         }
     }
 }
@@ -314,6 +349,11 @@ impl GovernedStream {
     /// The tightest budget at admission.
     pub fn remaining(&self) -> Option<&Remaining> {
         self.call.as_ref().and_then(|c| c.remaining.as_ref())
+    }
+
+    /// The tightest rate limits at admission.
+    pub fn rate(&self) -> Option<&RateStatus> {
+        self.call.as_ref().map(|c| &c.rate)
     }
 
     fn finish(&mut self, error: Option<&GatewayError>) -> Option<CallInfo> {

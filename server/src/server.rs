@@ -99,6 +99,7 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
         identities,
         customers,
         tags,
+        rates: Default::default(),
         models,
         upstreams,
         ledger,

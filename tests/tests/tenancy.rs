@@ -153,9 +153,9 @@ async fn litellm_management_api(backend: Backend) {
 
     // Keys: every LiteLLM field this version supports, stored and returned.
     let key = ok(&gw, "/key/generate", json!({"team_id": team_id, "user_id": carol_id, "key_alias": "carol-key",
-        "max_budget": 2, "soft_budget": 1.5, "budget_duration": "1d", "tpm_limit": 100, "rpm_limit": 10,
+        "max_budget": 2, "soft_budget": 1.5, "budget_duration": "1d", "tpm_limit": 100000, "rpm_limit": 100,
         "max_parallel_requests": 2, "model_max_budget": {"demo": {"budget_limit": 1, "time_period": "1d"}},
-        "model_rpm_limit": {"demo": 5}, "model_tpm_limit": {"demo": 50}, "tags": ["search"], "metadata": {"env": "prod"},
+        "model_rpm_limit": {"demo": 50}, "model_tpm_limit": {"demo": 50000}, "tags": ["search"], "metadata": {"env": "prod"},
         "budget_id": "free-tier", "duration": "30d"})).await;
     let key_id = key["token"].as_str().unwrap().to_owned();
     let secret = key["key"].as_str().unwrap().to_owned();

@@ -57,6 +57,8 @@ pub struct GeneralSettings {
     pub budget_enforcement: crate::limits::Enforcement,
     /// The HTTP status of a budget refusal (`budget_exceeded_status_code`, default 400).
     pub budget_exceeded_status: u16,
+    /// Requests this instance serves at once (`global_max_parallel_requests`).
+    pub global_max_parallel_requests: Option<u64>,
 }
 
 /// One entry of `model_list`: a deployment that serves a public model name.
@@ -279,6 +281,7 @@ const GENERAL: &[&str] = &[
     "spool_dir",
     "budget_enforcement",
     "budget_exceeded_status_code",
+    "global_max_parallel_requests",
 ];
 const LITELLM: &[&str] =
     &["request_timeout", "max_end_user_budget", "max_end_user_budget_id", "max_budget", "budget_duration"];
@@ -434,6 +437,7 @@ fn read_general(
         spool_dir,
         budget_enforcement,
         budget_exceeded_status,
+        global_max_parallel_requests: r.u64(path, map, "global_max_parallel_requests"),
     }
 }
 

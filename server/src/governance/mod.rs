@@ -8,6 +8,7 @@ pub mod budgets;
 pub mod customers;
 pub mod duration;
 pub mod identity;
+pub mod rates;
 pub mod tags;
 
 pub use identity::{Caller, IdentityCache};

@@ -9,6 +9,8 @@
 //! acknowledges stored records in its own task, one after the other, so a record is never
 //! counted twice or missed.
 
+pub mod rates;
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 

@@ -38,6 +38,20 @@ fn call_headers(headers: &mut HeaderMap, info: &CallInfo) {
     headers
         .insert(HeaderName::from_static("x-ferryman-overhead-duration-ms"), header_value(&overhead_ms(info.overhead)));
     remaining_headers(headers, info.remaining.as_ref());
+    rate_headers(headers, Some(&info.rate));
+}
+
+/// OpenAI's rate-limit headers, for the most constraining scope.
+fn rate_headers(headers: &mut HeaderMap, rate: Option<&crate::limits::rates::RateStatus>) {
+    let Some(rate) = rate else { return };
+    if let Some((limit, left)) = rate.requests {
+        headers.insert(HeaderName::from_static("x-ratelimit-limit-requests"), header_value(&limit.to_string()));
+        headers.insert(HeaderName::from_static("x-ratelimit-remaining-requests"), header_value(&left.to_string()));
+    }
+    if let Some((limit, left)) = rate.tokens {
+        headers.insert(HeaderName::from_static("x-ratelimit-limit-tokens"), header_value(&limit.to_string()));
+        headers.insert(HeaderName::from_static("x-ratelimit-remaining-tokens"), header_value(&left.to_string()));
+    }
 }
 
 /// The tightest budget at admission: what is left of it and whose it is.
@@ -86,6 +100,7 @@ pub async fn chat_completions(
         header_value(&overhead_ms(stream.overhead_before_upstream())),
     );
     remaining_headers(&mut headers, stream.remaining());
+    rate_headers(&mut headers, stream.rate());
     let body = stream.filter_map(move |event| async move {
         let bytes = match event {
             Ok(StreamEvent::Chunk(chunk)) => {

@@ -1,0 +1,270 @@
+//! Rate limits: requests per minute, tokens per minute and requests in flight, per scope —
+//! the embedded, in-process implementation.
+//!
+//! Windows are one minute, aligned to the clock's minute. A scope's load is the two-window
+//! weighted count: `previous minute × (1 − fraction of this minute elapsed) + this minute`,
+//! a smooth approximation of a sliding minute that never admits more than the limit within
+//! one aligned minute. A request needs room for one request and for its estimated tokens in
+//! every scope at once, and a slot where `max_parallel_requests` applies; it takes all or
+//! nothing. Settlement corrects the tokens to the real count (in the window the estimate was
+//! charged to) and frees the slots.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::error::{ErrorCode, GatewayError};
+
+/// One scope's limits for a call.
+#[derive(Debug, Clone)]
+pub struct RateScope {
+    /// e.g. `key:abc`, `team:t1`, `deployment:d1`.
+    pub id: String,
+    /// How messages name it.
+    pub label: String,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub parallel: Option<u64>,
+}
+
+impl RateScope {
+    pub fn is_limited(&self) -> bool {
+        self.rpm.is_some() || self.tpm.is_some() || self.parallel.is_some()
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Window {
+    minute: i64,
+    cur_requests: u64,
+    prev_requests: u64,
+    cur_tokens: u64,
+    prev_tokens: u64,
+    in_flight: u64,
+}
+
+impl Window {
+    fn roll(&mut self, minute: i64) {
+        if minute == self.minute {
+            return;
+        }
+        if minute == self.minute + 1 {
+            self.prev_requests = self.cur_requests;
+            self.prev_tokens = self.cur_tokens;
+        } else {
+            self.prev_requests = 0;
+            self.prev_tokens = 0;
+        }
+        self.cur_requests = 0;
+        self.cur_tokens = 0;
+        self.minute = minute;
+    }
+
+    /// The weighted load: previous minute scaled by what remains of it, plus this minute.
+    fn load(prev: u64, cur: u64, elapsed: f64) -> u64 {
+        (prev as f64 * (1.0 - elapsed)).ceil() as u64 + cur
+    }
+}
+
+/// What an admitted call holds.
+#[derive(Debug, Default)]
+pub struct Ticket {
+    /// (scope id, minute charged, tokens charged, holds a slot)
+    held: Vec<(String, i64, u64, bool)>,
+}
+
+/// The most constraining limits after admission, for response headers.
+#[derive(Debug, Clone, Default)]
+pub struct RateStatus {
+    pub requests: Option<(u64, u64)>,
+    pub tokens: Option<(u64, u64)>,
+}
+
+#[derive(Default)]
+pub struct RateLimiter {
+    windows: Mutex<HashMap<String, Window>>,
+}
+
+fn minute_of(now: DateTime<Utc>) -> (i64, f64, DateTime<Utc>) {
+    let secs = now.timestamp();
+    let minute = secs.div_euclid(60);
+    let elapsed = (now.timestamp_millis() - minute * 60_000) as f64 / 60_000.0;
+    let next = DateTime::from_timestamp((minute + 1) * 60, 0).unwrap_or(now);
+    (minute, elapsed.clamp(0.0, 1.0), next)
+}
+
+fn refuse(scope: &RateScope, what: &str, limit: u64, used: u64, reset: DateTime<Utc>, retry: Duration) -> GatewayError {
+    let mut e = GatewayError::new(
+        ErrorCode::RateLimited,
+        format!(
+            "Rate limit exceeded for {}: {what} limit {limit} reached ({used} in use); resets at {}",
+            scope.label,
+            reset.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+    )
+    .with_reason("RATE_LIMITED");
+    e.retry_after = Some(retry);
+    e
+}
+
+impl RateLimiter {
+    /// Admits a call of `tokens` estimated tokens against every scope, all or nothing.
+    pub fn acquire(
+        &self,
+        scopes: &[RateScope],
+        tokens: u64,
+        now: DateTime<Utc>,
+    ) -> Result<(Ticket, RateStatus), GatewayError> {
+        let (minute, elapsed, reset) = minute_of(now);
+        let until_reset = Duration::from_millis(((1.0 - elapsed) * 60_000.0).ceil().max(1000.0) as u64);
+        let mut map = self.windows.lock().map_err(|_| GatewayError::internal("rate counters poisoned"))?;
+        let mut status = RateStatus::default();
+        let mut tightest_req = f64::INFINITY;
+        let mut tightest_tok = f64::INFINITY;
+        // Check every scope first; change nothing unless all have room.
+        for s in scopes.iter().filter(|s| s.is_limited()) {
+            let mut w = map.get(&s.id).copied().unwrap_or_default();
+            w.roll(minute);
+            if let Some(rpm) = s.rpm {
+                let used = Window::load(w.prev_requests, w.cur_requests, elapsed);
+                if used + 1 > rpm {
+                    return Err(refuse(s, "requests per minute", rpm, used, reset, until_reset));
+                }
+                let left = rpm - used - 1;
+                if (left as f64 / (rpm as f64).max(1.0)) < tightest_req {
+                    tightest_req = left as f64 / (rpm as f64).max(1.0);
+                    status.requests = Some((rpm, left));
+                }
+            }
+            if let Some(tpm) = s.tpm {
+                let used = Window::load(w.prev_tokens, w.cur_tokens, elapsed);
+                if used + tokens > tpm {
+                    return Err(refuse(s, "tokens per minute", tpm, used, reset, until_reset));
+                }
+                let left = tpm - used - tokens;
+                if (left as f64 / (tpm as f64).max(1.0)) < tightest_tok {
+                    tightest_tok = left as f64 / (tpm as f64).max(1.0);
+                    status.tokens = Some((tpm, left));
+                }
+            }
+            if let Some(max) = s.parallel
+                && w.in_flight + 1 > max
+            {
+                return Err(refuse(s, "max_parallel_requests", max, w.in_flight, now, Duration::from_secs(1)));
+            }
+        }
+        let mut ticket = Ticket::default();
+        for s in scopes.iter().filter(|s| s.is_limited()) {
+            let w = map.entry(s.id.clone()).or_default();
+            w.roll(minute);
+            w.cur_requests += 1;
+            w.cur_tokens += tokens;
+            let slot = s.parallel.is_some();
+            if slot {
+                w.in_flight += 1;
+            }
+            ticket.held.push((s.id.clone(), minute, tokens, slot));
+        }
+        Ok((ticket, status))
+    }
+
+    /// Undoes an admission that went no further (another check refused the call).
+    pub fn cancel(&self, ticket: Ticket) {
+        let Ok(mut map) = self.windows.lock() else { return };
+        for (id, minute, tokens, slot) in ticket.held {
+            if let Some(w) = map.get_mut(&id) {
+                if w.minute == minute {
+                    w.cur_requests = w.cur_requests.saturating_sub(1);
+                    w.cur_tokens = w.cur_tokens.saturating_sub(tokens);
+                }
+                if slot {
+                    w.in_flight = w.in_flight.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    /// The call finished with `actual` tokens: correct the estimate where it was charged and
+    /// free the slots.
+    pub fn settle(&self, ticket: Ticket, actual: u64) {
+        let Ok(mut map) = self.windows.lock() else { return };
+        for (id, minute, charged, slot) in ticket.held {
+            if let Some(w) = map.get_mut(&id) {
+                let field = if w.minute == minute {
+                    Some(&mut w.cur_tokens)
+                } else if w.minute == minute + 1 {
+                    Some(&mut w.prev_tokens)
+                } else {
+                    None
+                };
+                if let Some(t) = field {
+                    *t = t.saturating_sub(charged).saturating_add(actual);
+                }
+                if slot {
+                    w.in_flight = w.in_flight.saturating_sub(1);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 - 1_800_000_000_i64.rem_euclid(60) + secs, 0).unwrap()
+    }
+
+    fn scope(rpm: Option<u64>, tpm: Option<u64>, parallel: Option<u64>) -> RateScope {
+        RateScope { id: "key:k".into(), label: "key \"k\"".into(), rpm, tpm, parallel }
+    }
+
+    #[test]
+    fn rpm_admits_exactly_the_limit_in_a_fresh_minute() {
+        let r = RateLimiter::default();
+        let s = [scope(Some(5), None, None)];
+        let admitted = (0..20).filter(|_| r.acquire(&s, 0, at(10)).is_ok()).count();
+        assert_eq!(admitted, 5);
+        let err = r.acquire(&s, 0, at(10)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::RateLimited);
+        assert_eq!(err.retry_after, Some(Duration::from_secs(50)));
+        assert!(err.message.contains("requests per minute limit 5 reached"), "{}", err.message);
+        // Half-way through the next minute, half the previous minute still weighs.
+        let next = (0..20).filter(|_| r.acquire(&s, 0, at(90)).is_ok()).count();
+        assert_eq!(next, 2, "5 - ceil(5 x 0.5)");
+        // Two minutes on, the slate is clean.
+        assert_eq!((0..20).filter(|_| r.acquire(&s, 0, at(200)).is_ok()).count(), 5);
+    }
+
+    #[test]
+    fn tokens_are_reserved_then_corrected() {
+        let r = RateLimiter::default();
+        let s = [scope(None, Some(1000), None)];
+        let (t1, status) = r.acquire(&s, 600, at(1)).unwrap();
+        assert_eq!(status.tokens, Some((1000, 400)));
+        assert!(r.acquire(&s, 600, at(2)).is_err(), "600 + 600 > 1000");
+        r.settle(t1, 100);
+        assert!(r.acquire(&s, 600, at(3)).is_ok(), "100 + 600 fits after correction");
+    }
+
+    #[test]
+    fn parallel_slots_and_all_or_nothing() {
+        let r = RateLimiter::default();
+        let both = [
+            scope(None, None, Some(1)),
+            RateScope { id: "team:t".into(), label: "team".into(), rpm: Some(1), tpm: None, parallel: None },
+        ];
+        let (t, _) = r.acquire(&both, 0, at(1)).unwrap();
+        assert!(r.acquire(&both, 0, at(1)).is_err());
+        r.settle(t, 0);
+        // The team's rpm is spent now; the key's slot is free but must not be taken.
+        assert!(r.acquire(&both, 0, at(2)).is_err());
+        let key_only = [scope(None, None, Some(1))];
+        let (t2, _) = r.acquire(&key_only, 0, at(2)).unwrap();
+        r.cancel(t2);
+        assert!(r.acquire(&key_only, 0, at(2)).is_ok(), "a cancelled admission frees its slot");
+    }
+}
