@@ -41,6 +41,8 @@ pub struct Gateway {
     pub prices: PriceTable,
     /// Request ids recorded through the usage API recently.
     pub recorded: crate::usage::RecentIds,
+    /// Publishes invalidations to other instances (set once, when Redis is configured).
+    pub sync: std::sync::OnceLock<crate::sync::Sync>,
 }
 
 /// What the gateway reports about a finished call (headers, the gRPC `CallInfo`).
@@ -93,6 +95,14 @@ const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
 const DEFAULT_TPM_OUTPUT_TOKENS: u64 = 256;
 
 impl Gateway {
+    /// Forgets what a management change made stale, here at once and on every other instance.
+    pub fn invalidate(&self, inv: crate::sync::Invalidation) {
+        crate::sync::apply(self, &inv);
+        if let Some(sync) = self.sync.get() {
+            sync.publish(inv);
+        }
+    }
+
     /// Stage 1: the caller behind a presented secret.
     pub async fn authenticate(&self, secret: Option<&str>) -> Result<Caller, GatewayError> {
         self.identities.authenticate(secret).await

@@ -20,6 +20,7 @@ pub mod providers;
 pub mod router;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod tasks;
 pub mod tenancy;
 pub mod tokens;

@@ -105,6 +105,7 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
         ledger,
         prices,
         recorded: Default::default(),
+        sync: Default::default(),
     }))
 }
 
@@ -140,6 +141,14 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    if let Some(url) = &gateway.config.general.redis_url {
+        match crate::sync::start(&gateway, url.expose(), &gateway.config.general.redis_prefix) {
+            Ok(sync) => {
+                let _ = gateway.sync.set(sync);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot use redis_url for cache invalidation"),
+        }
+    }
     let app = router(gateway.clone()).await?;
     let shutdown = shutdown.shared();
     let listener = listener.tap_io(|tcp| {

@@ -202,6 +202,13 @@ impl Gateway {
         Self::spawn(db, dir, config_path, opts.env).await
     }
 
+    /// Starts another instance beside this one: same config and database, its own working
+    /// directory (and so its own spool).
+    pub async fn another_instance(&self) -> Gateway {
+        let dir = Arc::new(TempDir::new());
+        Self::spawn(self.db.clone(), dir, self.config_path.clone(), self.env.clone()).await
+    }
+
     /// Starts another gateway process on the same database and config (after a restart).
     pub async fn restart_on_same_db(&self) -> Gateway {
         Self::spawn(self.db.clone(), self.dir.clone(), self.config_path.clone(), self.env.clone()).await

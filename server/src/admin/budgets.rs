@@ -6,6 +6,7 @@ use super::fields::LimitsFields;
 use super::{Ctx, check_etag, load, new_id, non_empty, snapshot};
 use crate::error::GatewayError;
 use crate::store::{Change, Page, PageRequest, RowFilter, Table};
+use crate::sync::Invalidation;
 use crate::tenancy::{BudgetTier, Customer, KeyRecord, Meta, Organization, Team, User, from_row, to_row};
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,8 +52,7 @@ pub async fn update(
     let audit = ctx.audit("updated", "budget", id, Some(snapshot(&before)), Some(snapshot(&b)));
     ctx.commit(vec![Change::Update(Table::Budgets, to_row(&b))], vec![audit]).await?;
     // Tiers are read into cached identities and customers: refresh them all.
-    ctx.gw.identities.invalidate_all();
-    ctx.gw.customers.invalidate_all();
+    ctx.gw.invalidate(Invalidation::All);
     Ok(b)
 }
 

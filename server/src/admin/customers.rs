@@ -7,6 +7,7 @@ use super::fields::{LimitsFields, set, tristate};
 use super::{Ctx, check_etag, check_models, load, load_ref, non_empty, snapshot};
 use crate::error::GatewayError;
 use crate::store::{Change, Page, PageRequest, RowFilter, Table};
+use crate::sync::Invalidation;
 use crate::tenancy::{BudgetTier, Customer, Meta, from_row, to_row};
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,7 +94,7 @@ pub async fn update(
     c.meta.updated_at = ctx.now;
     let audit = ctx.audit("updated", "customer", id, Some(snapshot(&before)), Some(snapshot(&c)));
     ctx.commit(vec![Change::Update(Table::Customers, to_row(&c))], vec![audit]).await?;
-    ctx.gw.customers.invalidate(id);
+    ctx.gw.invalidate(Invalidation::Customer(id.to_owned()));
     Ok(c)
 }
 
@@ -119,7 +120,7 @@ pub async fn set_blocked(ctx: &Ctx<'_>, ids: &[String], blocked: bool) -> Result
     }
     ctx.commit(changes, audit).await?;
     for id in ids {
-        ctx.gw.customers.invalidate(id);
+        ctx.gw.invalidate(Invalidation::Customer(id.to_owned()));
     }
     Ok(out)
 }
@@ -140,7 +141,7 @@ pub async fn delete(ctx: &Ctx<'_>, ids: &[String]) -> Result<Vec<Customer>, Gate
     }
     ctx.commit(changes, audit).await?;
     for id in ids {
-        ctx.gw.customers.invalidate(id);
+        ctx.gw.invalidate(Invalidation::Customer(id.to_owned()));
     }
     Ok(out)
 }

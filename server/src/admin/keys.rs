@@ -11,6 +11,7 @@ use crate::error::GatewayError;
 use crate::governance::duration::parse_period;
 use crate::governance::identity::hash_secret;
 use crate::store::{Change, Page, PageRequest, RowFilter, Table};
+use crate::sync::Invalidation;
 use crate::tenancy::{BudgetTier, KeyRecord, Meta, Organization, Team, User, from_row, to_row};
 
 #[derive(Debug, Default, Deserialize)]
@@ -231,7 +232,7 @@ pub async fn create(ctx: &Ctx<'_>, f: KeyFields, limits: LimitsFields) -> Result
     }
     let audit = ctx.audit("created", "key", &key.key_id, None, Some(snapshot(&key)));
     ctx.commit(vec![Change::Insert(Table::Keys, to_row(&key))], vec![audit]).await?;
-    ctx.gw.identities.invalidate(&key.token_hash);
+    ctx.gw.invalidate(Invalidation::KeyHash(key.token_hash.clone()));
     tracing::info!(key_id = %key.key_id, alias = ?key.key_alias, "key created");
     Ok((key, secret))
 }
@@ -326,7 +327,7 @@ pub async fn update(
     key.meta.updated_at = ctx.now;
     let audit = ctx.audit("updated", "key", &key.key_id, Some(snapshot(&before)), Some(snapshot(&key)));
     ctx.commit(vec![Change::Update(Table::Keys, to_row(&key))], vec![audit]).await?;
-    ctx.gw.identities.invalidate(&key.token_hash);
+    ctx.gw.invalidate(Invalidation::KeyHash(key.token_hash.clone()));
     Ok(key)
 }
 
@@ -349,7 +350,7 @@ pub async fn delete(ctx: &Ctx<'_>, ids: &[String]) -> Result<Vec<KeyRecord>, Gat
     }
     ctx.commit(changes, audit).await?;
     for k in &keys {
-        ctx.gw.identities.invalidate_key_id(&k.key_id);
+        ctx.gw.invalidate(Invalidation::KeyId(k.key_id.clone()));
     }
     Ok(keys)
 }
@@ -400,8 +401,8 @@ pub async fn regenerate(
         Some(json!({"key_name": key.key_name, "rotation_count": key.rotation_count, "grace_period": grace_period})),
     );
     ctx.commit(changes, vec![audit]).await?;
-    ctx.gw.identities.invalidate(&before.token_hash);
-    ctx.gw.identities.invalidate(&key.token_hash);
+    ctx.gw.invalidate(Invalidation::KeyHash(before.token_hash.clone()));
+    ctx.gw.invalidate(Invalidation::KeyHash(key.token_hash.clone()));
     Ok((key, secret))
 }
 
@@ -419,7 +420,7 @@ pub async fn set_blocked(ctx: &Ctx<'_>, id_or_secret: &str, blocked: bool) -> Re
     let action = if blocked { "blocked" } else { "unblocked" };
     let audit = ctx.audit(action, "key", &key.key_id, Some(snapshot(&before)), Some(snapshot(&key)));
     ctx.commit(vec![Change::Update(Table::Keys, to_row(&key))], vec![audit]).await?;
-    ctx.gw.identities.invalidate_key_id(&key.key_id);
+    ctx.gw.invalidate(Invalidation::KeyId(key.key_id.clone()));
     Ok(key)
 }
 

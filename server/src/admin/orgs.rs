@@ -8,6 +8,7 @@ use super::users::{MemberSpec, resolve_member};
 use super::{Ctx, check_etag, check_models, deny, list_rows, load, load_many, load_ref, new_id, non_empty, snapshot};
 use crate::error::GatewayError;
 use crate::store::{Change, Membership, MembershipFilter, Page, PageRequest, RowFilter, Scope, Table};
+use crate::sync::Invalidation;
 use crate::tenancy::{BudgetTier, Meta, OrgRole, Organization, Team, from_row, to_row};
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,7 +120,7 @@ pub async fn update(ctx: &Ctx<'_>, id: &str, f: OrgFields, limits: LimitsFields)
     org.meta.updated_at = ctx.now;
     let audit = ctx.audit("updated", "organization", id, Some(snapshot(&before)), Some(snapshot(&org)));
     ctx.commit(vec![Change::Update(Table::Organizations, to_row(&org))], vec![audit]).await?;
-    ctx.gw.identities.invalidate_org(id);
+    ctx.gw.invalidate(Invalidation::Org(id.to_owned()));
     Ok(org)
 }
 

@@ -7,6 +7,7 @@ use super::fields::{LimitsFields, set, tristate};
 use super::{Ctx, check_etag, load, non_empty, snapshot};
 use crate::error::GatewayError;
 use crate::store::{Change, Page, PageRequest, RowFilter, Table};
+use crate::sync::Invalidation;
 use crate::tenancy::{Meta, Tag, to_row};
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,7 +43,7 @@ pub async fn create(ctx: &Ctx<'_>, f: TagFields, limits: LimitsFields) -> Result
     limits.apply(&mut tag.limits)?;
     let audit = ctx.audit("created", "tag", &tag.name, None, Some(snapshot(&tag)));
     ctx.commit(vec![Change::Insert(Table::Tags, to_row(&tag))], vec![audit]).await?;
-    ctx.gw.tags.invalidate(&tag.name);
+    ctx.gw.invalidate(Invalidation::Tag(tag.name.clone()));
     Ok(tag)
 }
 
@@ -63,7 +64,7 @@ pub async fn update(ctx: &Ctx<'_>, name: &str, f: TagFields, limits: LimitsField
     tag.meta.updated_at = ctx.now;
     let audit = ctx.audit("updated", "tag", name, Some(snapshot(&before)), Some(snapshot(&tag)));
     ctx.commit(vec![Change::Update(Table::Tags, to_row(&tag))], vec![audit]).await?;
-    ctx.gw.tags.invalidate(name);
+    ctx.gw.invalidate(Invalidation::Tag(name.to_owned()));
     Ok(tag)
 }
 
@@ -72,7 +73,7 @@ pub async fn delete(ctx: &Ctx<'_>, name: &str) -> Result<Tag, GatewayError> {
     let tag: Tag = load(ctx.gw, name).await?;
     let audit = ctx.audit("deleted", "tag", name, Some(snapshot(&tag)), None);
     ctx.commit(vec![Change::Delete(Table::Tags, name.to_owned())], vec![audit]).await?;
-    ctx.gw.tags.invalidate(name);
+    ctx.gw.invalidate(Invalidation::Tag(name.to_owned()));
     Ok(tag)
 }
 

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::error::GatewayError;
 use crate::store::{Change, Membership, MembershipFilter, Page, PageRequest, RowFilter, Scope, Table};
+use crate::sync::Invalidation;
 use crate::tenancy::{BudgetTier, Meta, Organization, Team, TeamMemberSettings, TeamRole, to_row};
 
 /// The management routes a team may grant its ordinary members on team keys.
@@ -268,7 +269,7 @@ pub async fn update(ctx: &Ctx<'_>, id: &str, f: TeamFields, limits: LimitsFields
     team.meta.updated_at = ctx.now;
     let audit = ctx.audit("updated", "team", id, Some(snapshot(&before)), Some(snapshot(&team)));
     ctx.commit(vec![Change::Update(Table::Teams, to_row(&team))], vec![audit]).await?;
-    ctx.gw.identities.invalidate_team(id);
+    ctx.gw.invalidate(Invalidation::Team(id.to_owned()));
     Ok(team)
 }
 
@@ -289,7 +290,7 @@ pub async fn set_blocked(ctx: &Ctx<'_>, id: &str, blocked: bool) -> Result<Team,
     let action = if blocked { "blocked" } else { "unblocked" };
     let audit = ctx.audit(action, "team", id, Some(snapshot(&before)), Some(snapshot(&team)));
     ctx.commit(vec![Change::Update(Table::Teams, to_row(&team))], vec![audit]).await?;
-    ctx.gw.identities.invalidate_team(id);
+    ctx.gw.invalidate(Invalidation::Team(id.to_owned()));
     Ok(team)
 }
 
@@ -321,7 +322,7 @@ pub async fn delete(ctx: &Ctx<'_>, ids: &[String]) -> Result<Vec<Team>, GatewayE
     }
     ctx.commit(changes, audit).await?;
     for id in ids {
-        ctx.gw.identities.invalidate_team(id);
+        ctx.gw.invalidate(Invalidation::Team(id.to_owned()));
     }
     Ok(teams)
 }
@@ -391,7 +392,7 @@ pub async fn member_add(
         out.push(m);
     }
     ctx.commit(changes, audit).await?;
-    ctx.gw.identities.invalidate_team(team_id);
+    ctx.gw.invalidate(Invalidation::Team(team_id.to_owned()));
     Ok(out)
 }
 
@@ -451,7 +452,7 @@ pub async fn member_update(ctx: &Ctx<'_>, team_id: &str, spec: MemberSpec) -> Re
         Some(json!({"user_id": user_id, "role": after.role, "settings": after.data})),
     );
     ctx.commit(vec![Change::PutMembership(after.clone())], vec![audit]).await?;
-    ctx.gw.identities.invalidate_team(team_id);
+    ctx.gw.invalidate(Invalidation::Team(team_id.to_owned()));
     Ok(after)
 }
 
@@ -484,6 +485,6 @@ pub async fn member_delete(ctx: &Ctx<'_>, team_id: &str, user_id: &str) -> Resul
         vec![audit],
     )
     .await?;
-    ctx.gw.identities.invalidate_user(user_id);
+    ctx.gw.invalidate(Invalidation::User(user_id.to_owned()));
     Ok(())
 }

@@ -9,6 +9,7 @@ use super::keys::{self, KeyFields};
 use super::{Ctx, check_etag, check_models, deny, list_rows, load, load_many, load_ref, new_id, non_empty, snapshot};
 use crate::error::GatewayError;
 use crate::store::{AuditDraft, Change, Membership, MembershipFilter, Page, PageRequest, RowFilter, Scope, Table};
+use crate::sync::Invalidation;
 use crate::tenancy::{BudgetTier, KeyRecord, Meta, OrgRole, Organization, Team, User, UserRole, from_row, to_row};
 
 /// A member named in `member_add` / `members_with_roles`.
@@ -310,7 +311,7 @@ pub async fn update(ctx: &Ctx<'_>, id: &str, f: UserFields, limits: LimitsFields
     user.meta.updated_at = ctx.now;
     let audit = ctx.audit("updated", "user", id, Some(snapshot(&before)), Some(snapshot(&user)));
     ctx.commit(vec![Change::Update(Table::Users, to_row(&user))], vec![audit]).await?;
-    ctx.gw.identities.invalidate_user(id);
+    ctx.gw.invalidate(Invalidation::User(id.to_owned()));
     Ok(user)
 }
 
@@ -337,7 +338,7 @@ pub async fn delete(ctx: &Ctx<'_>, ids: &[String]) -> Result<Vec<User>, GatewayE
     }
     ctx.commit(changes, audit).await?;
     for id in ids {
-        ctx.gw.identities.invalidate_user(id);
+        ctx.gw.invalidate(Invalidation::User(id.to_owned()));
     }
     Ok(users)
 }

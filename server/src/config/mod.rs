@@ -59,6 +59,8 @@ pub struct GeneralSettings {
     pub budget_exceeded_status: u16,
     /// Requests this instance serves at once (`global_max_parallel_requests`).
     pub global_max_parallel_requests: Option<u64>,
+    /// Prefix of Ferryman's Redis keys and channels (`redis_key_prefix`, default `ferryman`).
+    pub redis_prefix: String,
 }
 
 /// One entry of `model_list`: a deployment that serves a public model name.
@@ -282,6 +284,7 @@ const GENERAL: &[&str] = &[
     "budget_enforcement",
     "budget_exceeded_status_code",
     "global_max_parallel_requests",
+    "redis_key_prefix",
 ];
 const LITELLM: &[&str] =
     &["request_timeout", "max_end_user_budget", "max_end_user_budget_id", "max_budget", "budget_duration"];
@@ -438,6 +441,7 @@ fn read_general(
         budget_enforcement,
         budget_exceeded_status,
         global_max_parallel_requests: r.u64(path, map, "global_max_parallel_requests"),
+        redis_prefix: r.string(path, map, "redis_key_prefix").unwrap_or_else(|| "ferryman".to_owned()),
     }
 }
 
