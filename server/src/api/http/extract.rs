@@ -78,3 +78,35 @@ where
         Ok(Auth(caller))
     }
 }
+
+/// What every management handler needs: the app, the authenticated caller, and where the call
+/// came from (for the audit log).
+pub struct Mgmt {
+    pub app: AppState,
+    pub caller: Caller,
+    pub addr: std::net::SocketAddr,
+}
+
+impl<S> FromRequestParts<S> for Mgmt
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Auth(caller) = Auth::from_request_parts(parts, state).await?;
+        let addr = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+        Ok(Mgmt { app: AppState::from_ref(state), caller, addr })
+    }
+}
+
+impl Mgmt {
+    /// The management call's context: the caller's role and scopes, and its address.
+    pub async fn ctx(&self) -> Result<crate::admin::Ctx<'_>, ApiError> {
+        Ok(crate::admin::Ctx::new(&self.app.gateway, &self.caller, Some(self.addr.to_string())).await?)
+    }
+}

@@ -1,17 +1,14 @@
 //! LiteLLM's key routes: `/key/generate`, `/key/update`, `/key/info`, `/key/list`,
 //! `/key/delete`, `/key/regenerate`, `/key/block`, `/key/unblock`.
 
-use std::net::SocketAddr;
-
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::error::ApiError;
-use super::extract::{Auth, JsonObject};
-use super::mgmt::{ctx, take_list, take_str};
+use super::extract::{JsonObject, Mgmt};
+use super::mgmt::{take_list, take_str};
 use super::views::key_view;
 use crate::admin::fields::{parse, reject_unknown};
 use crate::admin::keys::{self, KeyFields};
@@ -20,13 +17,8 @@ use crate::store::{PageRequest, RowFilter};
 
 type Reply = Result<Json<Value>, ApiError>;
 
-pub async fn generate(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn generate(m: Mgmt, JsonObject(body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let (f, limits) = parse::<KeyFields>(&body, &[])?;
     let (record, secret) = keys::create(&ctx, f, limits).await?;
     let mut out = key_view(&record);
@@ -34,13 +26,8 @@ pub async fn generate(
     Ok(Json(out))
 }
 
-pub async fn update(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(mut body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn update(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let key = take_str(&mut body, "key")?;
     let (f, limits) = parse::<KeyFields>(&body, &[])?;
     Ok(Json(key_view(&keys::update(&ctx, &key, f, limits).await?)))
@@ -53,16 +40,11 @@ pub struct InfoQuery {
 }
 
 /// `?key=` names a key by id or secret; without it, the calling key.
-pub async fn info(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Query(q): Query<InfoQuery>,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn info(m: Mgmt, Query(q): Query<InfoQuery>) -> Reply {
+    let ctx = m.ctx().await?;
     let key = q
         .key
-        .or_else(|| caller.key().map(|k| k.key_id.clone()))
+        .or_else(|| m.caller.key().map(|k| k.key_id.clone()))
         .ok_or_else(|| GatewayError::invalid("key", "key: give the key id or the key itself"))?;
     let record = keys::get(&ctx, &key).await?;
     Ok(Json(json!({"key": record.key_id, "info": key_view(&record)})))
@@ -85,13 +67,8 @@ pub struct ListQuery {
 }
 
 /// Keys the caller may see; LiteLLM answers key ids unless `return_full_object=true`.
-pub async fn list(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Query(q): Query<ListQuery>,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn list(m: Mgmt, Query(q): Query<ListQuery>) -> Reply {
+    let ctx = m.ctx().await?;
     if q.page.is_some_and(|p| p > 1) && q.page_token.is_none() {
         return Err(GatewayError::invalid("page", "page: Ferryman pages with page_token (from next_page_token)").into());
     }
@@ -107,20 +84,16 @@ pub async fn list(
 }
 
 /// Deletes every key named (by id, secret, or `key_aliases`), or none.
-pub async fn delete(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(mut body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn delete(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let mut ids = Vec::new();
     if body.contains_key("keys") {
         ids.extend(take_list(&mut body, "keys")?);
     }
     if body.contains_key("key_aliases") {
         for alias in take_list(&mut body, "key_aliases")? {
-            let page = app
+            let page = m
+                .app
                 .gateway
                 .store
                 .list(
@@ -150,14 +123,8 @@ struct RegenerateBody {
     grace_period: Option<String>,
 }
 
-async fn regenerate_inner(
-    app: &AppState,
-    caller: &crate::governance::Caller,
-    addr: SocketAddr,
-    path_key: Option<String>,
-    body: serde_json::Map<String, Value>,
-) -> Reply {
-    let ctx = ctx(app, caller, addr).await?;
+async fn regenerate_inner(m: &Mgmt, path_key: Option<String>, body: serde_json::Map<String, Value>) -> Reply {
+    let ctx = m.ctx().await?;
     let b: RegenerateBody = crate::admin::fields::typed(&body)?;
     reject_unknown(&body, &[&["key", "new_key", "grace_period"]])?;
     let key = path_key.or(b.key).ok_or_else(|| GatewayError::invalid("key", "key: required"))?;
@@ -167,22 +134,11 @@ async fn regenerate_inner(
     Ok(Json(out))
 }
 
-pub async fn regenerate(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(body): JsonObject,
-) -> Reply {
-    regenerate_inner(&app, &caller, addr, None, body).await
+pub async fn regenerate(m: Mgmt, JsonObject(body): JsonObject) -> Reply {
+    regenerate_inner(&m, None, body).await
 }
 
-pub async fn regenerate_path(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Path(key): Path<String>,
-    body: axum::body::Bytes,
-) -> Reply {
+pub async fn regenerate_path(m: Mgmt, Path(key): Path<String>, body: axum::body::Bytes) -> Reply {
     // The body is optional here.
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         serde_json::Map::new()
@@ -193,36 +149,20 @@ pub async fn regenerate_path(
             Err(e) => return Err(GatewayError::invalid("", format!("the request body is not valid JSON: {e}")).into()),
         }
     };
-    regenerate_inner(&app, &caller, addr, Some(key), body).await
+    regenerate_inner(&m, Some(key), body).await
 }
 
-async fn block_inner(
-    app: AppState,
-    caller: crate::governance::Caller,
-    addr: SocketAddr,
-    mut body: serde_json::Map<String, Value>,
-    blocked: bool,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+async fn block_inner(m: Mgmt, mut body: serde_json::Map<String, Value>, blocked: bool) -> Reply {
+    let ctx = m.ctx().await?;
     let key = take_str(&mut body, "key")?;
     reject_unknown(&body, &[])?;
     Ok(Json(key_view(&keys::set_blocked(&ctx, &key, blocked).await?)))
 }
 
-pub async fn block(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(body): JsonObject,
-) -> Reply {
-    block_inner(app, caller, addr, body, true).await
+pub async fn block(m: Mgmt, JsonObject(body): JsonObject) -> Reply {
+    block_inner(m, body, true).await
 }
 
-pub async fn unblock(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(body): JsonObject,
-) -> Reply {
-    block_inner(app, caller, addr, body, false).await
+pub async fn unblock(m: Mgmt, JsonObject(body): JsonObject) -> Reply {
+    block_inner(m, body, false).await
 }

@@ -2,30 +2,22 @@
 //! the audit log. Each handler parses the body (unknown fields refused by name), calls
 //! [`crate::admin`], and answers in LiteLLM's shape.
 
-use std::net::SocketAddr;
-
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
-use super::AppState;
 use super::error::ApiError;
-use super::extract::{Auth, JsonObject};
+use super::extract::{JsonObject, Mgmt};
 use super::views::{key_view, membership_view, view};
 use crate::admin::fields::{parse, typed};
 use crate::admin::users::MemberSpec;
 use crate::admin::{Ctx, budgets, customers, orgs, teams, users};
 use crate::error::GatewayError;
-use crate::governance::Caller;
 use crate::store::{AuditQuery, PageRequest, RowFilter};
 
 type Reply = Result<Json<Value>, ApiError>;
-
-pub async fn ctx<'a>(app: &'a AppState, caller: &Caller, addr: SocketAddr) -> Result<Ctx<'a>, ApiError> {
-    Ok(Ctx::new(&app.gateway, caller, Some(addr.to_string())).await?)
-}
 
 /// Takes a required string field out of a body.
 pub fn take_str(body: &mut Map<String, Value>, field: &str) -> Result<String, GatewayError> {
@@ -93,36 +85,21 @@ impl PageQuery {
 
 // ---- organizations ----
 
-pub async fn org_new(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn org_new(m: Mgmt, JsonObject(body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let (f, limits) = parse::<orgs::OrgFields>(&body, &[])?;
     Ok(Json(view(&orgs::create(&ctx, f, limits).await?)))
 }
 
-pub async fn org_update(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(mut body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn org_update(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let id = take_str(&mut body, "organization_id")?;
     let (f, limits) = parse::<orgs::OrgFields>(&body, &[])?;
     Ok(Json(view(&orgs::update(&ctx, &id, f, limits).await?)))
 }
 
-pub async fn org_delete(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(mut body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn org_delete(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let ids = take_list(&mut body, "organization_ids")?;
     crate::admin::fields::reject_unknown(&body, &[])?;
     let deleted = orgs::delete(&ctx, &ids).await?;
@@ -135,13 +112,8 @@ pub struct OrgInfoQuery {
     organization_id: String,
 }
 
-pub async fn org_info(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Query(q): Query<OrgInfoQuery>,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn org_info(m: Mgmt, Query(q): Query<OrgInfoQuery>) -> Reply {
+    let ctx = m.ctx().await?;
     let org = orgs::get(&ctx, &q.organization_id).await?;
     let mut v = view(&org);
     v["teams"] = json!(orgs::teams_of(&ctx, &org.organization_id).await?.iter().map(view).collect::<Vec<_>>());
@@ -150,24 +122,14 @@ pub async fn org_info(
     Ok(Json(v))
 }
 
-pub async fn org_list(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Query(q): Query<PageQuery>,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn org_list(m: Mgmt, Query(q): Query<PageQuery>) -> Reply {
+    let ctx = m.ctx().await?;
     let page = orgs::list(&ctx, &q.page()).await?;
     Ok(Json(Value::Array(page.items.iter().map(view).collect())))
 }
 
-pub async fn org_member_add(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(mut body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn org_member_add(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let id = take_str(&mut body, "organization_id")?;
     let ms = members(&mut body)?;
     crate::admin::fields::reject_unknown(&body, &[])?;
@@ -197,26 +159,16 @@ async fn org_member_user(ctx: &Ctx<'_>, b: &OrgMemberBody) -> Result<String, Gat
     }
 }
 
-pub async fn org_member_update(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn org_member_update(m: Mgmt, JsonObject(body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let b: OrgMemberBody = only(&body)?;
     let user = org_member_user(&ctx, &b).await?;
     let m = orgs::member_update(&ctx, &b.organization_id, &user, b.role.as_deref()).await?;
     Ok(Json(membership_view(&m)))
 }
 
-pub async fn org_member_delete(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn org_member_delete(m: Mgmt, JsonObject(body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let b: OrgMemberBody = only(&body)?;
     let user = org_member_user(&ctx, &b).await?;
     orgs::member_delete(&ctx, &b.organization_id, &user).await?;
@@ -225,13 +177,8 @@ pub async fn org_member_delete(
 
 // ---- teams ----
 
-pub async fn team_new(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn team_new(m: Mgmt, JsonObject(body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let (f, limits) = parse::<teams::TeamFields>(&body, &[])?;
     let team = teams::create(&ctx, f, limits).await?;
     let mut v = view(&team);
@@ -240,60 +187,34 @@ pub async fn team_new(
     Ok(Json(v))
 }
 
-pub async fn team_update(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(mut body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn team_update(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let id = take_str(&mut body, "team_id")?;
     let (f, limits) = parse::<teams::TeamFields>(&body, &[])?;
     Ok(Json(view(&teams::update(&ctx, &id, f, limits).await?)))
 }
 
-pub async fn team_delete(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(mut body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn team_delete(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let ids = take_list(&mut body, "team_ids")?;
     crate::admin::fields::reject_unknown(&body, &[])?;
     let deleted = teams::delete(&ctx, &ids).await?;
     Ok(Json(json!({"deleted_teams": deleted.iter().map(view).collect::<Vec<_>>()})))
 }
 
-async fn team_block_inner(
-    app: AppState,
-    caller: Caller,
-    addr: SocketAddr,
-    mut body: Map<String, Value>,
-    blocked: bool,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+async fn team_block_inner(m: Mgmt, mut body: Map<String, Value>, blocked: bool) -> Reply {
+    let ctx = m.ctx().await?;
     let id = take_str(&mut body, "team_id")?;
     crate::admin::fields::reject_unknown(&body, &[])?;
     Ok(Json(view(&teams::set_blocked(&ctx, &id, blocked).await?)))
 }
 
-pub async fn team_block(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(body): JsonObject,
-) -> Reply {
-    team_block_inner(app, caller, addr, body, true).await
+pub async fn team_block(m: Mgmt, JsonObject(body): JsonObject) -> Reply {
+    team_block_inner(m, body, true).await
 }
 
-pub async fn team_unblock(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(body): JsonObject,
-) -> Reply {
-    team_block_inner(app, caller, addr, body, false).await
+pub async fn team_unblock(m: Mgmt, JsonObject(body): JsonObject) -> Reply {
+    team_block_inner(m, body, false).await
 }
 
 #[derive(Deserialize)]
@@ -302,13 +223,8 @@ pub struct TeamInfoQuery {
     team_id: String,
 }
 
-pub async fn team_info(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Query(q): Query<TeamInfoQuery>,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn team_info(m: Mgmt, Query(q): Query<TeamInfoQuery>) -> Reply {
+    let ctx = m.ctx().await?;
     let team = teams::get(&ctx, &q.team_id).await?;
     let keys = crate::admin::keys::of_team(&ctx, &team.team_id).await?;
     let members = teams::members_of(&ctx, &team.team_id).await?;
@@ -320,25 +236,15 @@ pub async fn team_info(
     })))
 }
 
-pub async fn team_list(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Query(q): Query<PageQuery>,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn team_list(m: Mgmt, Query(q): Query<PageQuery>) -> Reply {
+    let ctx = m.ctx().await?;
     let filter = RowFilter { organization_id: q.organization_id.clone(), ..Default::default() };
     let page = teams::list(&ctx, filter, &q.page()).await?;
     Ok(Json(Value::Array(page.items.iter().map(view).collect())))
 }
 
-pub async fn team_member_add(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(mut body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn team_member_add(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let id = take_str(&mut body, "team_id")?;
     // LiteLLM also takes max_budget_in_team beside the member.
     let shared_budget = body.remove("max_budget_in_team");
@@ -353,26 +259,16 @@ pub async fn team_member_add(
     Ok(Json(json!({"team_id": id, "updated_team_memberships": added.iter().map(membership_view).collect::<Vec<_>>()})))
 }
 
-pub async fn team_member_update(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(mut body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn team_member_update(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let id = take_str(&mut body, "team_id")?;
     let spec: MemberSpec = only(&body)?;
     let m = teams::member_update(&ctx, &id, spec).await?;
     Ok(Json(membership_view(&m)))
 }
 
-pub async fn team_member_delete(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(mut body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn team_member_delete(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let id = take_str(&mut body, "team_id")?;
     let b: OrgMemberBodyLite = only(&body)?;
     let user = match (b.user_id, b.user_email) {
@@ -396,13 +292,8 @@ struct OrgMemberBodyLite {
 
 // ---- users ----
 
-pub async fn user_new(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn user_new(m: Mgmt, JsonObject(body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let (f, limits) = parse::<users::UserFields>(&body, &[])?;
     let created = users::create(&ctx, f, limits).await?;
     let mut v = view(&created.user);
@@ -413,25 +304,15 @@ pub async fn user_new(
     Ok(Json(v))
 }
 
-pub async fn user_update(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(mut body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn user_update(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let id = take_str(&mut body, "user_id")?;
     let (f, limits) = parse::<users::UserFields>(&body, &[])?;
     Ok(Json(view(&users::update(&ctx, &id, f, limits).await?)))
 }
 
-pub async fn user_delete(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(mut body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn user_delete(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let ids = take_list(&mut body, "user_ids")?;
     crate::admin::fields::reject_unknown(&body, &[])?;
     let deleted = users::delete(&ctx, &ids).await?;
@@ -444,13 +325,8 @@ pub struct UserInfoQuery {
     user_id: Option<String>,
 }
 
-pub async fn user_info(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Query(q): Query<UserInfoQuery>,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn user_info(m: Mgmt, Query(q): Query<UserInfoQuery>) -> Reply {
+    let ctx = m.ctx().await?;
     let id = q
         .user_id
         .or_else(|| ctx.who.user_id.clone())
@@ -486,13 +362,8 @@ pub struct UserListQuery {
     user_email: Option<String>,
 }
 
-pub async fn user_list(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Query(q): Query<UserListQuery>,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn user_list(m: Mgmt, Query(q): Query<UserListQuery>) -> Reply {
+    let ctx = m.ctx().await?;
     let filter = RowFilter { alias: q.user_email, ..Default::default() };
     let page = users::list(&ctx, filter, &PageRequest::new(q.page_size, q.page_token)).await?;
     Ok(Json(json!({"users": page.items.iter().map(view).collect::<Vec<_>>(), "next_page_token": page.next_token})))
@@ -500,72 +371,41 @@ pub async fn user_list(
 
 // ---- customers (also /end_user/...) ----
 
-pub async fn customer_new(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn customer_new(m: Mgmt, JsonObject(body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let (f, limits) = parse::<customers::CustomerFields>(&body, &[])?;
     Ok(Json(view(&customers::create(&ctx, f, limits).await?)))
 }
 
-pub async fn customer_update(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(mut body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn customer_update(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let id = take_str(&mut body, "user_id")?;
     let (f, limits) = parse::<customers::CustomerFields>(&body, &[])?;
     Ok(Json(view(&customers::update(&ctx, &id, f, limits).await?)))
 }
 
-pub async fn customer_delete(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(mut body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn customer_delete(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let ids = take_list(&mut body, "user_ids")?;
     crate::admin::fields::reject_unknown(&body, &[])?;
     let deleted = customers::delete(&ctx, &ids).await?;
     Ok(Json(json!({"deleted_customers": deleted.iter().map(view).collect::<Vec<_>>()})))
 }
 
-async fn customer_block_inner(
-    app: AppState,
-    caller: Caller,
-    addr: SocketAddr,
-    mut body: Map<String, Value>,
-    blocked: bool,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+async fn customer_block_inner(m: Mgmt, mut body: Map<String, Value>, blocked: bool) -> Reply {
+    let ctx = m.ctx().await?;
     let ids = take_list(&mut body, "user_ids")?;
     crate::admin::fields::reject_unknown(&body, &[])?;
     let done = customers::set_blocked(&ctx, &ids, blocked).await?;
     Ok(Json(json!({"customers": done.iter().map(view).collect::<Vec<_>>()})))
 }
 
-pub async fn customer_block(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(body): JsonObject,
-) -> Reply {
-    customer_block_inner(app, caller, addr, body, true).await
+pub async fn customer_block(m: Mgmt, JsonObject(body): JsonObject) -> Reply {
+    customer_block_inner(m, body, true).await
 }
 
-pub async fn customer_unblock(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(body): JsonObject,
-) -> Reply {
-    customer_block_inner(app, caller, addr, body, false).await
+pub async fn customer_unblock(m: Mgmt, JsonObject(body): JsonObject) -> Reply {
+    customer_block_inner(m, body, false).await
 }
 
 #[derive(Deserialize)]
@@ -574,71 +414,41 @@ pub struct CustomerInfoQuery {
     end_user_id: String,
 }
 
-pub async fn customer_info(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Query(q): Query<CustomerInfoQuery>,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn customer_info(m: Mgmt, Query(q): Query<CustomerInfoQuery>) -> Reply {
+    let ctx = m.ctx().await?;
     Ok(Json(view(&customers::get(&ctx, &q.end_user_id).await?)))
 }
 
-pub async fn customer_list(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Query(q): Query<PageQuery>,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn customer_list(m: Mgmt, Query(q): Query<PageQuery>) -> Reply {
+    let ctx = m.ctx().await?;
     let page = customers::list(&ctx, &q.page()).await?;
     Ok(Json(Value::Array(page.items.iter().map(view).collect())))
 }
 
 // ---- budgets ----
 
-pub async fn budget_new(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn budget_new(m: Mgmt, JsonObject(body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let (f, limits) = parse::<budgets::BudgetFields>(&body, &[])?;
     Ok(Json(view(&budgets::create(&ctx, f, limits).await?)))
 }
 
-pub async fn budget_update(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(mut body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn budget_update(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let id = take_str(&mut body, "budget_id")?;
     let (f, limits) = parse::<budgets::BudgetFields>(&body, &[])?;
     Ok(Json(view(&budgets::update(&ctx, &id, f, limits).await?)))
 }
 
-pub async fn budget_delete(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(mut body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn budget_delete(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let id = take_str(&mut body, "id")?;
     crate::admin::fields::reject_unknown(&body, &[])?;
     Ok(Json(view(&budgets::delete(&ctx, &id).await?)))
 }
 
-pub async fn budget_info(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(mut body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn budget_info(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let ids = take_list(&mut body, "budgets")?;
     crate::admin::fields::reject_unknown(&body, &[])?;
     let mut out = Vec::new();
@@ -648,13 +458,8 @@ pub async fn budget_info(
     Ok(Json(Value::Array(out)))
 }
 
-pub async fn budget_list(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Query(q): Query<PageQuery>,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn budget_list(m: Mgmt, Query(q): Query<PageQuery>) -> Reply {
+    let ctx = m.ctx().await?;
     let page = budgets::list(&ctx, &q.page()).await?;
     Ok(Json(Value::Array(page.items.iter().map(view).collect())))
 }
@@ -677,13 +482,8 @@ pub struct AuditParams {
     page_token: Option<String>,
 }
 
-pub async fn audit_list(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Query(q): Query<AuditParams>,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn audit_list(m: Mgmt, Query(q): Query<AuditParams>) -> Reply {
+    let ctx = m.ctx().await?;
     ctx.who.require_read_all("only proxy admins and viewers may read the audit log")?;
     let query = AuditQuery {
         actor_user_id: q.changed_by,
@@ -694,25 +494,20 @@ pub async fn audit_list(
         start: q.start_date.as_deref().map(|t| super::spend::parse_time("start_date", t, false)).transpose()?,
         end: q.end_date.as_deref().map(|t| super::spend::parse_time("end_date", t, true)).transpose()?,
     };
-    let page = app.gateway.store.list_audit(&query, &PageRequest::new(q.page_size, q.page_token)).await?;
+    let page = m.app.gateway.store.list_audit(&query, &PageRequest::new(q.page_size, q.page_token)).await?;
     Ok(Json(json!({
         "audit_logs": page.items.iter().map(crate::audit::entry_json).collect::<Vec<_>>(),
         "next_page_token": page.next_token,
     })))
 }
 
-pub async fn audit_get(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn audit_get(m: Mgmt, Path(id): Path<String>) -> Reply {
+    let ctx = m.ctx().await?;
     ctx.who.require_read_all("only proxy admins and viewers may read the audit log")?;
     // Entries are few per object; find by id through a scan of the newest pages.
     let mut token = None;
     loop {
-        let page = app.gateway.store.list_audit(&AuditQuery::default(), &PageRequest::new(1000, token)).await?;
+        let page = m.app.gateway.store.list_audit(&AuditQuery::default(), &PageRequest::new(1000, token)).await?;
         if let Some(e) = page.items.iter().find(|e| e.entry_id == id) {
             return Ok(Json(crate::audit::entry_json(e)));
         }
@@ -725,48 +520,28 @@ pub async fn audit_get(
 
 // ---- tags ----
 
-pub async fn tag_new(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn tag_new(m: Mgmt, JsonObject(body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let (f, limits) = parse::<crate::admin::tags::TagFields>(&body, &[])?;
     Ok(Json(view(&crate::admin::tags::create(&ctx, f, limits).await?)))
 }
 
-pub async fn tag_update(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(mut body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn tag_update(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let name = take_str(&mut body, "name")?;
     let (f, limits) = parse::<crate::admin::tags::TagFields>(&body, &[])?;
     Ok(Json(view(&crate::admin::tags::update(&ctx, &name, f, limits).await?)))
 }
 
-pub async fn tag_delete(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(mut body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn tag_delete(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let name = take_str(&mut body, "name")?;
     crate::admin::fields::reject_unknown(&body, &[])?;
     Ok(Json(view(&crate::admin::tags::delete(&ctx, &name).await?)))
 }
 
-pub async fn tag_info(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    JsonObject(mut body): JsonObject,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn tag_info(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
     let names = take_list(&mut body, "names")?;
     crate::admin::fields::reject_unknown(&body, &[])?;
     let mut out = Map::new();
@@ -777,13 +552,8 @@ pub async fn tag_info(
     Ok(Json(Value::Object(out)))
 }
 
-pub async fn tag_list(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Query(q): Query<PageQuery>,
-) -> Reply {
-    let ctx = ctx(&app, &caller, addr).await?;
+pub async fn tag_list(m: Mgmt, Query(q): Query<PageQuery>) -> Reply {
+    let ctx = m.ctx().await?;
     let page = crate::admin::tags::list(&ctx, &q.page()).await?;
     Ok(Json(Value::Array(page.items.iter().map(view).collect())))
 }

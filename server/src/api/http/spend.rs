@@ -1,18 +1,15 @@
 //! `GET /spend/logs` with LiteLLM's query parameters.
 
 use axum::Json;
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::Query;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::IntoResponse;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::error::ApiError;
-use super::extract::Auth;
+use super::extract::Mgmt;
 use crate::admin::keys;
 use crate::error::GatewayError;
 use crate::store::{PageRequest, SpendQuery, SpendRecord};
@@ -76,13 +73,8 @@ pub fn log_json(r: &SpendRecord) -> Value {
 
 /// Proxy admins and viewers read every record; anyone else must name (with `api_key`) a key
 /// they may read, and sees its records.
-pub async fn logs(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Query(q): Query<LogsQuery>,
-) -> Result<impl IntoResponse, ApiError> {
-    let ctx = super::mgmt::ctx(&app, &caller, addr).await?;
+pub async fn logs(m: Mgmt, Query(q): Query<LogsQuery>) -> Result<impl IntoResponse, ApiError> {
+    let ctx = m.ctx().await?;
     if !ctx.who.reads_all() && q.api_key.is_none() {
         return Err(crate::admin::deny(
             &ctx.who,
@@ -110,7 +102,7 @@ pub async fn logs(
         start: q.start_date.as_deref().map(|t| parse_time("start_date", t, false)).transpose()?,
         end: q.end_date.as_deref().map(|t| parse_time("end_date", t, true)).transpose()?,
     };
-    let page = app.gateway.store.list_spend(&query, &PageRequest::new(q.page_size, q.page_token)).await?;
+    let page = m.app.gateway.store.list_spend(&query, &PageRequest::new(q.page_size, q.page_token)).await?;
     let mut headers = HeaderMap::new();
     if let Some(next) = page.next_token.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
         headers.insert(HeaderName::from_static("x-next-page-token"), next);
