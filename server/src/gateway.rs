@@ -205,35 +205,39 @@ impl Gateway {
     /// A whole chat completion. `started` is when the request arrived, for the overhead
     /// figure.
     pub async fn chat(
-        &self,
+        self: &Arc<Self>,
         caller: &Caller,
         request: ChatRequest,
         started: Instant,
     ) -> Result<(ChatResponse, CallInfo), GatewayError> {
         let mut call = self.begin(caller, &request, started).await?;
-        // Stage 4: upstream.
-        let upstream_start = Instant::now();
-        let result = self.upstreams.chat(&call.deployment.config, &request).await;
-        let upstream_time = upstream_start.elapsed();
-        // Stage 5: settle.
-        match result {
-            Ok(response) => {
-                let usage = response.usage.unwrap_or_else(|| {
-                    let completion: u64 = response
-                        .choices
-                        .iter()
-                        .map(|c| c.message.content.as_deref().map_or(0, tokens::estimate_text))
-                        .sum();
-                    Usage::new(call.prompt_estimate, completion)
-                });
-                let info = self.settle(&mut call, usage, None, "chat_completion", upstream_time);
-                Ok((response, info))
+        // Stages 4 and 5 run in their own task: if the client goes away mid-call, the call is
+        // still settled — its reservation and slots released, its spend recorded.
+        let gw = self.clone();
+        let task = crate::tasks::spawn("chat-call", async move {
+            let upstream_start = Instant::now();
+            let result = gw.upstreams.chat(&call.deployment.config, &request).await;
+            let upstream_time = upstream_start.elapsed();
+            match result {
+                Ok(response) => {
+                    let usage = response.usage.unwrap_or_else(|| {
+                        let completion: u64 = response
+                            .choices
+                            .iter()
+                            .map(|c| c.message.content.as_deref().map_or(0, tokens::estimate_text))
+                            .sum();
+                        Usage::new(call.prompt_estimate, completion)
+                    });
+                    let info = gw.settle(&mut call, usage, None, "chat_completion", upstream_time);
+                    Ok((response, info))
+                }
+                Err(err) => {
+                    gw.settle(&mut call, Usage::default(), Some(&err), "chat_completion", upstream_time);
+                    Err(err)
+                }
             }
-            Err(err) => {
-                self.settle(&mut call, Usage::default(), Some(&err), "chat_completion", upstream_time);
-                Err(err)
-            }
-        }
+        });
+        task.await.map_err(|_| GatewayError::internal("the call's task failed"))?
     }
 
     /// A streamed chat completion: chunks as the upstream sends them, then
@@ -248,27 +252,33 @@ impl Gateway {
         let mut call = self.begin(caller, &request, started).await?;
         let upstream_start = Instant::now();
         let overhead_before = upstream_start.duration_since(started);
-        match self.upstreams.chat_stream(&call.deployment.config, &request).await {
-            Ok(inner) => Ok(GovernedStream {
-                inner,
-                gateway: self.clone(),
-                call: Some(call),
-                usage: None,
-                completion_chars: String::new(),
-                overhead_before,
-                finished: false,
-            }),
-            Err(err) => {
-                self.settle(
-                    &mut call,
-                    Usage::default(),
-                    Some(&err),
-                    "stream_chat_completion",
-                    upstream_start.elapsed(),
-                );
-                Err(err)
+        // Connecting runs in its own task, so a client that leaves before the first chunk
+        // still has its call settled (the stream's drop settles it once it exists).
+        let gw = self.clone();
+        let task = crate::tasks::spawn("chat-stream-connect", async move {
+            match gw.upstreams.chat_stream(&call.deployment.config, &request).await {
+                Ok(inner) => Ok(GovernedStream {
+                    inner,
+                    gateway: gw.clone(),
+                    call: Some(call),
+                    usage: None,
+                    completion_chars: String::new(),
+                    overhead_before,
+                    finished: false,
+                }),
+                Err(err) => {
+                    gw.settle(
+                        &mut call,
+                        Usage::default(),
+                        Some(&err),
+                        "stream_chat_completion",
+                        upstream_start.elapsed(),
+                    );
+                    Err(err)
+                }
             }
-        }
+        });
+        task.await.map_err(|_| GatewayError::internal("the call's task failed"))?
     }
 
     /// Prices the call, releases its reservation, adds its cost to every budget it answers

@@ -81,16 +81,7 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
         tracing::info!(found, newly_stored = stored, "replayed spend records a previous process had spooled");
     }
     let counters = Arc::new(crate::limits::SpendCounters::default());
-    let ledger = Ledger::start(store.clone(), Arc::new(spool), counters.clone());
-    // Counters of old periods with nothing in flight are dropped now and then; a scope still in
-    // use simply reloads its stored spend.
-    crate::tasks::spawn("prune-counters", async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(600));
-        loop {
-            tick.tick().await;
-            counters.prune(chrono::Utc::now() - chrono::Duration::hours(1));
-        }
-    });
+    let ledger = Ledger::start(store.clone(), Arc::new(spool), counters);
     let customers = crate::governance::customers::CustomerCache::new(store.clone(), config.customer_defaults.clone());
     let tags = crate::governance::tags::TagCache::new(store.clone());
     Ok(Arc::new(Gateway {

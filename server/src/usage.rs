@@ -52,7 +52,17 @@ pub struct RecentIds {
 
 const RECENT_IDS: usize = 100_000;
 
+/// The most tokens one recorded call may report (keeps every cost far inside 64 bits).
+const MAX_RECORD_TOKENS: u64 = 1_000_000_000;
+
 impl RecentIds {
+    /// Forgets `id` (its record could not be queued, so a retry must be recorded).
+    fn remove(&self, id: &str) {
+        if let Ok(mut guard) = self.inner.lock() {
+            guard.0.remove(id);
+        }
+    }
+
     /// Remembers `id`; false if it was already there.
     fn insert(&self, id: &str) -> bool {
         let Ok(mut guard) = self.inner.lock() else { return true };
@@ -147,12 +157,40 @@ impl Gateway {
         if input.request_id.trim().is_empty() || input.request_id.len() > 256 {
             return Err(GatewayError::invalid("request_id", "request_id: required, at most 256 characters"));
         }
+        for (field, n) in [
+            ("input_tokens", input.tokens.prompt),
+            ("output_tokens", input.tokens.completion),
+            ("cached_input_tokens", input.tokens.cached_prompt),
+        ] {
+            if n > MAX_RECORD_TOKENS {
+                return Err(GatewayError::invalid(
+                    field,
+                    format!("{field}: at most {MAX_RECORD_TOKENS} tokens a record"),
+                ));
+            }
+        }
         let model = governance::resolve_alias(caller, &input.model).to_owned();
         let (price, provider) = self.price_of(&model)?;
         let cost = price.cost(input.tokens);
         if !self.recorded.insert(&input.request_id) {
             return Ok((cost, true));
         }
+        let id = input.request_id.clone();
+        let result = self.record_new(caller, input, model, provider, cost).await;
+        if result.is_err() {
+            self.recorded.remove(&id);
+        }
+        result
+    }
+
+    async fn record_new(
+        &self,
+        caller: &Caller,
+        input: RecordInput,
+        model: String,
+        provider: String,
+        cost: Nanos,
+    ) -> Result<(Nanos, bool), GatewayError> {
         let stored = self
             .store
             .list_spend(
@@ -166,7 +204,8 @@ impl Gateway {
         let now = Utc::now();
         let start = input.start.unwrap_or(now);
         let end = input.end.unwrap_or(now);
-        let scopes = self.scopes_for(caller, &model, input.customer.as_deref(), start).await?;
+        // Spend lands in the current period, whatever times the caller reports.
+        let scopes = self.scopes_for(caller, &model, input.customer.as_deref(), now).await?;
         let charges: Vec<_> = scopes.into_iter().map(|s| s.charge).collect();
         let counted = self.ledger.counters().settle(Default::default(), &charges, cost);
         let identity = caller.identity();
@@ -180,7 +219,7 @@ impl Gateway {
                 provider,
                 prompt_tokens: input.tokens.prompt,
                 completion_tokens: input.tokens.completion,
-                total_tokens: input.tokens.prompt + input.tokens.completion,
+                total_tokens: input.tokens.prompt.saturating_add(input.tokens.completion),
                 spend: cost,
                 status: SpendStatus::Success,
                 error_code: None,

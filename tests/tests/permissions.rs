@@ -89,7 +89,7 @@ async fn setup(gw: &Gateway) -> World {
         {"user_id": "tom", "role": "admin"}, {"user_id": "mia", "role": "user"}, {"user_id": "iuv", "role": "user"}]}),
     )
     .await;
-    let k_t1 = admin(gw, "/key/generate", json!({"team_id": "T1", "user_id": "tom"})).await["token"]
+    let k_t1 = admin(gw, "/key/generate", json!({"team_id": "T1", "user_id": "mia"})).await["token"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -272,4 +272,74 @@ async fn permission_matrix_on_sqlite() {
 #[tokio::test]
 async fn permission_matrix_on_postgres() {
     matrix(Backend::Postgres).await;
+}
+
+/// Attempts to borrow someone else's identity or escape a budget, each refused.
+#[tokio::test]
+async fn escalations_are_refused() {
+    let gw = Gateway::start(Options { backend: Backend::Sqlite, config: standard_config(None), env: vec![] }).await;
+    let w = setup(&gw).await;
+    let (alice, tom, mia, iu) = (&w.secrets[3], &w.secrets[4], &w.secrets[5], &w.secrets[6]);
+    let refused = |r: (u16, Value), what: &str| {
+        assert_eq!(r.0, 403, "{what}: {}", r.1);
+        assert!(r.1["error"]["message"].as_str().unwrap().starts_with("permission denied: "), "{what}: {}", r.1);
+    };
+    // A team admin cannot mint a key that acts as a proxy admin.
+    refused(post(&gw, tom, "/key/generate", json!({"team_id": "T1", "user_id": "pa"})).await, "key for another user");
+    // Nor regenerate a teammate's key to take its secret.
+    let mia_key = admin(&gw, "/key/generate", json!({"team_id": "T1", "user_id": "mia"})).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    refused(post(&gw, tom, "/key/regenerate", json!({"key": mia_key})).await, "regenerate another's key");
+    // Nor move a key out of its team (and its budget), nor unblock their own key.
+    let tom_key = admin(&gw, "/key/generate", json!({"team_id": "T1", "user_id": "tom"})).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    refused(
+        post(&gw, tom, "/key/update", json!({"key": tom_key, "team_id": null})).await,
+        "move a key out of its team",
+    );
+    admin(&gw, "/key/block", json!({"key": tom_key})).await;
+    refused(post(&gw, tom, "/key/unblock", json!({"key": tom_key})).await, "owner unblocks own key");
+    refused(
+        post(&gw, tom, "/key/update", json!({"key": tom_key, "blocked": false})).await,
+        "owner unblocks via update",
+    );
+    // Nor raise their own member budget.
+    refused(
+        post(&gw, tom, "/team/member_update", json!({"team_id": "T1", "user_id": "tom", "max_budget_in_team": 1000}))
+            .await,
+        "own member budget",
+    );
+    // An internal user cannot charge a key to someone else's organization.
+    refused(post(&gw, iu, "/key/generate", json!({"organization_id": "O2"})).await, "charge another org");
+    // An org admin cannot put a new user into another organization's team...
+    refused(post(&gw, alice, "/user/new", json!({"organization_id": "O1", "teams": ["T2"]})).await, "team elsewhere");
+    // ...nor, having added a proxy admin to their organization, block or demote them.
+    admin(
+        &gw,
+        "/organization/member_add",
+        json!({"organization_id": "O1", "member": {"user_id": "pa", "role": "internal_user"}}),
+    )
+    .await;
+    refused(post(&gw, alice, "/user/update", json!({"user_id": "pa", "blocked": true})).await, "block a proxy admin");
+    refused(
+        post(&gw, alice, "/user/update", json!({"user_id": "pa", "user_role": "internal_user"})).await,
+        "demote a proxy admin",
+    );
+    // ...nor give themselves models or budgets.
+    refused(
+        post(&gw, alice, "/user/update", json!({"user_id": "alice", "models": ["all-proxy-models"]})).await,
+        "own models",
+    );
+    // A member with /key/generate still mints keys only for themselves.
+    refused(
+        post(&gw, mia, "/key/generate", json!({"team_id": "T1", "user_id": "tom"})).await,
+        "member mints for another",
+    );
+    // Ids that would collide in scope ids are refused.
+    let (s, _, v) = gw.http().post("/team/new", MASTER_KEY, json!({"team_id": "a:b"})).await;
+    assert_eq!((s, v["error"]["param"].as_str()), (400, Some("team_id")));
 }

@@ -230,6 +230,21 @@ pub async fn create(ctx: &Ctx<'_>, f: KeyFields, limits: LimitsFields) -> Result
     {
         return Err(deny(&ctx.who, format!("only admins may set {field} on a key")));
     }
+    if !ctx.who.is_admin() {
+        // A key acts as its owner: only a proxy admin may mint one for someone else.
+        if key.user_id.is_some() && !ctx.who.is_user(key.user_id.as_deref()) {
+            return Err(deny(&ctx.who, "only a proxy admin may mint a key owned by another user"));
+        }
+        if key.team_id.is_none()
+            && key.organization_id.is_some()
+            && !ctx.who.is_org_admin_of(key.organization_id.as_deref())
+        {
+            return Err(deny(
+                &ctx.who,
+                "only proxy admins and the organization's admins may charge a key to an organization",
+            ));
+        }
+    }
     let audit = ctx.audit("created", "key", &key.key_id, None, Some(snapshot(&key)));
     ctx.commit(vec![Change::Insert(Table::Keys, to_row(&key))], vec![audit]).await?;
     ctx.gw.invalidate(Invalidation::KeyHash(key.token_hash.clone()));
@@ -281,6 +296,14 @@ pub async fn update(
     }
     let team = team_of(ctx, &before).await?;
     let powerful = may_manage(ctx, &before, team.as_ref(), "/key/update")?;
+    if !ctx.who.is_admin() {
+        if f.user_id.is_some() || f.team_id.is_some() || f.organization_id.is_some() {
+            return Err(deny(&ctx.who, "only a proxy admin may move a key to another owner, team or organization"));
+        }
+        if f.blocked.is_some() && ctx.who.is_user(before.user_id.as_deref()) {
+            return Err(deny(&ctx.who, "a key's owner may not block or unblock it"));
+        }
+    }
     if let Some(field) = f.sensitive(&limits)
         && !powerful
     {
@@ -366,6 +389,10 @@ pub async fn regenerate(
     let before = find(ctx, id_or_secret).await?;
     let team = team_of(ctx, &before).await?;
     may_manage(ctx, &before, team.as_ref(), "/key/regenerate")?;
+    // The new secret acts as the key's owner: only the owner (or a proxy admin) may take it.
+    if !ctx.who.is_admin() && before.user_id.is_some() && !ctx.who.is_user(before.user_id.as_deref()) {
+        return Err(deny(&ctx.who, "only a key's owner or a proxy admin may regenerate it"));
+    }
     let secret = match new_key {
         Some(s) => {
             check_custom_secret(&s)?;
@@ -412,6 +439,9 @@ pub async fn set_blocked(ctx: &Ctx<'_>, id_or_secret: &str, blocked: bool) -> Re
     let team = team_of(ctx, &before).await?;
     if !may_manage(ctx, &before, team.as_ref(), "/key/block")? {
         return Err(deny(&ctx.who, "only admins (proxy, organization, team) may block or unblock keys"));
+    }
+    if !ctx.who.is_admin() && ctx.who.is_user(before.user_id.as_deref()) {
+        return Err(deny(&ctx.who, "a key's owner may not block or unblock it"));
     }
     let mut key = before.clone();
     key.blocked = blocked;

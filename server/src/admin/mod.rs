@@ -170,6 +170,15 @@ pub fn non_empty(field: &str, value: &str) -> Result<(), GatewayError> {
     }
 }
 
+/// An id that names a user or a team: also no `:` (scope ids join them with it).
+pub fn check_id(field: &str, value: &str) -> Result<(), GatewayError> {
+    non_empty(field, value)?;
+    if value.contains(':') || value.chars().any(char::is_whitespace) {
+        return Err(GatewayError::invalid(field, format!("{field}: may not contain ':' or spaces")));
+    }
+    Ok(())
+}
+
 /// Checks every entry of a model list.
 pub fn check_models(field: &str, models: &[String]) -> Result<(), GatewayError> {
     for (i, m) in models.iter().enumerate() {

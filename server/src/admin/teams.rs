@@ -7,9 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::fields::{LimitsFields, set, tristate};
 use super::users::{MemberSpec, resolve_member};
-use super::{
-    Ctx, check_etag, check_models, deny, keys, list_rows, load, load_many, load_ref, new_id, non_empty, snapshot,
-};
+use super::{Ctx, check_etag, check_models, deny, keys, list_rows, load, load_many, load_ref, new_id, snapshot};
 use crate::error::GatewayError;
 use crate::store::{Change, Membership, MembershipFilter, Page, PageRequest, RowFilter, Scope, Table};
 use crate::sync::Invalidation;
@@ -165,7 +163,7 @@ pub async fn create(ctx: &Ctx<'_>, f: TeamFields, limits: LimitsFields) -> Resul
         ));
     }
     let team_id = f.team_id.unwrap_or_else(new_id);
-    non_empty("team_id", &team_id)?;
+    super::check_id("team_id", &team_id)?;
     let mut team = Team {
         team_id,
         team_alias: f.team_alias.flatten(),
@@ -412,6 +410,9 @@ pub async fn member_update(ctx: &Ctx<'_>, team_id: &str, spec: MemberSpec) -> Re
             .ok_or_else(|| GatewayError::not_found(format!("no user with email {email:?}")))?,
         (None, None) => return Err(GatewayError::invalid("user_id", "user_id: give user_id or user_email")),
     };
+    if ctx.who.is_user(Some(&user_id)) && !is_org_or_proxy_admin(ctx, &team) {
+        return Err(deny(&ctx.who, "team admins may not change their own membership; ask an org or proxy admin"));
+    }
     let before = members_of(ctx, team_id)
         .await?
         .into_iter()

@@ -157,7 +157,7 @@ pub async fn create(ctx: &Ctx<'_>, f: UserFields, limits: LimitsFields) -> Resul
         }
     }
     let user_id = f.user_id.unwrap_or_else(new_id);
-    non_empty("user_id", &user_id)?;
+    super::check_id("user_id", &user_id)?;
     let mut user = User {
         user_id,
         user_email: f.user_email.flatten(),
@@ -184,6 +184,12 @@ pub async fn create(ctx: &Ctx<'_>, f: UserFields, limits: LimitsFields) -> Resul
     let mut audit = vec![ctx.audit("created", "user", &user.user_id, None, Some(snapshot(&user)))];
     for (i, team_id) in f.teams.unwrap_or_default().iter().enumerate() {
         let team: Team = load_ref(ctx.gw, &format!("teams[{i}]"), team_id).await?;
+        if !ctx.who.is_admin() && !ctx.who.is_org_admin_of(team.organization_id.as_deref()) {
+            return Err(deny(
+                &ctx.who,
+                format!("org admins may add new users only to their own organizations' teams, not {team_id:?}"),
+            ));
+        }
         changes.push(Change::PutMembership(Membership {
             scope: Scope::Team,
             scope_id: team.team_id.clone(),
@@ -280,9 +286,17 @@ pub async fn update(ctx: &Ctx<'_>, id: &str, f: UserFields, limits: LimitsFields
         || f.blocked.is_some();
     if !ctx.who.is_admin() {
         let self_edit = ctx.who.is_user(Some(id)) && !ctx.who.is_viewer() && !sensitive;
+        // Org admins manage their organizations' ordinary users: never themselves, never anyone
+        // at or above their own rank, and never budgets, models or blocking.
+        let ordinary = matches!(before.user_role, UserRole::InternalUser | UserRole::InternalUserViewer);
         let org_admin_edit = !ctx.who.is_viewer()
+            && !ctx.who.is_user(Some(id))
+            && ordinary
             && in_admin_org(ctx, id).await?
             && f.user_role.as_deref().is_none_or(|r| r == "internal_user" || r == "internal_user_viewer")
+            && f.models.is_none()
+            && f.budget_id.is_none()
+            && f.blocked.is_none()
             && limits.set_fields().is_empty();
         if !(self_edit || org_admin_edit) {
             return Err(deny(

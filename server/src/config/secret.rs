@@ -33,11 +33,23 @@ impl fmt::Display for Secret {
 /// A database or Redis URL with any password replaced by `***`, for logs.
 pub fn redact_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            // Drivers also take passwords as query parameters.
+            let query: Vec<(String, String)> = parsed
+                .query_pairs()
+                .map(|(k, v)| {
+                    let secret = k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword");
+                    (k.into_owned(), if secret { "***".to_owned() } else { v.into_owned() })
+                })
+                .collect();
+            if !query.is_empty() {
+                parsed.query_pairs_mut().clear().extend_pairs(query);
+            }
             parsed.to_string()
         }
-        Ok(_) => url.to_owned(),
         Err(_) => "(unparseable url)".to_owned(),
     }
 }
@@ -57,5 +69,9 @@ mod tests {
     fn url_passwords_are_redacted() {
         assert_eq!(redact_url("postgresql://u:pw@h:5432/db"), "postgresql://u:***@h:5432/db");
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+        assert_eq!(
+            redact_url("postgres://u@h/db?password=pw&sslmode=require"),
+            "postgres://u@h/db?password=***&sslmode=require"
+        );
     }
 }

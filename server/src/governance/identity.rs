@@ -77,6 +77,8 @@ pub struct IdentityCache {
     store: Arc<dyn Store>,
     master_hash: Option<String>,
     keys: RwLock<HashMap<String, Arc<Identity>>>,
+    /// Bumped by every invalidation: a load that began before one is not cached.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// The longest secret accepted; anything longer is not one of ours.
@@ -84,7 +86,12 @@ const MAX_SECRET_LEN: usize = 256;
 
 impl IdentityCache {
     pub fn new(store: Arc<dyn Store>, master_key: Option<&str>) -> Self {
-        Self { store, master_hash: master_key.map(hash_secret), keys: RwLock::new(HashMap::new()) }
+        Self {
+            store,
+            master_hash: master_key.map(hash_secret),
+            keys: RwLock::new(HashMap::new()),
+            generation: Default::default(),
+        }
     }
 
     async fn load(&self, hash: &str) -> Result<Option<Identity>, GatewayError> {
@@ -148,13 +155,17 @@ impl IdentityCache {
         let identity = match cached {
             Some(i) => i,
             None => {
+                let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
                 let loaded = self.load(&hash).await?.ok_or_else(|| {
                     GatewayError::unauthenticated("invalid API key: no such key (it may have been deleted)")
                         .with_reason("invalid_api_key")
                 })?;
                 let loaded = Arc::new(loaded);
                 if let Ok(mut m) = self.keys.write() {
-                    m.insert(hash.clone(), loaded.clone());
+                    // A change that landed while loading may have made this copy stale.
+                    if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+                        m.insert(hash.clone(), loaded.clone());
+                    }
                 }
                 loaded
             }
@@ -203,6 +214,7 @@ impl IdentityCache {
     }
 
     fn remove_where(&self, pred: impl Fn(&Identity) -> bool) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Ok(mut m) = self.keys.write() {
             m.retain(|_, i| !pred(i));
         }
@@ -210,6 +222,7 @@ impl IdentityCache {
 
     /// Forgets a key, by the hash of its secret, so its next use reloads it.
     pub fn invalidate(&self, token_hash: &str) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Ok(mut m) = self.keys.write() {
             m.remove(token_hash);
         }
@@ -219,6 +232,7 @@ impl IdentityCache {
 
     /// Forgets everything (a change whose reach is not tracked, e.g. a budget tier).
     pub fn invalidate_all(&self) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Ok(mut m) = self.keys.write() {
             m.clear();
         }

@@ -174,9 +174,11 @@ impl SpendCounters {
         let mut held = Vec::new();
         if reserve && mode == Enforcement::Strict {
             for s in scopes.iter().filter(|s| s.enforce && s.max.is_some()) {
-                let c = map.entry(s.charge.clone()).or_default();
-                c.reserved = c.reserved.saturating_add(estimate);
-                held.push((s.charge.clone(), estimate));
+                // Counters are loaded before admission; never hold against one that is not.
+                if let Some(c) = map.get_mut(&s.charge) {
+                    c.reserved = c.reserved.saturating_add(estimate);
+                    held.push((s.charge.clone(), estimate));
+                }
             }
         }
         Ok((Reservation { held }, tightest))
@@ -213,7 +215,7 @@ impl SpendCounters {
         for (i, ch) in charges.iter().enumerate() {
             if let Some(c) = map.get_mut(ch) {
                 if counted.get(i).copied().unwrap_or(false) {
-                    c.unflushed = Nanos(c.unflushed.0 - cost.0);
+                    c.unflushed = Nanos(c.unflushed.0.saturating_sub(cost.0));
                 }
                 c.flushed = c.flushed.saturating_add(cost);
             }
