@@ -172,3 +172,27 @@ async fn requests_tokens_and_slots_are_limited() {
     assert_eq!(details.error_info().unwrap().reason, "RATE_LIMITED");
     assert!(details.retry_info().is_some());
 }
+
+/// A client that hangs up mid-call still has its call settled: its slot is freed and its
+/// spend recorded.
+#[tokio::test]
+async fn a_client_that_hangs_up_frees_its_slot_and_pays() {
+    let gw = Gateway::start(Options { backend: Backend::Sqlite, config: config(), env: vec![] }).await;
+    let key = admin(&gw, "/key/generate", json!({"max_parallel_requests": 1, "max_budget": 1})).await;
+    let secret = key["key"].as_str().unwrap();
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(150)).build().unwrap();
+    let gone = impatient
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(secret)
+        .json(&body(json!({"mock_latency_ms": 600})))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client gave up");
+    // While the abandoned call runs upstream it holds the slot; afterwards it is free.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let (s, _, b) = gw.http().post("/v1/chat/completions", secret, body(json!({}))).await;
+    assert_eq!(s, 200, "{b}");
+    let logs = gw.spend_logs_until(&format!("api_key={}", key["token"].as_str().unwrap()), 2).await;
+    assert_eq!(logs.len(), 2, "the abandoned call was recorded too");
+    assert!(logs.iter().all(|l| l["status"] == "success" && l["spend_nanos"].as_i64().unwrap() > 0));
+}

@@ -58,13 +58,24 @@ pub async fn update(
 
 /// Who still links to a budget, for a refusal message.
 async fn users_of(ctx: &Ctx<'_>, budget_id: &str) -> Result<Option<String>, GatewayError> {
-    let all = PageRequest::new(crate::store::MAX_PAGE_SIZE, None);
     macro_rules! scan {
         ($t:ty, $table:expr, $what:literal, $id:ident) => {
-            for row in ctx.gw.store.list($table, &RowFilter::default(), &all).await?.items {
-                let r: $t = from_row(row)?;
-                if r.budget_id.as_deref() == Some(budget_id) {
-                    return Ok(Some(format!("{} {:?}", $what, r.$id)));
+            let mut token = None;
+            loop {
+                let page = ctx
+                    .gw
+                    .store
+                    .list($table, &RowFilter::default(), &PageRequest::new(crate::store::MAX_PAGE_SIZE, token))
+                    .await?;
+                for row in page.items {
+                    let r: $t = from_row(row)?;
+                    if r.budget_id.as_deref() == Some(budget_id) {
+                        return Ok(Some(format!("{} {:?}", $what, r.$id)));
+                    }
+                }
+                match page.next_token {
+                    Some(t) => token = Some(t),
+                    None => break,
                 }
             }
         };

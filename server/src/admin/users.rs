@@ -279,7 +279,9 @@ pub async fn update(ctx: &Ctx<'_>, id: &str, f: UserFields, limits: LimitsFields
             "teams, organization_id and auto_create_key apply on create; use member_add to join",
         ));
     }
+    // Email is how members are found by address: users may not re-point their own.
     let sensitive = !limits.set_fields().is_empty()
+        || f.user_email.is_some()
         || f.user_role.is_some()
         || f.models.is_some()
         || f.budget_id.is_some()
@@ -301,7 +303,7 @@ pub async fn update(ctx: &Ctx<'_>, id: &str, f: UserFields, limits: LimitsFields
         if !(self_edit || org_admin_edit) {
             return Err(deny(
                 &ctx.who,
-                "users may change only their own alias, email, metadata and tags; roles, models, budgets and limits need a proxy admin (or an org admin, for their organization's users)",
+                "users may change only their own alias, metadata and tags; email, roles, models, budgets and limits need a proxy admin (or an org admin, for their organization's users)",
             ));
         }
     }

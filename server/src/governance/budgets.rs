@@ -133,14 +133,16 @@ pub fn scopes(
             // A user's personal budget governs their personal keys; team keys answer to the
             // team and the team member budget (LiteLLM's rule). Spend lands on the user always.
             let at = At { anchor: u.meta.created_at, now, enforce: i.team.is_none() };
-            out.push(from_limits("user", &u.user_id, format!("user {:?}", u.user_id), &u.limits, at));
-            model_scopes(&mut out, "user_model", &u.user_id, "user", &u.limits, model, at);
+            let limits = with_tier(&u.limits, i.user_tier.as_ref().map(|t| &t.limits));
+            out.push(from_limits("user", &u.user_id, format!("user {:?}", u.user_id), &limits, at));
+            model_scopes(&mut out, "user_model", &u.user_id, "user", &limits, model, at);
         }
         if let Some(t) = &i.team {
             let at = At { anchor: t.meta.created_at, now, enforce: true };
             let label = format!("team {:?}", t.team_alias.as_deref().unwrap_or(&t.team_id));
-            out.push(from_limits("team", &t.team_id, label, &t.limits, at));
-            model_scopes(&mut out, "team_model", &t.team_id, "team", &t.limits, model, at);
+            let limits = with_tier(&t.limits, i.team_tier.as_ref().map(|x| &x.limits));
+            out.push(from_limits("team", &t.team_id, label, &limits, at));
+            model_scopes(&mut out, "team_model", &t.team_id, "team", &limits, model, at);
             if let (Some(u), Some(m)) = (&i.user, &i.member) {
                 let settings: TeamMemberSettings = serde_json::from_value(m.data.clone()).unwrap_or_default();
                 out.push(scope(
@@ -157,7 +159,8 @@ pub fn scopes(
         if let Some(o) = &i.org {
             let at = At { anchor: o.meta.created_at, now, enforce: true };
             let label = format!("organization {:?}", o.organization_alias);
-            out.push(from_limits("org", &o.organization_id, label, &o.limits, at));
+            let limits = with_tier(&o.limits, i.org_tier.as_ref().map(|x| &x.limits));
+            out.push(from_limits("org", &o.organization_id, label, &limits, at));
         }
     }
     if let Some((c, limits)) = customer {

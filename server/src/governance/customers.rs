@@ -39,6 +39,9 @@ pub struct CustomerCache {
     map: RwLock<HashMap<String, Arc<CustomerEntry>>>,
 }
 
+/// The most customers cached at once.
+const MAX_CACHED: usize = 100_000;
+
 /// The longest customer id accepted.
 const MAX_ID_LEN: usize = 256;
 
@@ -80,7 +83,16 @@ impl CustomerCache {
                 };
                 let limits = self.effective(&customer).await?;
                 let entry = Arc::new(CustomerEntry { customer, limits });
-                if let Ok(mut m) = self.map.write() { m.entry(id.to_owned()).or_insert(entry).clone() } else { entry }
+                match self.map.write() {
+                    Ok(mut m) => {
+                        // Requests name customers freely: bound the cache (entries reload on use).
+                        if m.len() >= MAX_CACHED {
+                            m.clear();
+                        }
+                        m.entry(id.to_owned()).or_insert(entry).clone()
+                    }
+                    Err(_) => entry,
+                }
             }
         };
         if entry.customer.blocked {

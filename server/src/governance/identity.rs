@@ -33,6 +33,10 @@ pub struct Identity {
     pub member: Option<Membership>,
     /// The budget tier the key links to.
     pub key_tier: Option<BudgetTier>,
+    /// The budget tiers the user, team and organization link to.
+    pub user_tier: Option<BudgetTier>,
+    pub team_tier: Option<BudgetTier>,
+    pub org_tier: Option<BudgetTier>,
 }
 
 /// Who is calling.
@@ -124,11 +128,29 @@ impl IdentityCache {
                 .next(),
             _ => None,
         };
-        let key_tier = match &key.budget_id {
-            Some(b) => self.store.get(Table::Budgets, b).await?.map(from_row::<BudgetTier>).transpose()?,
-            None => None,
-        };
-        Ok(Some(Identity { key, grace_until: found.grace_until, user, team, org, member, key_tier }))
+        let key_tier = self.tier(key.budget_id.as_deref()).await?;
+        let user_tier = self.tier(user.as_ref().and_then(|u| u.budget_id.as_deref())).await?;
+        let team_tier = self.tier(team.as_ref().and_then(|t| t.budget_id.as_deref())).await?;
+        let org_tier = self.tier(org.as_ref().and_then(|o| o.budget_id.as_deref())).await?;
+        Ok(Some(Identity {
+            key,
+            grace_until: found.grace_until,
+            user,
+            team,
+            org,
+            member,
+            key_tier,
+            user_tier,
+            team_tier,
+            org_tier,
+        }))
+    }
+
+    async fn tier(&self, id: Option<&str>) -> Result<Option<BudgetTier>, GatewayError> {
+        match id {
+            Some(b) => Ok(self.store.get(Table::Budgets, b).await?.map(from_row::<BudgetTier>).transpose()?),
+            None => Ok(None),
+        }
     }
 
     /// Resolves a presented secret (`None` when the request carried none). Errors are 401s

@@ -60,21 +60,23 @@ pub fn scopes(
         ));
         per_model(&mut out, "key_model", &k.key_id, "key", &limits.model_rpm_limit, &limits.model_tpm_limit, model);
         if let Some(u) = &i.user {
-            out.push(from_limits(format!("user:{}", u.user_id), format!("user {:?}", u.user_id), &u.limits));
+            let limits = with_tier(&u.limits, i.user_tier.as_ref().map(|t| &t.limits));
+            out.push(from_limits(format!("user:{}", u.user_id), format!("user {:?}", u.user_id), &limits));
         }
         if let Some(t) = &i.team {
+            let limits = with_tier(&t.limits, i.team_tier.as_ref().map(|x| &x.limits));
             out.push(from_limits(
                 format!("team:{}", t.team_id),
                 format!("team {:?}", t.team_alias.as_deref().unwrap_or(&t.team_id)),
-                &t.limits,
+                &limits,
             ));
             per_model(
                 &mut out,
                 "team_model",
                 &t.team_id,
                 "team",
-                &t.limits.model_rpm_limit,
-                &t.limits.model_tpm_limit,
+                &limits.model_rpm_limit,
+                &limits.model_tpm_limit,
                 model,
             );
             if let (Some(u), Some(m)) = (&i.user, &i.member) {
@@ -89,10 +91,11 @@ pub fn scopes(
             }
         }
         if let Some(o) = &i.org {
+            let limits = with_tier(&o.limits, i.org_tier.as_ref().map(|x| &x.limits));
             out.push(from_limits(
                 format!("org:{}", o.organization_id),
                 format!("organization {:?}", o.organization_alias),
-                &o.limits,
+                &limits,
             ));
         }
     }
