@@ -154,8 +154,14 @@ impl Gateway {
 
     /// Records a finished call; returns its cost and whether the request id was a repeat.
     pub async fn record(&self, caller: &Caller, input: RecordInput) -> Result<(Nanos, bool), GatewayError> {
-        if input.request_id.trim().is_empty() || input.request_id.len() > 256 {
-            return Err(GatewayError::invalid("request_id", "request_id: required, at most 256 characters"));
+        if input.request_id.trim().is_empty()
+            || input.request_id.len() > 256
+            || input.request_id.chars().any(char::is_control)
+        {
+            return Err(GatewayError::invalid(
+                "request_id",
+                "request_id: required, at most 256 characters, without control characters",
+            ));
         }
         for (field, n) in [
             ("input_tokens", input.tokens.prompt),

@@ -86,6 +86,15 @@ async fn malformed_requests_get_openai_errors_naming_the_problem() {
     let r = http.get("/spend/logs?page_token=zz", MASTER_KEY).await;
     assert_error(&r, 400, "invalid_request_error", json!("page_token"), "not a token");
 
+    // Control characters in ids that reach the database are refused up front (PostgreSQL
+    // would refuse a NUL in the spend record later).
+    let r = http.post(path, MASTER_KEY, json!({"model": "demo", "messages": msg(), "user": "evil\u{0}id"})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("user"), "control characters");
+    let r = http.post(path, MASTER_KEY, json!({"model": "demo", "messages": msg(), "tags": ["a\nb"]})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("tags[0]"), "control characters");
+    let r = http.post("/usage/record", MASTER_KEY, json!({"request_id": "x\u{1}", "model": "demo"})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("request_id"), "control characters");
+
     // Nothing half-written: none of the refused key requests left a key.
     let (_, _, list) = http.get("/key/list?return_full_object=true", MASTER_KEY).await;
     assert_eq!(list["keys"], json!([]));

@@ -22,8 +22,11 @@ pub struct TagFields {
 /// A tag name: 1 to 64 characters, no commas (headers list tags with commas).
 pub fn check_name(field: &str, name: &str) -> Result<(), GatewayError> {
     non_empty(field, name)?;
-    if name.len() > 64 || name.contains(',') {
-        return Err(GatewayError::invalid(field, format!("{field}: a tag is at most 64 characters and has no commas")));
+    if name.len() > 64 || name.contains(',') || name.chars().any(char::is_control) {
+        return Err(GatewayError::invalid(
+            field,
+            format!("{field}: a tag is at most 64 characters, with no commas or control characters"),
+        ));
     }
     Ok(())
 }

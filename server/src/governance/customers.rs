@@ -70,8 +70,11 @@ impl CustomerCache {
 
     /// The customer named `id` (a provisional one if new); refused if blocked.
     pub async fn get(&self, id: &str) -> Result<Arc<CustomerEntry>, GatewayError> {
-        if id.is_empty() || id.len() > MAX_ID_LEN {
-            return Err(GatewayError::invalid("user", "user: the end customer id must be 1 to 256 characters"));
+        if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
+            return Err(GatewayError::invalid(
+                "user",
+                "user: the end customer id must be 1 to 256 characters, without control characters",
+            ));
         }
         let cached = self.map.read().ok().and_then(|m| m.get(id).cloned());
         let entry = match cached {

@@ -145,14 +145,14 @@ async fn write_loop(
                     counted.push(c);
                 }
             }
-            flush(store.as_ref(), &mut batch).await;
+            flush(store.as_ref(), &spool, &mut batch).await;
             spool.stored_through(last_seq);
             let _ = done.send(());
             return;
         }
         let stored: Vec<(Vec<Charge>, Vec<bool>, crate::pricing::Nanos)> =
             batch.iter().zip(counted.drain(..)).map(|(r, c)| (r.charges.clone(), c, r.spend)).collect();
-        flush(store.as_ref(), &mut batch).await;
+        flush(store.as_ref(), &spool, &mut batch).await;
         // Records arrive in sequence order, so everything through last_seq is stored.
         spool.stored_through(last_seq);
         for (charges, c, cost) in &stored {
@@ -167,24 +167,51 @@ async fn write_loop(
     }
 }
 
-/// Stores `batch`, retrying until it succeeds.
-async fn flush(store: &dyn Store, batch: &mut Vec<SpendRecord>) {
+/// Whether a store error is the database refusing these records (retrying cannot help), as
+/// opposed to the database being unreachable.
+fn is_permanent(e: &StoreError) -> bool {
+    matches!(e, StoreError::Database(sqlx::Error::Database(_)) | StoreError::Corrupt(_))
+}
+
+/// Stores `batch`, retrying while the database is unreachable. A chunk the database refuses
+/// is retried record by record, and a record it still refuses is parked in the spool
+/// directory's `parked.jsonl` (and logged) rather than holding every later record back.
+async fn flush(store: &dyn Store, spool: &Spool, batch: &mut Vec<SpendRecord>) {
     let mut backoff = Duration::from_millis(50);
     while !batch.is_empty() {
-        for chunk_start in (0..batch.len()).step_by(BATCH) {
-            let end = (chunk_start + BATCH).min(batch.len());
-            match store.insert_spend(&batch[chunk_start..end]).await {
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, pending = batch.len(), "storing spend records failed; retrying");
-                    batch.drain(..chunk_start);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    break;
+        let end = BATCH.min(batch.len());
+        match store.insert_spend(&batch[..end]).await {
+            Ok(_) => {
+                batch.drain(..end);
+                backoff = Duration::from_millis(50);
+            }
+            Err(e) if is_permanent(&e) => {
+                let chunk: Vec<SpendRecord> = batch.drain(..end).collect();
+                let mut rest = chunk.into_iter();
+                while let Some(r) = rest.next() {
+                    match store.insert_spend(std::slice::from_ref(&r)).await {
+                        Ok(_) => {}
+                        Err(e) if is_permanent(&e) => {
+                            tracing::error!(error = %e, request_id = %r.request_id, "the database refuses a spend record; parked in the spool directory");
+                            spool.park(&r);
+                        }
+                        Err(e) => {
+                            // Unreachable again: put this record and the rest back in front.
+                            tracing::warn!(error = %e, "storing spend records failed; retrying");
+                            let mut back: Vec<SpendRecord> = std::iter::once(r).chain(rest).collect();
+                            back.append(batch);
+                            *batch = back;
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                            break;
+                        }
+                    }
                 }
             }
-            if end == batch.len() {
-                batch.clear();
+            Err(e) => {
+                tracing::warn!(error = %e, pending = batch.len(), "storing spend records failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }

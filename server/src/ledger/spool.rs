@@ -160,6 +160,17 @@ impl Spool {
         Ok(seq)
     }
 
+    /// Keeps a record the database refuses, for an operator to look at (`parked.jsonl`; never
+    /// replayed automatically).
+    pub fn park(&self, record: &SpendRecord) {
+        let path = self.dir.join("parked.jsonl");
+        let line = serde_json::to_string(record).unwrap_or_default();
+        let written = OpenOptions::new().create(true).append(true).open(&path).and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = written {
+            tracing::error!(error = %e, request_id = %record.request_id, "cannot park a refused spend record");
+        }
+    }
+
     /// Every record up to `seq` is stored: drop the segments that hold only such records.
     pub fn stored_through(&self, seq: u64) {
         let Ok(mut inner) = self.inner.lock() else { return };
