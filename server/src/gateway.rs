@@ -154,7 +154,7 @@ impl Gateway {
             customer.as_ref().map(|c| (c.customer.user_id.as_str(), &c.limits)),
             &tags,
             model,
-            &deployment,
+            Some(&deployment),
             self.config.general.global_max_parallel_requests,
         );
         let prompt_estimate = tokens::estimate_prompt(request);

@@ -13,6 +13,7 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::governance::budgets::{self, BudgetScope};
 use crate::governance::{self, Caller};
+use crate::limits::rates::RateScope;
 use crate::pricing::{Nanos, Price, TokenCounts};
 use crate::store::{PageRequest, SpendQuery, SpendRecord, SpendStatus};
 
@@ -30,6 +31,15 @@ pub struct CheckResult {
     pub refusal: Option<GatewayError>,
     pub estimate: Nanos,
     pub budgets: Vec<BudgetStatus>,
+    /// Each rate-limited scope, with its weighted requests and tokens this minute and its
+    /// requests in flight.
+    pub limits: Vec<(RateScope, (u64, u64, u64))>,
+}
+
+struct Scopes {
+    budget: Vec<BudgetScope>,
+    rate: Vec<RateScope>,
+    tags: Vec<String>,
 }
 
 /// A finished call an application reports.
@@ -41,6 +51,7 @@ pub struct RecordInput {
     pub tokens: TokenCounts,
     pub start: Option<DateTime<Utc>>,
     pub end: Option<DateTime<Utc>>,
+    pub tags: Vec<String>,
 }
 
 /// Request ids recorded recently (bounded), so concurrent repeats are caught before the
@@ -95,13 +106,15 @@ impl Gateway {
         }
     }
 
+    /// The budget and rate scopes of a call, with the tags it carries; budget counters loaded.
     async fn scopes_for(
         &self,
         caller: &Caller,
         model: &str,
         customer: Option<&str>,
+        request_tags: &[String],
         now: DateTime<Utc>,
-    ) -> Result<Vec<BudgetScope>, GatewayError> {
+    ) -> Result<Scopes, GatewayError> {
         let customer = match customer {
             Some(id) => Some(self.customers.get(id).await?),
             None => None,
@@ -111,20 +124,30 @@ impl Gateway {
         for name in governance::tags::merge([
             identity.map_or(&[][..], |i| i.key.tags.as_slice()),
             identity.and_then(|i| i.team.as_ref()).map_or(&[][..], |t| t.tags.as_slice()),
+            request_tags,
         ])? {
             let record = self.tags.get(&name).await?;
             tags.push((name, record));
         }
-        let mut scopes =
-            budgets::scopes(identity, customer.as_ref().map(|c| (&c.customer, &c.limits)), &tags, model, now);
+        let customer_limits = customer.as_ref().map(|c| (&c.customer, &c.limits));
+        let mut budget = budgets::scopes(identity, customer_limits, &tags, model, now);
         if let Some(g) = &self.config.global_budget {
-            scopes.push(budgets::global(g, now));
+            budget.push(budgets::global(g, now));
         }
-        let missing = self.ledger.counters().missing(&scopes);
+        let missing = self.ledger.counters().missing(&budget);
         if !missing.is_empty() {
             self.ledger.load_counters(missing).await?;
         }
-        Ok(scopes)
+        let deployment = self.models.pick(model).ok();
+        let rate = governance::rates::scopes(
+            identity,
+            customer.as_ref().map(|c| (c.customer.user_id.as_str(), &c.limits)),
+            &tags,
+            model,
+            deployment.as_deref(),
+            None,
+        );
+        Ok(Scopes { budget, rate, tags: tags.into_iter().map(|(name, _)| name).collect() })
     }
 
     /// Whether a call of `model` with these tokens would be admitted now.
@@ -133,23 +156,32 @@ impl Gateway {
         caller: &Caller,
         model: &str,
         customer: Option<&str>,
+        tags: &[String],
         input: u64,
         output: u64,
     ) -> Result<CheckResult, GatewayError> {
         let model = governance::resolve_alias(caller, model);
         let (price, _) = self.price_of(model)?;
         let estimate = price.cost(TokenCounts { prompt: input, completion: output, cached_prompt: 0 });
-        let scopes = self.scopes_for(caller, model, customer, Utc::now()).await?;
+        let now = Utc::now();
+        let scopes = self.scopes_for(caller, model, customer, tags, now).await?;
+        let tokens = input.saturating_add(output);
         let refusal = governance::admit(caller, model, self.models.access_groups())
             .err()
-            .or_else(|| self.ledger.counters().check(&scopes, estimate, self.config.general.budget_enforcement).err());
-        let status = self.ledger.counters().status(&scopes);
+            .or_else(|| self.rates.check(&scopes.rate, tokens, now).err())
+            .or_else(|| {
+                self.ledger.counters().check(&scopes.budget, estimate, self.config.general.budget_enforcement).err()
+            });
+        let status = self.ledger.counters().status(&scopes.budget);
         let budgets = scopes
+            .budget
             .into_iter()
             .zip(status)
             .map(|(scope, (spent, reserved))| BudgetStatus { scope, spent, reserved })
             .collect();
-        Ok(CheckResult { refusal, estimate, budgets })
+        let rate_status = self.rates.status(&scopes.rate, now);
+        let limits = scopes.rate.into_iter().zip(rate_status).collect();
+        Ok(CheckResult { refusal, estimate, budgets, limits })
     }
 
     /// Records a finished call; returns its cost and whether the request id was a repeat.
@@ -211,8 +243,8 @@ impl Gateway {
         let start = input.start.unwrap_or(now);
         let end = input.end.unwrap_or(now);
         // Spend lands in the current period, whatever times the caller reports.
-        let scopes = self.scopes_for(caller, &model, input.customer.as_deref(), now).await?;
-        let charges: Vec<_> = scopes.into_iter().map(|s| s.charge).collect();
+        let scopes = self.scopes_for(caller, &model, input.customer.as_deref(), &input.tags, now).await?;
+        let charges: Vec<_> = scopes.budget.into_iter().map(|s| s.charge).collect();
         let counted = self.ledger.counters().settle(Default::default(), &charges, cost);
         let identity = caller.identity();
         self.ledger.record(
@@ -236,7 +268,7 @@ impl Gateway {
                 user_id: identity.and_then(|i| i.key.user_id.clone()),
                 team_id: identity.and_then(|i| i.key.team_id.clone()),
                 organization_id: identity.and_then(|i| i.key.organization_id.clone()),
-                tags: Vec::new(),
+                tags: scopes.tags,
                 charges,
             },
             counted,

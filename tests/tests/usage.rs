@@ -109,7 +109,13 @@ async fn check_and_record(backend: Backend) {
     let c = usage
         .check(authed(
             &secret,
-            pb::CheckRequest { model: "demo".into(), customer: None, input_tokens: 10, output_tokens: 10 },
+            pb::CheckRequest {
+                model: "demo".into(),
+                customer: None,
+                input_tokens: 10,
+                output_tokens: 10,
+                tags: vec![],
+            },
         ))
         .await
         .unwrap()
@@ -166,7 +172,7 @@ async fn check_and_record(backend: Backend) {
     let c = usage
         .check(authed(
             &secret,
-            pb::CheckRequest { model: "demo".into(), customer: None, input_tokens: 1, output_tokens: 0 },
+            pb::CheckRequest { model: "demo".into(), customer: None, input_tokens: 1, output_tokens: 0, tags: vec![] },
         ))
         .await
         .unwrap()
@@ -182,4 +188,63 @@ async fn check_and_record_on_sqlite() {
 #[tokio::test]
 async fn check_and_record_on_postgres() {
     check_and_record(Backend::Postgres).await;
+}
+
+/// Check reports each rate-limited scope with its use this minute, and a tag's budget; Record
+/// lands spend on the tags it names.
+#[tokio::test]
+async fn check_reports_limits_and_tags() {
+    let gw = Gateway::start(Options { backend: Backend::Sqlite, config: standard_config(None), env: vec![] }).await;
+    admin(&gw, "/tag/new", json!({"name": "campaign", "max_budget": 0.001})).await;
+    let key =
+        admin(&gw, "/key/generate", json!({"rpm_limit": 10, "tpm_limit": 1_000_000u64, "models": ["demo"]})).await;
+    let secret = key["key"].as_str().unwrap().to_owned();
+    let key_id = key["token"].as_str().unwrap().to_owned();
+    let http = gw.http();
+
+    let (s, _, c) =
+        http.post("/usage/check", &secret, json!({"model": "demo", "tags": ["campaign"], "input_tokens": 100})).await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["allowed"], true);
+    let limit = &c["limits"][0];
+    assert_eq!(limit["scope_id"], format!("key:{key_id}"), "{c}");
+    assert_eq!((limit["rpm_limit"].as_u64(), limit["tpm_limit"].as_u64()), (Some(10), Some(1_000_000)));
+    assert_eq!((limit["requests"].as_u64(), limit["tokens"].as_u64()), (Some(0), Some(0)), "Check counts nothing");
+    let tag = c["budgets"].as_array().unwrap().iter().find(|b| b["scope"] == "tag").expect("the tag's budget");
+    assert_eq!(tag["max_budget_nanos"], 1_000_000);
+
+    // A check bigger than the tag's budget is refused by the tag.
+    let (_, _, no) = http
+        .post("/usage/check", &secret, json!({"model": "demo", "tags": ["campaign"], "input_tokens": 100_000}))
+        .await;
+    assert_eq!(no["allowed"], false, "{no}");
+    assert!(no["message"].as_str().unwrap().contains("tag \"campaign\""), "{no}");
+
+    // Record with the tag: the spend lands on it and in the log.
+    let (s, _, r) = http
+        .post(
+            "/usage/record",
+            &secret,
+            json!({"request_id": "t-1", "model": "demo", "tags": ["campaign"], "input_tokens": 1000}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["cost_nanos"], 150_000);
+    let logs = gw.spend_logs_until(&format!("api_key={key_id}"), 1).await;
+    assert_eq!(logs[0]["request_tags"], json!(["campaign"]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let info = http.post("/tag/info", MASTER_KEY, json!({"names": ["campaign"]})).await.2;
+        if info["campaign"]["spend_nanos"] == 150_000 || std::time::Instant::now() > deadline {
+            assert_eq!(info["campaign"]["spend_nanos"], 150_000, "{info}");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Bad tags are refused by name.
+    let (s, _, bad) = http.post("/usage/check", &secret, json!({"model": "demo", "tags": [1]})).await;
+    assert_eq!(s, 400, "{bad}");
+    // A check that would pass the minute's token limit is refused by the key's limit.
+    let (_, _, limited) = http.post("/usage/check", &secret, json!({"model": "demo", "input_tokens": 2_000_000})).await;
+    assert_eq!(limited["reason"], "RATE_LIMITED", "{limited}");
 }

@@ -46,7 +46,7 @@ pub fn scopes(
     customer: Option<(&str, &Limits)>,
     tags: &[(String, Option<Arc<Tag>>)],
     model: &str,
-    deployment: &Deployment,
+    deployment: Option<&Deployment>,
     global_parallel: Option<u64>,
 ) -> Vec<RateScope> {
     let mut out = Vec::new();
@@ -107,8 +107,9 @@ pub fn scopes(
             out.push(from_limits(format!("tag:{name}"), format!("tag {name:?}"), &t.limits));
         }
     }
-    let d = &deployment.config;
-    if d.rpm.is_some() || d.tpm.is_some() {
+    if let Some(d) = deployment.map(|d| &d.config)
+        && (d.rpm.is_some() || d.tpm.is_some())
+    {
         out.push(RateScope {
             id: format!("deployment:{}", d.id),
             label: format!("deployment {:?}", d.id),

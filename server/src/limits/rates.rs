@@ -171,6 +171,31 @@ impl RateLimiter {
         Ok((ticket, status))
     }
 
+    /// Whether [`RateLimiter::acquire`] would admit, taking nothing.
+    pub fn check(&self, scopes: &[RateScope], tokens: u64, now: DateTime<Utc>) -> Result<(), GatewayError> {
+        let (ticket, _) = self.acquire(scopes, tokens, now)?;
+        self.cancel(ticket);
+        Ok(())
+    }
+
+    /// Each scope's weighted requests and tokens this minute, and its requests in flight.
+    pub fn status(&self, scopes: &[RateScope], now: DateTime<Utc>) -> Vec<(u64, u64, u64)> {
+        let (minute, elapsed, _) = minute_of(now);
+        let Ok(map) = self.windows.lock() else { return vec![(0, 0, 0); scopes.len()] };
+        scopes
+            .iter()
+            .map(|s| {
+                let mut w = map.get(&s.id).copied().unwrap_or_default();
+                w.roll(minute);
+                (
+                    Window::load(w.prev_requests, w.cur_requests, elapsed),
+                    Window::load(w.prev_tokens, w.cur_tokens, elapsed),
+                    w.in_flight,
+                )
+            })
+            .collect()
+    }
+
     /// Undoes an admission that went no further (another check refused the call).
     pub fn cancel(&self, ticket: Ticket) {
         let Ok(mut map) = self.windows.lock() else { return };

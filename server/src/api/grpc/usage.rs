@@ -15,10 +15,10 @@ use crate::usage::RecordInput;
 impl UsageService for Services {
     async fn check(&self, req: Request<pb::CheckRequest>) -> Result<Response<pb::CheckResponse>, Status> {
         let caller = self.caller(&req).await?;
-        let pb::CheckRequest { model, customer, input_tokens, output_tokens } = req.into_inner();
+        let pb::CheckRequest { model, customer, input_tokens, output_tokens, tags } = req.into_inner();
         let r = self
             .gateway
-            .check(&caller, &model, customer.as_deref(), input_tokens, output_tokens)
+            .check(&caller, &model, customer.as_deref(), &tags, input_tokens, output_tokens)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::CheckResponse {
@@ -40,6 +40,20 @@ impl UsageService for Services {
                     enforced: b.scope.enforce,
                 })
                 .collect(),
+            limits: r
+                .limits
+                .iter()
+                .map(|(s, (requests, tokens, in_flight))| pb::RateLimitStatus {
+                    scope_id: s.id.clone(),
+                    label: s.label.clone(),
+                    rpm_limit: s.rpm,
+                    requests: *requests,
+                    tpm_limit: s.tpm,
+                    tokens: *tokens,
+                    max_parallel_requests: s.parallel,
+                    in_flight: *in_flight,
+                })
+                .collect(),
         }))
     }
 
@@ -54,11 +68,13 @@ impl UsageService for Services {
             cached_input_tokens,
             start_time,
             end_time,
+            tags,
         } = req.into_inner();
         let input = RecordInput {
             request_id,
             model,
             customer,
+            tags,
             tokens: TokenCounts { prompt: input_tokens, completion: output_tokens, cached_prompt: cached_input_tokens },
             start: start_time.map(|t| from_timestamp("start_time", t)).transpose().map_err(to_status)?,
             end: end_time.map(|t| from_timestamp("end_time", t)).transpose().map_err(to_status)?,

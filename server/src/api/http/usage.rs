@@ -10,6 +10,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{Auth, JsonObject};
 use crate::admin::fields::{field_names, reject_unknown, typed};
+use crate::limits::rates::RateScope;
 use crate::pricing::{TokenCounts, format_usd};
 use crate::usage::{BudgetStatus, RecordInput};
 
@@ -17,6 +18,8 @@ use crate::usage::{BudgetStatus, RecordInput};
 struct CheckBody {
     model: String,
     customer: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
     #[serde(default)]
     input_tokens: u64,
     #[serde(default)]
@@ -28,6 +31,8 @@ struct RecordBody {
     request_id: String,
     model: String,
     customer: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
     #[serde(default)]
     input_tokens: u64,
     #[serde(default)]
@@ -52,6 +57,19 @@ fn budget_json(b: &BudgetStatus) -> Value {
     })
 }
 
+fn limit_json(s: &RateScope, (requests, tokens, in_flight): (u64, u64, u64)) -> Value {
+    json!({
+        "scope_id": s.id,
+        "label": s.label,
+        "rpm_limit": s.rpm,
+        "requests": requests,
+        "tpm_limit": s.tpm,
+        "tokens": tokens,
+        "max_parallel_requests": s.parallel,
+        "in_flight": in_flight,
+    })
+}
+
 pub async fn check(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -59,7 +77,8 @@ pub async fn check(
 ) -> Result<Json<Value>, ApiError> {
     reject_unknown(&body, &[field_names::<CheckBody>()])?;
     let b: CheckBody = typed(&body)?;
-    let r = app.gateway.check(&caller, &b.model, b.customer.as_deref(), b.input_tokens, b.output_tokens).await?;
+    let r =
+        app.gateway.check(&caller, &b.model, b.customer.as_deref(), &b.tags, b.input_tokens, b.output_tokens).await?;
     Ok(Json(json!({
         "allowed": r.refusal.is_none(),
         "reason": r.refusal.as_ref().map(|e| e.reason_str()),
@@ -67,6 +86,7 @@ pub async fn check(
         "estimated_cost": format_usd(r.estimate),
         "estimated_cost_nanos": r.estimate.0,
         "budgets": r.budgets.iter().map(budget_json).collect::<Vec<_>>(),
+        "limits": r.limits.iter().map(|(s, used)| limit_json(s, *used)).collect::<Vec<_>>(),
     })))
 }
 
@@ -81,6 +101,7 @@ pub async fn record(
         request_id: b.request_id,
         model: b.model,
         customer: b.customer,
+        tags: b.tags,
         tokens: TokenCounts {
             prompt: b.input_tokens,
             completion: b.output_tokens,
