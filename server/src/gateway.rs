@@ -19,7 +19,7 @@ use crate::error::GatewayError;
 use crate::governance::customers::CustomerCache;
 use crate::governance::{self, Caller, IdentityCache, budgets};
 use crate::ledger::Ledger;
-use crate::limits::rates::{RateLimiter, RateStatus, Ticket};
+use crate::limits::rates::{RateStatus, Rates, Ticket};
 use crate::limits::{Remaining, Reservation};
 use crate::pricing::{Nanos, PriceTable, TokenCounts};
 use crate::providers::{ChunkStream, Upstreams};
@@ -34,7 +34,7 @@ pub struct Gateway {
     pub identities: IdentityCache,
     pub customers: CustomerCache,
     pub tags: crate::governance::tags::TagCache,
-    pub rates: RateLimiter,
+    pub rates: Rates,
     pub models: ModelRegistry,
     pub upstreams: Upstreams,
     pub ledger: Ledger,
@@ -159,7 +159,7 @@ impl Gateway {
         );
         let prompt_estimate = tokens::estimate_prompt(request);
         let tpm_estimate = prompt_estimate + request.max_output_tokens().map_or(DEFAULT_TPM_OUTPUT_TOKENS, u64::from);
-        let (ticket, rate) = self.rates.acquire(&rate_scopes, tpm_estimate, now)?;
+        let (ticket, rate) = self.rates.acquire(&rate_scopes, tpm_estimate, now).await?;
         let mode = self.config.general.budget_enforcement;
         // The byte bound is free; when it does not fit, count the prompt with the model's own
         // tokenizer (where it has one) before refusing.

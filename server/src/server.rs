@@ -5,6 +5,7 @@
 //! address. Shutdown runs in phases: stop accepting and drain in-flight requests (streams
 //! included, bounded by [`DRAIN_DEADLINE`]), then flush the spend ledger.
 
+use crate::limits::rates::Rates;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -84,13 +85,27 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
     let ledger = Ledger::start(store.clone(), Arc::new(spool), counters);
     let customers = crate::governance::customers::CustomerCache::new(store.clone(), config.customer_defaults.clone());
     let tags = crate::governance::tags::TagCache::new(store.clone());
+    let rates = match &config.general.redis_url {
+        Some(url) => {
+            let g = &config.general;
+            match crate::limits::shared::SharedRates::new(url.expose(), &g.redis_prefix, g.redis_lease, g.redis_timeout)
+            {
+                Ok(shared) => Rates::shared(shared, g.redis_failure_policy),
+                Err(e) => {
+                    let message = format!("general_settings.redis_url is not a usable Redis URL ({:?})", e.kind());
+                    return Err(StartError::Gateway(GatewayError::invalid("general_settings.redis_url", message)));
+                }
+            }
+        }
+        None => Rates::default(),
+    };
     Ok(Arc::new(Gateway {
         config,
         store,
         identities,
         customers,
         tags,
-        rates: Default::default(),
+        rates,
         models,
         upstreams,
         ledger,

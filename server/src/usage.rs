@@ -166,12 +166,13 @@ impl Gateway {
         let now = Utc::now();
         let scopes = self.scopes_for(caller, model, customer, tags, now).await?;
         let tokens = input.saturating_add(output);
-        let refusal = governance::admit(caller, model, self.models.access_groups())
-            .err()
-            .or_else(|| self.rates.check(&scopes.rate, tokens, now).err())
-            .or_else(|| {
-                self.ledger.counters().check(&scopes.budget, estimate, self.config.general.budget_enforcement).err()
-            });
+        let mut refusal = governance::admit(caller, model, self.models.access_groups()).err();
+        if refusal.is_none() {
+            refusal = self.rates.check(&scopes.rate, tokens, now).await.err();
+        }
+        let refusal = refusal.or_else(|| {
+            self.ledger.counters().check(&scopes.budget, estimate, self.config.general.budget_enforcement).err()
+        });
         let status = self.ledger.counters().status(&scopes.budget);
         let budgets = scopes
             .budget
@@ -179,7 +180,7 @@ impl Gateway {
             .zip(status)
             .map(|(scope, (spent, reserved))| BudgetStatus { scope, spent, reserved })
             .collect();
-        let rate_status = self.rates.status(&scopes.rate, now);
+        let rate_status = self.rates.status(&scopes.rate, now).await;
         let limits = scopes.rate.into_iter().zip(rate_status).collect();
         Ok(CheckResult { refusal, estimate, budgets, limits })
     }

@@ -68,3 +68,253 @@ async fn a_block_on_one_instance_is_seen_by_the_others_within_a_second() {
         }
     }
 }
+
+async fn three_instances(extra: &str) -> (Gateway, Gateway, Gateway) {
+    let mut config = standard_config(None);
+    config.push_str(&format!(
+        "  redis_url: {}\n  redis_key_prefix: test-{}\n{extra}",
+        redis_url(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let a = Gateway::start(Options { backend: Backend::Postgres, config, env: vec![] }).await;
+    let b = a.another_instance().await;
+    let c = a.another_instance().await;
+    (a, b, c)
+}
+
+/// Waits until at least 15 s remain in the current minute, so a test's calls share one window.
+async fn early_in_a_minute() {
+    let secs = chrono::Utc::now().timestamp() % 60;
+    if secs > 45 {
+        tokio::time::sleep(Duration::from_secs((61 - secs) as u64)).await;
+    }
+}
+
+fn call(extra: serde_json::Value) -> serde_json::Value {
+    let mut b = json!({"model": "demo", "max_tokens": 10, "messages": [{"role": "user", "content": "hello"}]});
+    if let (serde_json::Value::Object(b), serde_json::Value::Object(e)) = (&mut b, extra) {
+        b.extend(e);
+    }
+    b
+}
+
+/// `n` concurrent calls spread round-robin over the instances; the statuses.
+async fn spread(instances: &[&Gateway], key: &str, n: usize, extra: serde_json::Value) -> Vec<u16> {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let http = instances[i % instances.len()].http();
+        let (key, body) = (key.to_owned(), call(extra.clone()));
+        tasks.push(tokio::spawn(async move { http.post("/v1/chat/completions", &key, body).await.0 }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// Limits held in Redis are exact across three instances: requests per minute, tokens per
+/// minute and requests in flight; a killed instance's slots free themselves within the lease.
+#[tokio::test]
+async fn limits_are_exact_across_three_instances() {
+    let (a, b, mut c) = three_instances("  redis_lease_seconds: 2\n").await;
+    early_in_a_minute().await;
+    let key = |body| {
+        let a = &a;
+        async move {
+            let (s, _, v) = a.http().post("/key/generate", MASTER_KEY, body).await;
+            assert_eq!(s, 200, "{v}");
+            v["key"].as_str().unwrap().to_owned()
+        }
+    };
+
+    // RPM 6 under 18 concurrent calls over three instances: exactly 6.
+    let rpm = key(json!({"rpm_limit": 6})).await;
+    let statuses = spread(&[&a, &b, &c], &rpm, 18, json!({})).await;
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 6, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    let (s, h, _) = b.http().post("/v1/chat/completions", &rpm, call(json!({}))).await;
+    assert_eq!(s, 429);
+    assert!(h.contains_key("retry-after"));
+
+    // TPM 100 with 15 estimated tokens a call (5 prompt bytes + 10 max_tokens, corrected to
+    // the mock's usage at settlement): never more than the limit admits.
+    let tpm = key(json!({"tpm_limit": 100})).await;
+    let statuses = spread(&[&a, &b, &c], &tpm, 12, json!({})).await;
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    assert!((1..=6).contains(&admitted), "{admitted} calls of 15 estimated tokens under tpm 100: {statuses:?}");
+
+    // Two in flight at most, across the instances.
+    let par = key(json!({"max_parallel_requests": 2})).await;
+    let statuses = spread(&[&a, &b, &c], &par, 9, json!({"mock_latency_ms": 800})).await;
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 2, "{statuses:?}");
+    assert_eq!(a.http().post("/v1/chat/completions", &par, call(json!({}))).await.0, 200, "slots freed");
+
+    // A call in flight on C holds the only slot; C dies; the lease lapses and A admits again.
+    let one = key(json!({"max_parallel_requests": 1})).await;
+    let held = {
+        let (http, one) = (c.http(), one.clone());
+        tokio::spawn(
+            async move { http.post("/v1/chat/completions", &one, call(json!({"mock_latency_ms": 20_000}))).await },
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!held.is_finished(), "the slow call was refused");
+    assert_eq!(a.http().post("/v1/chat/completions", &one, call(json!({}))).await.0, 429, "C holds the slot");
+    c.kill();
+    let killed = Instant::now();
+    loop {
+        let (s, _, _) = a.http().post("/v1/chat/completions", &one, call(json!({}))).await;
+        if s == 200 {
+            break;
+        }
+        assert_eq!(s, 429);
+        assert!(killed.elapsed() < Duration::from_secs(4), "the dead instance's slot outlived its 2 s lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    held.abort();
+}
+
+/// A Redis of the test's own, on a free port, that the test may kill and restart.
+struct OwnRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = Self { port, child: None };
+        r.restart().await;
+        r
+    }
+
+    async fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn on_own_redis(redis: &OwnRedis, policy: &str) -> (Gateway, Gateway) {
+    let mut config = standard_config(None);
+    config.push_str(&format!(
+        "  redis_url: redis://127.0.0.1:{}\n  redis_failure_policy: {policy}\n  redis_lease_seconds: 2\n",
+        redis.port
+    ));
+    let a = Gateway::start(Options { backend: Backend::Postgres, config, env: vec![] }).await;
+    let b = a.another_instance().await;
+    // Let both see each other (the share of each limit under fail_open).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    (a, b)
+}
+
+async fn until_status(gw: &Gateway, key: &str, want: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (s, _, v) = gw.http().post("/v1/chat/completions", key, call(json!({}))).await;
+        if s == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still {s} after {within:?}, wanted {want}: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Redis killed under fail_closed: limited calls get a clear 503 (unlimited ones pass), and
+/// limits resume when Redis returns.
+#[tokio::test]
+async fn redis_loss_under_fail_closed_refuses_limited_calls() {
+    let mut redis = OwnRedis::start().await;
+    let (a, _b) = on_own_redis(&redis, "fail_closed").await;
+    let limited = a.create_key(json!({"rpm_limit": 1000})).await["key"].as_str().unwrap().to_owned();
+    let free = a.create_key(json!({})).await["key"].as_str().unwrap().to_owned();
+    assert_eq!(a.http().post("/v1/chat/completions", &limited, call(json!({}))).await.0, 200);
+
+    redis.kill();
+    let (s, _, v) = a.http().post("/v1/chat/completions", &limited, call(json!({}))).await;
+    assert_eq!(s, 503, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("redis_failure_policy is fail_closed"), "{message}");
+    assert!(!message.contains("redis://"), "no Redis URL in errors: {message}");
+    assert_eq!(a.http().post("/v1/chat/completions", &free, call(json!({}))).await.0, 200, "unlimited keys pass");
+    for _ in 0..5 {
+        assert_eq!(a.http().post("/v1/chat/completions", &limited, call(json!({}))).await.0, 503);
+    }
+    assert_eq!(a.logs().matches("Redis is unavailable for shared rate limits").count(), 1, "alerted once");
+
+    redis.restart().await;
+    until_status(&a, &limited, 200, Duration::from_secs(5)).await;
+    assert!(a.logs().contains("Redis is reachable again"));
+    assert!(!a.logs().contains("panicked"));
+}
+
+/// Redis killed mid-load under fail_open: calls keep flowing, each instance admitting its share
+/// of each limit (here half of 6 per minute); shared limits resume when Redis returns.
+#[tokio::test]
+async fn redis_loss_under_fail_open_falls_back_to_a_share() {
+    early_in_a_minute().await;
+    let mut redis = OwnRedis::start().await;
+    let (a, b) = on_own_redis(&redis, "fail_open").await;
+    let busy = a.create_key(json!({"rpm_limit": 100_000})).await["key"].as_str().unwrap().to_owned();
+    let small = a.create_key(json!({"rpm_limit": 6})).await["key"].as_str().unwrap().to_owned();
+
+    // Load on both instances while Redis dies.
+    let load = {
+        let (ha, hb, busy) = (a.http(), b.http(), busy.clone());
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for i in 0..60 {
+                let http = if i % 2 == 0 { &ha } else { &hb };
+                statuses.push(http.post("/v1/chat/completions", &busy, call(json!({}))).await.0);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            statuses
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    redis.kill();
+    let statuses = load.await.unwrap();
+    assert!(statuses.iter().all(|s| *s == 200), "fail_open keeps serving: {statuses:?}");
+
+    // While Redis is away, each of the two instances admits 6 / 2 = 3 on its own counters.
+    let mut admitted = 0;
+    for _ in 0..5 {
+        if a.http().post("/v1/chat/completions", &small, call(json!({}))).await.0 == 200 {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 3);
+    assert_eq!(a.logs().matches("Redis is unavailable for shared rate limits").count(), 1, "alerted once");
+
+    redis.restart().await;
+    let fresh = a.create_key(json!({"max_parallel_requests": 1})).await["key"].as_str().unwrap().to_owned();
+    until_status(&b, &fresh, 200, Duration::from_secs(5)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !b.logs().contains("Redis is reachable again") {
+        assert!(Instant::now() < deadline, "no recovery logged: {}", b.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!a.logs().contains("panicked") && !b.logs().contains("panicked"));
+}

@@ -61,6 +61,21 @@ pub struct GeneralSettings {
     pub global_max_parallel_requests: Option<u64>,
     /// Prefix of Ferryman's Redis keys and channels (`redis_key_prefix`, default `ferryman`).
     pub redis_prefix: String,
+    /// What rate limiting does while Redis is unreachable (`redis_failure_policy`).
+    pub redis_failure_policy: RedisFailurePolicy,
+    /// How long a concurrency slot outlives a silent instance (`redis_lease_seconds`, default 30).
+    pub redis_lease: std::time::Duration,
+    /// The bound on every Redis call on the request path (`redis_timeout_ms`, default 250).
+    pub redis_timeout: std::time::Duration,
+}
+
+/// `general_settings.redis_failure_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisFailurePolicy {
+    /// Fall back to this instance's share of each limit, counted locally.
+    FailOpen,
+    /// Refuse limited calls with 503 until Redis answers again.
+    FailClosed,
 }
 
 /// One entry of `model_list`: a deployment that serves a public model name.
@@ -285,6 +300,9 @@ const GENERAL: &[&str] = &[
     "budget_exceeded_status_code",
     "global_max_parallel_requests",
     "redis_key_prefix",
+    "redis_failure_policy",
+    "redis_lease_seconds",
+    "redis_timeout_ms",
 ];
 const LITELLM: &[&str] =
     &["request_timeout", "max_end_user_budget", "max_end_user_budget_id", "max_budget", "budget_duration"];
@@ -432,6 +450,24 @@ fn read_general(
             400
         }
     };
+    let redis_failure_policy = match r.string(path, map, "redis_failure_policy").as_deref() {
+        None | Some("fail_open") => RedisFailurePolicy::FailOpen,
+        Some("fail_closed") => RedisFailurePolicy::FailClosed,
+        Some(other) => {
+            r.problem(join(path, "redis_failure_policy"), format!("{other:?} is not fail_open or fail_closed"));
+            RedisFailurePolicy::FailOpen
+        }
+    };
+    let mut positive = |key: &str, default: u64| match r.u64(path, map, key) {
+        Some(0) => {
+            r.problem(join(path, key), "must be greater than zero");
+            default
+        }
+        Some(v) => v,
+        None => default,
+    };
+    let redis_lease = std::time::Duration::from_secs(positive("redis_lease_seconds", 30));
+    let redis_timeout = std::time::Duration::from_millis(positive("redis_timeout_ms", 250));
     GeneralSettings {
         master_key,
         database_url: database_url.map(Secret::new),
@@ -442,6 +478,9 @@ fn read_general(
         budget_exceeded_status,
         global_max_parallel_requests: r.u64(path, map, "global_max_parallel_requests"),
         redis_prefix: r.string(path, map, "redis_key_prefix").unwrap_or_else(|| "ferryman".to_owned()),
+        redis_failure_policy,
+        redis_lease,
+        redis_timeout,
     }
 }
 
@@ -627,12 +666,16 @@ model_list:
 general_settings:
   master_key: os.environ/NOT_SET
   database_url: mysql://x
+  redis_failure_policy: sometimes
+  redis_lease_seconds: 0
 "#;
         let err = Config::parse(text, &env(&[])).unwrap_err();
         let got: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
         let want = [
             "general_settings.master_key: environment variable NOT_SET is not set",
             "general_settings.database_url: must start with postgresql://",
+            "general_settings.redis_failure_policy: \"sometimes\" is not fail_open or fail_closed",
+            "general_settings.redis_lease_seconds: must be greater than zero",
             "model_list[0].model_name: must not be empty",
             "model_list[0].litellm_params.model: provider \"nowhere\" is not supported",
             "model_list[1].litellm_params.api_base: \"ftp://x\" is not an http(s) URL",

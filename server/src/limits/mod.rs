@@ -10,6 +10,7 @@
 //! counted twice or missed.
 
 pub mod rates;
+pub mod shared;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -10,11 +10,13 @@
 //! charged to) and frees the slots.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::shared::{Admission, Hold, SharedRates, Unreachable};
+use crate::config::RedisFailurePolicy;
 use crate::error::{ErrorCode, GatewayError};
 
 /// One scope's limits for a call.
@@ -74,6 +76,8 @@ impl Window {
 pub struct Ticket {
     /// (scope id, minute charged, tokens charged, holds a slot)
     held: Vec<(String, i64, u64, bool)>,
+    /// What it holds in Redis, when the limits are shared.
+    shared: Option<Hold>,
 }
 
 /// The most constraining limits after admission, for response headers.
@@ -293,4 +297,117 @@ mod tests {
         r.cancel(t2);
         assert!(r.acquire(&key_only, 0, at(2)).is_ok(), "a cancelled admission frees its slot");
     }
+}
+
+/// The scope of `global_max_parallel_requests`: always this instance's own.
+const INSTANCE_SCOPE: &str = "instance";
+
+/// Rate limits as the gateway sees them: embedded, or shared through Redis with the embedded
+/// limiter as the fallback (`redis_failure_policy: fail_open`) and for the per-instance cap.
+#[derive(Default)]
+pub struct Rates {
+    local: RateLimiter,
+    shared: Option<(Arc<SharedRates>, RedisFailurePolicy)>,
+}
+
+impl Rates {
+    pub fn shared(shared: Arc<SharedRates>, policy: RedisFailurePolicy) -> Self {
+        Self { local: RateLimiter::default(), shared: Some((shared, policy)) }
+    }
+
+    /// Admits a call of `tokens` estimated tokens against every scope, all or nothing.
+    pub async fn acquire(
+        &self,
+        scopes: &[RateScope],
+        tokens: u64,
+        now: DateTime<Utc>,
+    ) -> Result<(Ticket, RateStatus), GatewayError> {
+        let Some((shared, policy)) = &self.shared else { return self.local.acquire(scopes, tokens, now) };
+        let (own, common): (Vec<RateScope>, Vec<RateScope>) =
+            scopes.iter().cloned().partition(|s| s.id == INSTANCE_SCOPE);
+        if common.is_empty() {
+            return self.local.acquire(&own, tokens, now);
+        }
+        let (mut ticket, _) = self.local.acquire(&own, tokens, now)?;
+        match shared.admit(&common, tokens).await {
+            Ok(Admission::Admitted(hold, requests, tokens)) => {
+                ticket.shared = Some(hold);
+                Ok((ticket, RateStatus { requests, tokens }))
+            }
+            Ok(Admission::Refused { scope, kind, limit, used, reset_ms }) => {
+                self.local.cancel(ticket);
+                let what = match kind.as_str() {
+                    "r" => "requests per minute",
+                    "t" => "tokens per minute",
+                    _ => "max_parallel_requests",
+                };
+                let reset = now + chrono::Duration::milliseconds(i64::try_from(reset_ms).unwrap_or(0));
+                let retry = Duration::from_millis(reset_ms.max(1000));
+                Err(refuse(&common[scope.min(common.len() - 1)], what, limit, used, reset, retry))
+            }
+            Err(Unreachable(message)) => {
+                self.local.cancel(ticket);
+                match policy {
+                    RedisFailurePolicy::FailClosed => Err(GatewayError::unavailable(format!(
+                        "Rate limits cannot be checked: {message}; general_settings.redis_failure_policy is \
+                         fail_closed"
+                    ))),
+                    RedisFailurePolicy::FailOpen => self.local.acquire(&share(scopes, shared.instances()), tokens, now),
+                }
+            }
+        }
+    }
+
+    /// Whether [`Rates::acquire`] would admit, taking nothing.
+    pub async fn check(&self, scopes: &[RateScope], tokens: u64, now: DateTime<Utc>) -> Result<(), GatewayError> {
+        let (ticket, _) = self.acquire(scopes, tokens, now).await?;
+        self.cancel(ticket);
+        Ok(())
+    }
+
+    /// Each scope's weighted requests and tokens this minute, and its requests in flight.
+    pub async fn status(&self, scopes: &[RateScope], now: DateTime<Utc>) -> Vec<(u64, u64, u64)> {
+        let local = self.local.status(scopes, now);
+        let Some((shared, _)) = &self.shared else { return local };
+        match shared.status(scopes).await {
+            Ok(remote) => scopes
+                .iter()
+                .zip(local.into_iter().zip(remote))
+                .map(|(s, (l, r))| if s.id == INSTANCE_SCOPE { l } else { r })
+                .collect(),
+            Err(_) => local,
+        }
+    }
+
+    /// Undoes an admission that went no further.
+    pub fn cancel(&self, mut ticket: Ticket) {
+        if let (Some(hold), Some((shared, _))) = (ticket.shared.take(), &self.shared) {
+            shared.release(hold, None);
+        }
+        self.local.cancel(ticket);
+    }
+
+    /// The call finished with `actual` tokens.
+    pub fn settle(&self, mut ticket: Ticket, actual: u64) {
+        if let (Some(hold), Some((shared, _))) = (ticket.shared.take(), &self.shared) {
+            shared.release(hold, Some(actual));
+        }
+        self.local.settle(ticket, actual);
+    }
+}
+
+/// This instance's share of each shared limit while Redis is away: each limit divided by the
+/// instances last seen (at least one of each).
+fn share(scopes: &[RateScope], instances: u64) -> Vec<RateScope> {
+    let part = |v: Option<u64>| v.map(|v| (v / instances).max(1));
+    scopes
+        .iter()
+        .map(|s| {
+            if s.id == INSTANCE_SCOPE {
+                s.clone()
+            } else {
+                RateScope { rpm: part(s.rpm), tpm: part(s.tpm), parallel: part(s.parallel), ..s.clone() }
+            }
+        })
+        .collect()
 }
