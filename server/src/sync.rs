@@ -5,8 +5,13 @@
 //! applies it on receipt, so a blocked key, team, user, organization or customer is refused
 //! everywhere within a round trip. If the subscription drops, the instance forgets all its
 //! cached identities when it reconnects (it may have missed messages).
+//!
+//! The backstop: every publication also increments `<prefix>:invalidate:version` in the same
+//! transaction. Each instance counts the messages it receives and compares, once a second,
+//! with that version; if it is behind, a message went missing and it forgets everything cached.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -69,11 +74,13 @@ pub fn apply(gw: &Gateway, inv: &Invalidation) {
 pub fn start(gateway: &Arc<Gateway>, redis_url: &str, prefix: &str) -> Result<Sync, redis::RedisError> {
     let client = redis::Client::open(redis_url)?;
     let channel = format!("{prefix}:invalidate");
+    let version_key = format!("{prefix}:invalidate:version");
     let origin = uuid::Uuid::new_v4().to_string();
     let (tx, mut rx) = mpsc::unbounded_channel::<Invalidation>();
 
     let pub_client = client.clone();
     let pub_channel = channel.clone();
+    let pub_version = version_key.clone();
     let pub_origin = origin.clone();
     tasks::spawn("invalidation-publisher", async move {
         let mut conn = None;
@@ -92,7 +99,16 @@ pub fn start(gateway: &Arc<Gateway>, redis_url: &str, prefix: &str) -> Result<Sy
                 };
                 let sent = tokio::time::timeout(
                     Duration::from_secs(1),
-                    redis::cmd("PUBLISH").arg(&pub_channel).arg(&payload).query_async::<i64>(c),
+                    redis::pipe()
+                        .atomic()
+                        .cmd("INCR")
+                        .arg(&pub_version)
+                        .ignore()
+                        .cmd("PUBLISH")
+                        .arg(&pub_channel)
+                        .arg(&payload)
+                        .ignore()
+                        .query_async::<()>(c),
                 )
                 .await;
                 match sent {
@@ -106,7 +122,16 @@ pub fn start(gateway: &Arc<Gateway>, redis_url: &str, prefix: &str) -> Result<Sy
         }
     });
 
+    // Messages received, counted against the published version.
+    let seen = Arc::new(AtomicU64::new(0));
+    let subscribed = Arc::new(AtomicBool::new(false));
+    tasks::spawn(
+        "invalidation-version-check",
+        version_check(Arc::downgrade(gateway), client.clone(), version_key, seen.clone(), subscribed.clone()),
+    );
+
     let gw = Arc::downgrade(gateway);
+    let version_key_sub = format!("{prefix}:invalidate:version");
     tasks::spawn("invalidation-subscriber", async move {
         let mut first = true;
         loop {
@@ -119,11 +144,14 @@ pub fn start(gateway: &Arc<Gateway>, redis_url: &str, prefix: &str) -> Result<Sy
                             apply(&gateway, &Invalidation::All);
                         }
                         first = false;
+                        seen.store(read_version(&client, &version_key_sub).await.unwrap_or(0), Ordering::SeqCst);
+                        subscribed.store(true, Ordering::SeqCst);
                         tracing::info!(channel = %channel, "subscribed to cache invalidations");
                         drop(gateway);
                         let mut messages = pubsub.into_on_message();
                         while let Some(msg) = messages.next().await {
                             let Some(gateway) = gw.upgrade() else { return };
+                            seen.fetch_add(1, Ordering::SeqCst);
                             let Ok(payload) = msg.get_payload::<String>() else { continue };
                             match serde_json::from_str::<Envelope>(&payload) {
                                 Ok(env) if env.origin != origin => apply(&gateway, &env.inv),
@@ -131,6 +159,7 @@ pub fn start(gateway: &Arc<Gateway>, redis_url: &str, prefix: &str) -> Result<Sy
                                 Err(e) => tracing::warn!(error = %e, "ignoring a malformed invalidation"),
                             }
                         }
+                        subscribed.store(false, Ordering::SeqCst);
                         tracing::warn!("the Redis invalidation subscription closed; reconnecting");
                     }
                 }
@@ -140,4 +169,45 @@ pub fn start(gateway: &Arc<Gateway>, redis_url: &str, prefix: &str) -> Result<Sy
         }
     });
     Ok(Sync { tx })
+}
+
+async fn read_version(client: &redis::Client, key: &str) -> Option<u64> {
+    let mut conn =
+        tokio::time::timeout(Duration::from_secs(1), client.get_multiplexed_async_connection()).await.ok()?.ok()?;
+    let mut cmd = redis::cmd("GET");
+    cmd.arg(key);
+    let v = tokio::time::timeout(Duration::from_secs(1), cmd.query_async::<Option<u64>>(&mut conn)).await.ok()?.ok()?;
+    Some(v.unwrap_or(0))
+}
+
+/// Once a second, while subscribed: a published version ahead of the messages received means
+/// one went missing, so forget everything cached.
+async fn version_check(
+    gw: std::sync::Weak<Gateway>,
+    client: redis::Client,
+    key: String,
+    seen: Arc<AtomicU64>,
+    subscribed: Arc<AtomicBool>,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(gateway) = gw.upgrade() else { return };
+        if !subscribed.load(Ordering::SeqCst) {
+            continue;
+        }
+        let Some(version) = read_version(&client, &key).await else { continue };
+        let received = seen.load(Ordering::SeqCst);
+        if version > received {
+            // Give a message still in flight a moment before calling it lost.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if seen.load(Ordering::SeqCst) < version {
+                tracing::warn!(version, received, "missed a cache invalidation; forgetting cached identities");
+                apply(&gateway, &Invalidation::All);
+                seen.store(version, Ordering::SeqCst);
+            }
+        } else if version < received {
+            // Messages published between subscribing and reading the version were counted twice.
+            seen.store(version, Ordering::SeqCst);
+        }
+    }
 }

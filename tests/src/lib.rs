@@ -209,6 +209,14 @@ impl Gateway {
         Self::spawn(self.db.clone(), dir, self.config_path.clone(), self.env.clone()).await
     }
 
+    /// Another instance beside this one with extra environment (e.g. a config override).
+    pub async fn another_instance_with(&self, extra: &[(&str, &str)]) -> Gateway {
+        let dir = Arc::new(TempDir::new());
+        let mut env = self.env.clone();
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        Self::spawn(self.db.clone(), dir, self.config_path.clone(), env).await
+    }
+
     /// Starts another gateway process on the same database and config (after a restart).
     pub async fn restart_on_same_db(&self) -> Gateway {
         Self::spawn(self.db.clone(), self.dir.clone(), self.config_path.clone(), self.env.clone()).await

@@ -318,3 +318,39 @@ async fn redis_loss_under_fail_open_falls_back_to_a_share() {
     }
     assert!(!a.logs().contains("panicked") && !b.logs().contains("panicked"));
 }
+
+/// The backstop: a change whose message never arrived (made by an instance publishing under
+/// another prefix) is picked up once the published version shows a message went missing.
+#[tokio::test]
+async fn a_missed_invalidation_is_caught_by_the_version_check() {
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let mut config = standard_config(None);
+    config.push_str(&format!("  redis_url: {}\n  redis_key_prefix: {prefix}\n", redis_url()));
+    let a = Gateway::start(Options { backend: Backend::Postgres, config, env: vec![] }).await;
+    let deaf = a.another_instance_with(&[("FERRYMAN__GENERAL_SETTINGS__REDIS_KEY_PREFIX", "elsewhere")]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !a.logs().contains("subscribed to cache invalidations") {
+        assert!(Instant::now() < deadline, "no subscription: {}", a.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let key = a.create_key(json!({})).await;
+    let secret = key["key"].as_str().unwrap();
+    assert_eq!(a.http().post("/v1/chat/completions", secret, call(json!({}))).await.0, 200);
+    // Blocked through an instance A never hears from: A still serves from its cache.
+    let (s, _, _) = deaf.http().post("/key/block", MASTER_KEY, json!({"key": key["token"]})).await;
+    assert_eq!(s, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(a.http().post("/v1/chat/completions", secret, call(json!({}))).await.0, 200);
+    // The lost message's version bump: within the next check, A forgets and refuses.
+    let bumped = std::process::Command::new("redis-cli")
+        .args(["-u", &redis_url(), "INCR", &format!("{prefix}:invalidate:version")])
+        .output()
+        .expect("redis-cli");
+    assert!(bumped.status.success());
+    let bumped_at = Instant::now();
+    while a.http().post("/v1/chat/completions", secret, call(json!({}))).await.0 != 401 {
+        assert!(bumped_at.elapsed() < Duration::from_secs(3), "the version check never noticed: {}", a.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(a.logs().contains("missed a cache invalidation"));
+}
