@@ -136,6 +136,17 @@ async fn limits_are_exact_across_three_instances() {
     let (s, h, _) = b.http().post("/v1/chat/completions", &rpm, call(json!({}))).await;
     assert_eq!(s, 429);
     assert!(h.contains_key("retry-after"));
+    // The usage API reads the shared counters without taking from them.
+    let (_, _, check) = b.http().post("/usage/check", &rpm, json!({"model": "demo"})).await;
+    assert_eq!(check["reason"], "RATE_LIMITED", "{check}");
+    assert_eq!(check["limits"][0]["requests"], 6, "{check}");
+    let two = key(json!({"rpm_limit": 2})).await;
+    for gw in [&a, &b, &c] {
+        let (_, _, check) = gw.http().post("/usage/check", &two, json!({"model": "demo"})).await;
+        assert_eq!(check["allowed"], true, "{check}");
+    }
+    let statuses = spread(&[&a, &b, &c], &two, 4, json!({})).await;
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 2, "checks took nothing: {statuses:?}");
 
     // TPM 100 with 15 estimated tokens a call (5 prompt bytes + 10 max_tokens, corrected to
     // the mock's usage at settlement): never more than the limit admits.

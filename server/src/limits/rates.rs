@@ -358,10 +358,30 @@ impl Rates {
         }
     }
 
-    /// Whether [`Rates::acquire`] would admit, taking nothing.
+    /// Whether [`Rates::acquire`] would admit, taking nothing (a read of the counters).
     pub async fn check(&self, scopes: &[RateScope], tokens: u64, now: DateTime<Utc>) -> Result<(), GatewayError> {
-        let (ticket, _) = self.acquire(scopes, tokens, now).await?;
-        self.cancel(ticket);
+        if self.shared.is_none() {
+            return self.local.check(scopes, tokens, now);
+        }
+        let (_, elapsed, reset) = minute_of(now);
+        let until_reset = Duration::from_millis(((1.0 - elapsed) * 60_000.0).ceil().max(1000.0) as u64);
+        for (s, (requests, used_tokens, in_flight)) in scopes.iter().zip(self.status(scopes, now).await) {
+            if let Some(rpm) = s.rpm
+                && requests + 1 > rpm
+            {
+                return Err(refuse(s, "requests per minute", rpm, requests, reset, until_reset));
+            }
+            if let Some(tpm) = s.tpm
+                && used_tokens + tokens > tpm
+            {
+                return Err(refuse(s, "tokens per minute", tpm, used_tokens, reset, until_reset));
+            }
+            if let Some(max) = s.parallel
+                && in_flight + 1 > max
+            {
+                return Err(refuse(s, "max_parallel_requests", max, in_flight, now, Duration::from_secs(1)));
+            }
+        }
         Ok(())
     }
 
