@@ -148,12 +148,14 @@ async fn limits_are_exact_across_three_instances() {
     let statuses = spread(&[&a, &b, &c], &two, 4, json!({})).await;
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 2, "checks took nothing: {statuses:?}");
 
-    // TPM 100 with 15 estimated tokens a call (5 prompt bytes + 10 max_tokens, corrected to
-    // the mock's usage at settlement): never more than the limit admits.
+    // TPM 100; a call is reserved at its prompt estimate + max_tokens 10 (between 17 and 20
+    // tokens) and settles at the mock's 14. Reservations and settled counts together never pass
+    // the limit: at least 5 calls fit on estimates, at most 7 once some have settled
+    // (7 × 14 = 98 ≤ 100) — the limit holds within one request's tokens.
     let tpm = key(json!({"tpm_limit": 100})).await;
     let statuses = spread(&[&a, &b, &c], &tpm, 12, json!({})).await;
     let admitted = statuses.iter().filter(|s| **s == 200).count();
-    assert!((1..=6).contains(&admitted), "{admitted} calls of 15 estimated tokens under tpm 100: {statuses:?}");
+    assert!((5..=7).contains(&admitted), "{admitted} admitted under tpm 100: {statuses:?}");
 
     // Two in flight at most, across the instances.
     let par = key(json!({"max_parallel_requests": 2})).await;
