@@ -136,9 +136,10 @@ pub fn start(gateway: &Arc<Gateway>, redis_url: &str, prefix: &str) -> Result<Sy
         let mut first = true;
         loop {
             let Some(gateway) = gw.upgrade() else { return };
-            match client.get_async_pubsub().await {
-                Ok(mut pubsub) => {
-                    if pubsub.subscribe(&channel).await.is_ok() {
+            match tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub()).await {
+                Ok(Ok(mut pubsub)) => {
+                    let subscribe = tokio::time::timeout(Duration::from_secs(2), pubsub.subscribe(&channel)).await;
+                    if matches!(subscribe, Ok(Ok(()))) {
                         if !first {
                             // Messages may have been missed while disconnected.
                             apply(&gateway, &Invalidation::All);
@@ -163,7 +164,8 @@ pub fn start(gateway: &Arc<Gateway>, redis_url: &str, prefix: &str) -> Result<Sy
                         tracing::warn!("the Redis invalidation subscription closed; reconnecting");
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot subscribe to cache invalidations; retrying"),
+                Ok(Err(e)) => tracing::warn!(error = ?e.kind(), "cannot subscribe to cache invalidations; retrying"),
+                Err(_) => tracing::warn!("subscribing to cache invalidations timed out; retrying"),
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -195,19 +197,24 @@ async fn version_check(
         if !subscribed.load(Ordering::SeqCst) {
             continue;
         }
+        // Read what was received before the version: a message arriving in between then only
+        // makes the version look ahead, which the second look below forgives.
+        let before = seen.load(Ordering::SeqCst);
         let Some(version) = read_version(&client, &key).await else { continue };
-        let received = seen.load(Ordering::SeqCst);
-        if version > received {
+        if version > before {
             // Give a message still in flight a moment before calling it lost.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            if seen.load(Ordering::SeqCst) < version {
+            let received = seen.load(Ordering::SeqCst);
+            if received < version {
                 tracing::warn!(version, received, "missed a cache invalidation; forgetting cached identities");
                 apply(&gateway, &Invalidation::All);
-                seen.store(version, Ordering::SeqCst);
+                // Count the missing ones as received, keeping any that arrived meanwhile.
+                seen.fetch_add(version - received, Ordering::SeqCst);
             }
-        } else if version < received {
-            // Messages published between subscribing and reading the version were counted twice.
-            seen.store(version, Ordering::SeqCst);
+        } else if version < before {
+            // Messages published between subscribing and reading the version were counted
+            // twice; lower the count only if nothing arrived since it was read.
+            let _ = seen.compare_exchange(before, version, Ordering::SeqCst, Ordering::SeqCst);
         }
     }
 }

@@ -253,6 +253,23 @@ mod tests {
     }
 
     #[test]
+    fn each_instance_takes_its_share_and_closed_scopes_stay_closed() {
+        let scopes = vec![
+            scope(Some(10), Some(0), Some(1)),
+            RateScope {
+                id: INSTANCE_SCOPE.into(),
+                label: "this instance".into(),
+                rpm: None,
+                tpm: None,
+                parallel: Some(7),
+            },
+        ];
+        let shared = share(&scopes, 3);
+        assert_eq!((shared[0].rpm, shared[0].tpm, shared[0].parallel), (Some(3), Some(0), Some(1)));
+        assert_eq!(shared[1].parallel, Some(7), "the per-instance cap is not divided");
+    }
+
+    #[test]
     fn rpm_admits_exactly_the_limit_in_a_fresh_minute() {
         let r = RateLimiter::default();
         let s = [scope(Some(5), None, None)];
@@ -328,14 +345,20 @@ impl Rates {
         if common.is_empty() {
             return self.local.acquire(&own, tokens, now);
         }
-        let (mut ticket, _) = self.local.acquire(&own, tokens, now)?;
+        // Redis first, then this instance's own cap: nothing local is held across the await,
+        // so a request dropped while Redis answers leaks nothing here.
         match shared.admit(&common, tokens).await {
-            Ok(Admission::Admitted(hold, requests, tokens)) => {
-                ticket.shared = Some(hold);
-                Ok((ticket, RateStatus { requests, tokens }))
-            }
+            Ok(Admission::Admitted(hold, requests, left)) => match self.local.acquire(&own, tokens, now) {
+                Ok((mut ticket, _)) => {
+                    ticket.shared = Some(hold);
+                    Ok((ticket, RateStatus { requests, tokens: left }))
+                }
+                Err(e) => {
+                    shared.release(hold, None);
+                    Err(e)
+                }
+            },
             Ok(Admission::Refused { scope, kind, limit, used, reset_ms }) => {
-                self.local.cancel(ticket);
                 let what = match kind.as_str() {
                     "r" => "requests per minute",
                     "t" => "tokens per minute",
@@ -345,16 +368,13 @@ impl Rates {
                 let retry = Duration::from_millis(reset_ms.max(1000));
                 Err(refuse(&common[scope.min(common.len() - 1)], what, limit, used, reset, retry))
             }
-            Err(Unreachable(message)) => {
-                self.local.cancel(ticket);
-                match policy {
-                    RedisFailurePolicy::FailClosed => Err(GatewayError::unavailable(format!(
-                        "Rate limits cannot be checked: {message}; general_settings.redis_failure_policy is \
+            Err(Unreachable(message)) => match policy {
+                RedisFailurePolicy::FailClosed => Err(GatewayError::unavailable(format!(
+                    "Rate limits cannot be checked: {message}; general_settings.redis_failure_policy is \
                          fail_closed"
-                    ))),
-                    RedisFailurePolicy::FailOpen => self.local.acquire(&share(scopes, shared.instances()), tokens, now),
-                }
-            }
+                ))),
+                RedisFailurePolicy::FailOpen => self.local.acquire(&share(scopes, shared.instances()), tokens, now),
+            },
         }
     }
 
@@ -419,7 +439,8 @@ impl Rates {
 /// This instance's share of each shared limit while Redis is away: each limit divided by the
 /// instances last seen (at least one of each).
 fn share(scopes: &[RateScope], instances: u64) -> Vec<RateScope> {
-    let part = |v: Option<u64>| v.map(|v| (v / instances).max(1));
+    // A limit of zero stays zero (a deliberately closed scope).
+    let part = |v: Option<u64>| v.map(|v| if v == 0 { 0 } else { (v / instances).max(1) });
     scopes
         .iter()
         .map(|s| {

@@ -73,13 +73,13 @@ return {0, minute, rl, rleft, tl, tleft}
 /// frees the slots. ARGV: prefix, lease, minute, token delta, request delta, n, then n pairs
 /// (scope id, holds a slot).
 const RELEASE: &str = r#"
-local prefix, lease, minute, dt, dr, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local prefix, lease, minute, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[6])
 for i = 0, n - 1 do
   local id, slot = ARGV[7 + i * 2], ARGV[8 + i * 2]
   local cur = prefix .. ':rl:' .. id .. ':' .. minute
   if redis.call('EXISTS', cur) == 1 then
-    if dt ~= 0 then redis.call('HINCRBY', cur, 't', dt) end
-    if dr ~= 0 then redis.call('HINCRBY', cur, 'r', dr) end
+    if ARGV[4] ~= '0' then redis.call('HINCRBY', cur, 't', ARGV[4]) end
+    if ARGV[5] ~= '0' then redis.call('HINCRBY', cur, 'r', ARGV[5]) end
   end
   if slot == '1' then redis.call('ZREM', prefix .. ':slots:' .. id, lease) end
 end
@@ -245,11 +245,16 @@ impl SharedRates {
                 self.recovered();
                 Ok(v)
             }
-            Ok(Err(e)) => Err(self.failed(format!(
-                "Redis refused a rate-limit script ({:?}: {})",
-                e.kind(),
-                e.detail().unwrap_or("")
-            ))),
+            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+                Err(self.failed(format!("Redis connection failed ({:?})", e.kind())))
+            }
+            // An error reply is not an outage: the connection stays, nothing is alerted.
+            Ok(Err(e)) => {
+                let message =
+                    format!("Redis refused a rate-limit script ({:?}: {})", e.kind(), e.detail().unwrap_or(""));
+                tracing::warn!(%message, "rate-limit script failed");
+                Err(Unreachable(message))
+            }
             Err(_) => Err(self.failed(format!("Redis did not answer within {:?}", self.timeout))),
         }
     }
@@ -274,6 +279,12 @@ impl SharedRates {
             _ => Err(Unreachable("Redis answered a rate-limit script unexpectedly".into())),
         };
         if int(0)? == 0 {
+            let pair = |i: usize| -> Result<Option<(u64, u64)>, Unreachable> {
+                let (limit, left) = (int(i)?, int(i + 1)?);
+                Ok(u64::try_from(limit).ok().zip(u64::try_from(left).ok()))
+            };
+            let (minute, requests, tokens_left) = (int(1)?, pair(2)?, pair(4)?);
+            // Only a fully read admission is renewed (an unreadable one lapses with its lease).
             let held: Vec<(String, bool)> = scopes.iter().map(|s| (s.id.clone(), s.parallel.is_some())).collect();
             let slots: Vec<String> = held.iter().filter(|(_, slot)| *slot).map(|(id, _)| id.clone()).collect();
             if !slots.is_empty()
@@ -281,12 +292,8 @@ impl SharedRates {
             {
                 leases.insert(lease.clone(), slots);
             }
-            let pair = |i: usize| -> Result<Option<(u64, u64)>, Unreachable> {
-                let (limit, left) = (int(i)?, int(i + 1)?);
-                Ok(u64::try_from(limit).ok().zip(u64::try_from(left).ok()))
-            };
-            let hold = Hold { lease, minute: int(1)?, tokens, scopes: held };
-            return Ok(Admission::Admitted(hold, pair(2)?, pair(4)?));
+            let hold = Hold { lease, minute, tokens, scopes: held };
+            return Ok(Admission::Admitted(hold, requests, tokens_left));
         }
         let kind = match reply.get(2) {
             Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
@@ -308,9 +315,10 @@ impl SharedRates {
         if let Ok(mut leases) = self.leases.lock() {
             leases.remove(&hold.lease);
         }
+        let clamp = |v: i128| i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX });
         let (dt, dr) = match actual {
-            Some(actual) => (i128::from(actual) - i128::from(hold.tokens), 0),
-            None => (-i128::from(hold.tokens), -1),
+            Some(actual) => (clamp(i128::from(actual) - i128::from(hold.tokens)), 0),
+            None => (clamp(-i128::from(hold.tokens)), -1),
         };
         let mut args = vec![self.prefix.clone(), hold.lease, hold.minute.to_string(), dt.to_string(), dr.to_string()];
         args.push(hold.scopes.len().to_string());
