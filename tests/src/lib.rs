@@ -400,6 +400,15 @@ impl Http {
 }
 
 /// The OpenAI error body's `error` object, asserting the shape.
+/// Waits until at least 15 s remain in the current minute, so a test's calls share one
+/// rate-limit window.
+pub async fn early_in_a_minute() {
+    let secs = chrono::Utc::now().timestamp() % 60;
+    if secs > 45 {
+        tokio::time::sleep(Duration::from_secs((61 - secs) as u64)).await;
+    }
+}
+
 pub fn openai_error(v: &Value) -> &serde_json::Map<String, Value> {
     let e = v.get("error").and_then(Value::as_object).unwrap_or_else(|| panic!("not an OpenAI error body: {v}"));
     for field in ["message", "type", "param", "code"] {

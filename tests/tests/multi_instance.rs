@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferryman_tests::{Backend, Gateway, MASTER_KEY, Options, json, standard_config};
+use ferryman_tests::{Backend, Gateway, MASTER_KEY, Options, early_in_a_minute, json, standard_config};
 
 fn redis_url() -> String {
     std::env::var("FERRYMAN_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
@@ -80,14 +80,6 @@ async fn three_instances(extra: &str) -> (Gateway, Gateway, Gateway) {
     let b = a.another_instance().await;
     let c = a.another_instance().await;
     (a, b, c)
-}
-
-/// Waits until at least 15 s remain in the current minute, so a test's calls share one window.
-async fn early_in_a_minute() {
-    let secs = chrono::Utc::now().timestamp() % 60;
-    if secs > 45 {
-        tokio::time::sleep(Duration::from_secs((61 - secs) as u64)).await;
-    }
 }
 
 fn call(extra: serde_json::Value) -> serde_json::Value {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ferryman_proto::v1 as pb;
-use ferryman_tests::{Backend, Gateway, MASTER_KEY, Options, Value, json, openai_error};
+use ferryman_tests::{Backend, Gateway, MASTER_KEY, Options, Value, early_in_a_minute, json, openai_error};
 use tonic_types::StatusExt;
 
 fn config() -> String {
@@ -39,14 +39,6 @@ fn body(extra: Value) -> Value {
         b.extend(e);
     }
     b
-}
-
-/// Waits until at least 15 s remain in the current minute, so a test's calls share one window.
-async fn early_in_a_minute() {
-    let secs = chrono::Utc::now().timestamp() % 60;
-    if secs > 45 {
-        tokio::time::sleep(Duration::from_secs((61 - secs) as u64)).await;
-    }
 }
 
 async fn concurrent(gw: &Gateway, key: &str, n: usize, extra: Value) -> Vec<(u16, reqwest::header::HeaderMap, Value)> {
