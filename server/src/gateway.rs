@@ -16,10 +16,11 @@ use futures_util::Stream;
 use crate::chat::{ChatChunk, ChatRequest, ChatResponse, Usage};
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::governance::budgets::BudgetScope;
 use crate::governance::customers::CustomerCache;
 use crate::governance::{self, Caller, IdentityCache, budgets};
 use crate::ledger::Ledger;
-use crate::limits::rates::{RateStatus, Rates, Ticket};
+use crate::limits::rates::{BudgetRequest, BudgetVerdict, RateScope, RateStatus, Rates, Ticket};
 use crate::limits::{Remaining, Reservation};
 use crate::pricing::{Nanos, PriceTable, TokenCounts};
 use crate::providers::{ChunkStream, Upstreams};
@@ -142,13 +143,9 @@ impl Gateway {
         let max_output =
             request.max_output_tokens().map(u64::from).or(deployment.max_output).unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
         let worst = |prompt| deployment.price.cost(TokenCounts { prompt, completion: max_output, cached_prompt: 0 });
-        let counters = self.ledger.counters();
-        let missing = counters.missing(&scopes);
-        if !missing.is_empty() {
-            self.ledger.load_counters(missing).await?;
-        }
-        // Rate limits first (requests, estimated tokens, slots), then budgets; a call refused
-        // by a budget gives its rate-limit admission back, so it consumes nothing.
+        // Rate limits and budgets together: all or nothing. The byte bound is free; when it
+        // does not fit a budget, count the prompt with the model's own tokenizer (where it
+        // has one) before refusing.
         let rate_scopes = governance::rates::scopes(
             identity,
             customer.as_ref().map(|c| (c.customer.user_id.as_str(), &c.limits)),
@@ -159,26 +156,17 @@ impl Gateway {
         );
         let prompt_estimate = tokens::estimate_prompt(request);
         let tpm_estimate = prompt_estimate + request.max_output_tokens().map_or(DEFAULT_TPM_OUTPUT_TOKENS, u64::from);
-        let (ticket, rate) = self.rates.acquire(&rate_scopes, tpm_estimate, now).await?;
-        let mode = self.config.general.budget_enforcement;
-        // The byte bound is free; when it does not fit, count the prompt with the model's own
-        // tokenizer (where it has one) before refusing.
-        let admitted = match counters.admit(&scopes, worst(tokens::prompt_upper_bound(request)), mode) {
-            Err(refused) if refused.code == crate::error::ErrorCode::BudgetExceeded => {
-                match tokens::count_prompt(&deployment.config.upstream_model, request) {
-                    Some(exact) => counters.admit(&scopes, worst(exact), mode),
-                    None => Err(refused),
+        let admitted =
+            match self.admit(&rate_scopes, tpm_estimate, &scopes, worst(tokens::prompt_upper_bound(request))).await {
+                Err(refused) if refused.code == crate::error::ErrorCode::BudgetExceeded => {
+                    match tokens::count_prompt(&deployment.config.upstream_model, request) {
+                        Some(exact) => self.admit(&rate_scopes, tpm_estimate, &scopes, worst(exact)).await,
+                        None => Err(refused),
+                    }
                 }
-            }
-            other => other,
-        };
-        let (reservation, remaining) = match admitted {
-            Ok(a) => a,
-            Err(e) => {
-                self.rates.cancel(ticket);
-                return Err(e);
-            }
-        };
+                other => other,
+            };
+        let (ticket, rate, reservation, remaining) = admitted?;
         Ok(Call {
             id: uuid::Uuid::new_v4().to_string(),
             caller_key: caller.key_id().to_owned(),
@@ -195,11 +183,51 @@ impl Gateway {
             prompt_estimate,
             tags: tags.into_iter().map(|(name, _)| name).collect(),
             charges: scopes.into_iter().map(|s| s.charge).collect(),
-            reservation: Some(reservation),
+            reservation,
             remaining,
             ticket: Some(ticket),
             rate,
         })
+    }
+
+    /// Admits a call against its rate limits and budgets, all or nothing: in Redis in one
+    /// round trip when shared, else on the local limiter and counters (loaded first).
+    async fn admit(
+        &self,
+        rate_scopes: &[RateScope],
+        tokens: u64,
+        scopes: &[BudgetScope],
+        estimate: Nanos,
+    ) -> Result<(Ticket, RateStatus, Option<Reservation>, Option<Remaining>), GatewayError> {
+        let mode = self.config.general.budget_enforcement;
+        let counters = self.ledger.counters();
+        let request = BudgetRequest { scopes, estimate, mode };
+        for _ in 0..3 {
+            if !self.rates.judges_budgets() {
+                let missing = counters.missing(scopes);
+                if !missing.is_empty() {
+                    self.ledger.load_counters(missing).await?;
+                }
+            }
+            let (ticket, rate, verdict) = self.rates.acquire(rate_scopes, tokens, Utc::now(), &request).await?;
+            let instances = match verdict {
+                BudgetVerdict::Judged(remaining) => return Ok((ticket, rate, None, remaining)),
+                BudgetVerdict::Local { instances } => instances,
+            };
+            // Redis went away between the look and the admission: load the counters first.
+            if !counters.missing(scopes).is_empty() {
+                self.rates.cancel(ticket);
+                continue;
+            }
+            return match counters.admit(scopes, estimate, mode, instances) {
+                Ok((reservation, remaining)) => Ok((ticket, rate, Some(reservation), remaining)),
+                Err(e) => {
+                    self.rates.cancel(ticket);
+                    Err(e)
+                }
+            };
+        }
+        Err(GatewayError::unavailable("Redis is coming and going; budgets could not be checked, try again"))
     }
 
     /// A whole chat completion. `started` is when the request arrived, for the overhead
@@ -300,7 +328,7 @@ impl Gateway {
         let ended_at = Utc::now();
         let counted = self.ledger.counters().settle(call.reservation.take().unwrap_or_default(), &call.charges, cost);
         if let Some(ticket) = call.ticket.take() {
-            self.rates.settle(ticket, usage.prompt_tokens + usage.completion_tokens);
+            self.rates.settle(ticket, usage.prompt_tokens + usage.completion_tokens, cost);
         }
         self.ledger.record(
             SpendRecord {

@@ -82,7 +82,7 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
         tracing::info!(found, newly_stored = stored, "replayed spend records a previous process had spooled");
     }
     let counters = Arc::new(crate::limits::SpendCounters::default());
-    let ledger = Ledger::start(store.clone(), Arc::new(spool), counters);
+    let ledger = Ledger::start(store.clone(), Arc::new(spool), counters.clone());
     let customers = crate::governance::customers::CustomerCache::new(store.clone(), config.customer_defaults.clone());
     let tags = crate::governance::tags::TagCache::new(store.clone());
     let rates = match &config.general.redis_url {
@@ -90,7 +90,7 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
             let g = &config.general;
             match crate::limits::shared::SharedRates::new(url.expose(), &g.redis_prefix, g.redis_lease, g.redis_timeout)
             {
-                Ok(shared) => Rates::shared(shared, g.redis_failure_policy),
+                Ok(shared) => Rates::shared(shared, g.redis_failure_policy, store.clone(), counters),
                 Err(e) => {
                     let message = format!("general_settings.redis_url is not a usable Redis URL ({:?})", e.kind());
                     return Err(StartError::Gateway(GatewayError::invalid("general_settings.redis_url", message)));

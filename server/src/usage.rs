@@ -134,9 +134,11 @@ impl Gateway {
         if let Some(g) = &self.config.global_budget {
             budget.push(budgets::global(g, now));
         }
-        let missing = self.ledger.counters().missing(&budget);
-        if !missing.is_empty() {
-            self.ledger.load_counters(missing).await?;
+        if !self.rates.judges_budgets() {
+            let missing = self.ledger.counters().missing(&budget);
+            if !missing.is_empty() {
+                self.ledger.load_counters(missing).await?;
+            }
         }
         let deployment = self.models.pick(model).ok();
         let rate = governance::rates::scopes(
@@ -170,10 +172,20 @@ impl Gateway {
         if refusal.is_none() {
             refusal = self.rates.check(&scopes.rate, tokens, now).await.err();
         }
+        let status = match self.rates.budget_status(&scopes.budget).await? {
+            Some(shared) => shared,
+            None => {
+                let counters = self.ledger.counters();
+                let missing = counters.missing(&scopes.budget);
+                if !missing.is_empty() {
+                    self.ledger.load_counters(missing).await?;
+                }
+                counters.status(&scopes.budget)
+            }
+        };
         let refusal = refusal.or_else(|| {
-            self.ledger.counters().check(&scopes.budget, estimate, self.config.general.budget_enforcement).err()
+            crate::limits::judge(&scopes.budget, &status, estimate, self.config.general.budget_enforcement).err()
         });
-        let status = self.ledger.counters().status(&scopes.budget);
         let budgets = scopes
             .budget
             .into_iter()
@@ -245,6 +257,7 @@ impl Gateway {
         let end = input.end.unwrap_or(now);
         // Spend lands in the current period, whatever times the caller reports.
         let scopes = self.scopes_for(caller, &model, input.customer.as_deref(), &input.tags, now).await?;
+        self.rates.add_spend(&scopes.budget, cost);
         let charges: Vec<_> = scopes.budget.into_iter().map(|s| s.charge).collect();
         let counted = self.ledger.counters().settle(Default::default(), &charges, cost);
         let identity = caller.identity();

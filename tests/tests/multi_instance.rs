@@ -70,12 +70,13 @@ async fn a_block_on_one_instance_is_seen_by_the_others_within_a_second() {
 }
 
 async fn three_instances(extra: &str) -> (Gateway, Gateway, Gateway) {
+    three_on(&format!("test-{}", uuid::Uuid::new_v4().simple()), extra).await
+}
+
+/// Three instances sharing the Redis key prefix `prefix`.
+async fn three_on(prefix: &str, extra: &str) -> (Gateway, Gateway, Gateway) {
     let mut config = standard_config(None);
-    config.push_str(&format!(
-        "  redis_url: {}\n  redis_key_prefix: test-{}\n{extra}",
-        redis_url(),
-        uuid::Uuid::new_v4().simple()
-    ));
+    config.push_str(&format!("  redis_url: {}\n  redis_key_prefix: {prefix}\n{extra}", redis_url()));
     let a = Gateway::start(Options { backend: Backend::Postgres, config, env: vec![] }).await;
     let b = a.another_instance().await;
     let c = a.another_instance().await;
@@ -180,6 +181,75 @@ async fn limits_are_exact_across_three_instances() {
     held.abort();
 }
 
+/// A strict call's worst case as reserved (nano-USD): "hello" as 12 prompt bytes-as-tokens and
+/// max_tokens 10, at demo's 150e6 and 600e6 femto-USD per input and output token.
+const CALL_WORST: i64 = (12 * 150_000_000 + 10 * 600_000_000) / 1_000_000;
+
+fn redis_cli(url: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli").arg("-u").arg(url).args(args).output().expect("redis-cli");
+    assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The spend Redis holds for a key's lifetime budget, once it equals `want` (or what it is
+/// after two seconds).
+async fn redis_spend(url: &str, prefix: &str, key_id: &str, want: i64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let v = redis_cli(url, &["HGET", &format!("{prefix}:b:key|{key_id}|0"), "s"]).parse().unwrap_or(-1);
+        if v == want || Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The spend of a key's calls as stored, once `n` are.
+async fn stored_spend(gw: &Gateway, key_id: &str, n: usize) -> i64 {
+    let logs = gw.spend_logs_until(&format!("api_key={key_id}&page_size=1000"), n).await;
+    assert_eq!(logs.len(), n, "every admitted call is recorded once");
+    logs.iter().map(|r| r["spend_nanos"].as_i64().unwrap()).sum()
+}
+
+/// Strict budgets across three instances under 300 concurrent calls: never over, and the spend
+/// exact everywhere (the records, the key's spend, the Redis counter) — also after Redis loses
+/// its counters and they are rebuilt from the database.
+#[tokio::test]
+async fn strict_budgets_hold_across_three_instances() {
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let (a, b, c) = three_on(&prefix, "").await;
+    let budget = 30 * CALL_WORST;
+    let key = a.create_key(json!({"max_budget": budget as f64 / 1e9})).await;
+    let (secret, key_id) = (key["key"].as_str().unwrap(), key["token"].as_str().unwrap());
+
+    let first = spread(&[&a, &b, &c], secret, 300, json!({"mock_latency_ms": 300})).await;
+    assert!(first.iter().all(|s| *s == 200 || *s == 400), "{first:?}");
+    let ok1 = first.iter().filter(|s| **s == 200).count();
+    assert!(ok1 >= 30, "at least budget / worst case fit at once: {ok1}");
+    let spent1 = stored_spend(&a, key_id, ok1).await;
+    assert!(spent1 <= budget, "strict budgets overspent across instances: {spent1} of {budget}");
+    assert_eq!(redis_spend(&redis_url(), &prefix, key_id, spent1).await, spent1, "Redis holds what was stored");
+
+    // Redis loses the counters: the next admissions rebuild them from the database.
+    let counters = redis_cli(&redis_url(), &["--scan", "--pattern", &format!("{prefix}:b:*")]);
+    for k in counters.lines() {
+        redis_cli(&redis_url(), &["DEL", k]);
+    }
+    let second = spread(&[&a, &b, &c], secret, 300, json!({"mock_latency_ms": 300})).await;
+    let ok2 = second.iter().filter(|s| **s == 200).count();
+    assert!(ok2 >= 1, "what the first burst left is used: {second:?}");
+    let spent = stored_spend(&b, key_id, ok1 + ok2).await;
+    assert!(spent <= budget, "overspent after a rebuild: {spent} of {budget}");
+    assert!(budget - spent < CALL_WORST, "the budget is used up to one worst case: {spent} of {budget}");
+    let info = c.http().get(&format!("/key/info?key={key_id}"), MASTER_KEY).await.2;
+    assert_eq!(info["info"]["spend_nanos"].as_i64().unwrap(), spent);
+    assert_eq!(redis_spend(&redis_url(), &prefix, key_id, spent).await, spent);
+    let (s, _, v) = a.http().post("/v1/chat/completions", secret, call(json!({}))).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("Budget"), "{v}");
+    eprintln!("strict across three: {ok1} + {ok2} of 600 admitted, spent {spent} of {budget} nano-USD");
+}
+
 /// A Redis of the test's own, on a free port, that the test may kill and restart.
 struct OwnRedis {
     port: u16,
@@ -267,7 +337,7 @@ async fn redis_loss_under_fail_closed_refuses_limited_calls() {
     for _ in 0..5 {
         assert_eq!(a.http().post("/v1/chat/completions", &limited, call(json!({}))).await.0, 503);
     }
-    assert_eq!(a.logs().matches("Redis is unavailable for shared rate limits").count(), 1, "alerted once");
+    assert_eq!(a.logs().matches("Redis is unavailable for shared rate limits and budgets").count(), 1, "alerted once");
 
     redis.restart().await;
     until_status(&a, &limited, 200, Duration::from_secs(5)).await;
@@ -311,7 +381,24 @@ async fn redis_loss_under_fail_open_falls_back_to_a_share() {
         }
     }
     assert_eq!(admitted, 3);
-    assert_eq!(a.logs().matches("Redis is unavailable for shared rate limits").count(), 1, "alerted once");
+    assert_eq!(a.logs().matches("Redis is unavailable for shared rate limits and budgets").count(), 1, "alerted once");
+
+    // Budgets too: each instance spends at most its half of what the database says is left.
+    let budget = 10 * CALL_WORST;
+    let key = a.create_key(json!({"max_budget": budget as f64 / 1e9})).await;
+    let (secret, key_id) = (key["key"].as_str().unwrap().to_owned(), key["token"].as_str().unwrap().to_owned());
+    let mut on_a = 0;
+    loop {
+        let (s, _, v) = a.http().post("/v1/chat/completions", &secret, call(json!({}))).await;
+        if s != 200 {
+            assert_eq!(s, 400, "{v}");
+            break;
+        }
+        on_a += 1;
+        assert!(on_a < 100, "never refused");
+    }
+    let spent_a = stored_spend(&a, &key_id, on_a).await;
+    assert!(spent_a <= budget / 2 && budget / 2 - spent_a < CALL_WORST, "half of {budget}: {spent_a}");
 
     redis.restart().await;
     let fresh = a.create_key(json!({"max_parallel_requests": 1})).await["key"].as_str().unwrap().to_owned();
@@ -321,6 +408,20 @@ async fn redis_loss_under_fail_open_falls_back_to_a_share() {
         assert!(Instant::now() < deadline, "no recovery logged: {}", b.logs());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Redis came back empty: the budget's counter is rebuilt from the database, and the two
+    // instances together spend what is left, never more.
+    let mut after = 0;
+    for i in 0..100 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let (s, _, v) = gw.http().post("/v1/chat/completions", &secret, call(json!({}))).await;
+        if s != 200 {
+            assert_eq!(s, 400, "{v}");
+            break;
+        }
+        after += 1;
+    }
+    let spent = stored_spend(&a, &key_id, on_a + after).await;
+    assert!(after >= 1 && spent <= budget && budget - spent < CALL_WORST, "{after} more, spent {spent} of {budget}");
     assert!(!a.logs().contains("panicked") && !b.logs().contains("panicked"));
 }
 

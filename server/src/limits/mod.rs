@@ -24,6 +24,8 @@ use crate::store::Charge;
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Counter {
+    /// What the database held when the counter was loaded.
+    base: Nanos,
     flushed: Nanos,
     unflushed: Nanos,
     reserved: Nanos,
@@ -65,7 +67,9 @@ pub struct SpendCounters {
     map: Mutex<HashMap<Charge, Counter>>,
 }
 
-fn refuse(scope: &BudgetScope, spent: Nanos, max: Nanos, extra: Option<(Nanos, Nanos)>) -> GatewayError {
+/// The refusal of a call by the budget of `scope`; `extra` is (held by calls in flight, this
+/// call's worst case) in strict mode.
+pub fn refuse(scope: &BudgetScope, spent: Nanos, max: Nanos, extra: Option<(Nanos, Nanos)>) -> GatewayError {
     let period = match scope.resets_at {
         Some(at) => format!("this period, resets {}", at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         None => "in total (no budget_duration)".to_owned(),
@@ -89,6 +93,41 @@ fn refuse(scope: &BudgetScope, spent: Nanos, max: Nanos, extra: Option<(Nanos, N
     GatewayError::new(ErrorCode::BudgetExceeded, message).with_reason("BUDGET_EXCEEDED")
 }
 
+/// Judges a call whose worst case is `estimate` against every enforced budget among `scopes`,
+/// given each scope's (spent, held by calls in flight): the tightest budget left, or the
+/// refusal naming the first scope without room.
+pub fn judge(
+    scopes: &[BudgetScope],
+    states: &[(Nanos, Nanos)],
+    estimate: Nanos,
+    mode: Enforcement,
+) -> Result<Option<Remaining>, GatewayError> {
+    let mut tightest: Option<Remaining> = None;
+    for (s, &(spent, reserved)) in scopes.iter().zip(states).filter(|(s, _)| s.enforce) {
+        let Some(max) = s.max else { continue };
+        let fits = match mode {
+            Enforcement::Strict => spent.saturating_add(reserved).saturating_add(estimate) <= max,
+            Enforcement::Optimistic => spent < max,
+        };
+        if !fits {
+            return Err(refuse(s, spent, max, (mode == Enforcement::Strict).then_some((reserved, estimate))));
+        }
+        let left = Nanos(max.0 - spent.0 - reserved.0);
+        if tightest.as_ref().is_none_or(|t| left < t.remaining) {
+            let soft = tightest.as_ref().and_then(|t| t.soft_exceeded.clone());
+            tightest = Some(Remaining { label: s.label.clone(), remaining: left, max, soft_exceeded: soft });
+        }
+        if let (Some(soft), Some(t)) = (s.soft, tightest.as_mut())
+            && spent >= soft
+            && t.soft_exceeded.is_none()
+        {
+            tracing::warn!(scope = %s.label, spent = %format_usd(spent), soft_budget = %format_usd(soft), "soft budget exceeded");
+            t.soft_exceeded = Some(s.label.clone());
+        }
+    }
+    Ok(tightest)
+}
+
 impl SpendCounters {
     /// The charges among `scopes` whose counters are not loaded yet.
     pub fn missing(&self, scopes: &[BudgetScope]) -> Vec<Charge> {
@@ -104,30 +143,56 @@ impl SpendCounters {
     pub fn load(&self, charges: &[Charge], stored: &[Nanos]) {
         if let Ok(mut map) = self.map.lock() {
             for (c, s) in charges.iter().zip(stored) {
-                map.entry(c.clone()).or_insert(Counter { flushed: *s, ..Default::default() });
+                map.entry(c.clone()).or_insert(Counter { base: *s, flushed: *s, ..Default::default() });
             }
         }
     }
 
     /// Admits a call whose worst case is `estimate`, or refuses it naming the scope. In strict
     /// mode the estimate is held against every enforced budget until [`SpendCounters::settle`].
+    /// With `instances` above one (Redis away, each instance on its own counters), each
+    /// budget allows this instance 1/`instances` of what was left when its counter was loaded.
     pub fn admit(
         &self,
         scopes: &[BudgetScope],
         estimate: Nanos,
         mode: Enforcement,
+        instances: u64,
     ) -> Result<(Reservation, Option<Remaining>), GatewayError> {
-        self.evaluate(scopes, estimate, mode, true)
-    }
-
-    /// Whether [`SpendCounters::admit`] would admit, holding nothing.
-    pub fn check(
-        &self,
-        scopes: &[BudgetScope],
-        estimate: Nanos,
-        mode: Enforcement,
-    ) -> Result<Option<Remaining>, GatewayError> {
-        self.evaluate(scopes, estimate, mode, false).map(|(_, r)| r)
+        let mut map = self.map.lock().map_err(|_| GatewayError::internal("budget counters poisoned"))?;
+        let states: Vec<_> = scopes
+            .iter()
+            .map(|s| map.get(&s.charge).map_or((Nanos::ZERO, Nanos::ZERO), |c| (c.spent(), c.reserved)))
+            .collect();
+        let shared_out;
+        let judged = if instances > 1 {
+            shared_out = scopes
+                .iter()
+                .map(|s| {
+                    let base = map.get(&s.charge).map_or(Nanos::ZERO, |c| c.base);
+                    let max = s.max.map(|m| {
+                        let left = m.0.saturating_sub(base.0).max(0);
+                        Nanos(base.0.saturating_add(left / i64::try_from(instances).unwrap_or(i64::MAX)))
+                    });
+                    BudgetScope { max, ..s.clone() }
+                })
+                .collect::<Vec<_>>();
+            &shared_out[..]
+        } else {
+            scopes
+        };
+        let remaining = judge(judged, &states, estimate, mode)?;
+        let mut held = Vec::new();
+        if mode == Enforcement::Strict {
+            for s in scopes.iter().filter(|s| s.enforce && s.max.is_some()) {
+                // Counters are loaded before admission; never hold against one that is not.
+                if let Some(c) = map.get_mut(&s.charge) {
+                    c.reserved = c.reserved.saturating_add(estimate);
+                    held.push((s.charge.clone(), estimate));
+                }
+            }
+        }
+        Ok((Reservation { held }, remaining))
     }
 
     /// Spend and reservations of each scope's counter (zero where not loaded).
@@ -139,50 +204,11 @@ impl SpendCounters {
             .collect()
     }
 
-    fn evaluate(
-        &self,
-        scopes: &[BudgetScope],
-        estimate: Nanos,
-        mode: Enforcement,
-        reserve: bool,
-    ) -> Result<(Reservation, Option<Remaining>), GatewayError> {
-        let mut map = self.map.lock().map_err(|_| GatewayError::internal("budget counters poisoned"))?;
-        let mut tightest: Option<Remaining> = None;
-        for s in scopes.iter().filter(|s| s.enforce) {
-            let Some(max) = s.max else { continue };
-            let c = map.get(&s.charge).copied().unwrap_or_default();
-            let spent = c.spent();
-            let fits = match mode {
-                Enforcement::Strict => spent.saturating_add(c.reserved).saturating_add(estimate) <= max,
-                Enforcement::Optimistic => spent < max,
-            };
-            if !fits {
-                return Err(refuse(s, spent, max, (mode == Enforcement::Strict).then_some((c.reserved, estimate))));
-            }
-            let left = Nanos(max.0 - spent.0 - c.reserved.0);
-            if tightest.as_ref().is_none_or(|t| left < t.remaining) {
-                let soft = tightest.as_ref().and_then(|t| t.soft_exceeded.clone());
-                tightest = Some(Remaining { label: s.label.clone(), remaining: left, max, soft_exceeded: soft });
-            }
-            if let (Some(soft), Some(t)) = (s.soft, tightest.as_mut())
-                && spent >= soft
-                && t.soft_exceeded.is_none()
-            {
-                tracing::warn!(scope = %s.label, spent = %format_usd(spent), soft_budget = %format_usd(soft), "soft budget exceeded");
-                t.soft_exceeded = Some(s.label.clone());
-            }
+    /// Forgets every counter (Redis is back: the next outage loads them afresh).
+    pub fn clear(&self) {
+        if let Ok(mut map) = self.map.lock() {
+            map.clear();
         }
-        let mut held = Vec::new();
-        if reserve && mode == Enforcement::Strict {
-            for s in scopes.iter().filter(|s| s.enforce && s.max.is_some()) {
-                // Counters are loaded before admission; never hold against one that is not.
-                if let Some(c) = map.get_mut(&s.charge) {
-                    c.reserved = c.reserved.saturating_add(estimate);
-                    held.push((s.charge.clone(), estimate));
-                }
-            }
-        }
-        Ok((Reservation { held }, tightest))
     }
 
     /// Releases a reservation and adds the real cost to every loaded counter among `charges`.
@@ -259,9 +285,10 @@ mod tests {
         let counters = SpendCounters::default();
         let s = vec![scope(1000)];
         counters.load(&[s[0].charge.clone()], &[Nanos(0)]);
-        let held: Vec<_> = (0..50).filter_map(|_| counters.admit(&s, Nanos(100), Enforcement::Strict).ok()).collect();
+        let held: Vec<_> =
+            (0..50).filter_map(|_| counters.admit(&s, Nanos(100), Enforcement::Strict, 1).ok()).collect();
         assert_eq!(held.len(), 10, "ten worst cases of 100 fit in 1000");
-        let err = counters.admit(&s, Nanos(100), Enforcement::Strict).unwrap_err();
+        let err = counters.admit(&s, Nanos(100), Enforcement::Strict, 1).unwrap_err();
         assert_eq!(err.code, ErrorCode::BudgetExceeded);
         assert!(err.message.contains("held by calls in flight"), "{}", err.message);
         // Settling at the real cost (40) frees the difference for others.
@@ -270,7 +297,7 @@ mod tests {
             assert_eq!(counters.settle(r, &charges, Nanos(40)), vec![true]);
         }
         assert_eq!(counters.spent(&charges[0]), Some(Nanos(400)));
-        let more = (0..50).filter(|_| counters.admit(&s, Nanos(100), Enforcement::Strict).is_ok()).count();
+        let more = (0..50).filter(|_| counters.admit(&s, Nanos(100), Enforcement::Strict, 1).is_ok()).count();
         assert_eq!(more, 6);
     }
 
@@ -280,13 +307,13 @@ mod tests {
         let s = vec![scope(100)];
         let c = vec![s[0].charge.clone()];
         counters.load(&c, &[Nanos(90)]);
-        let (r, left) = counters.admit(&s, Nanos(1000), Enforcement::Optimistic).unwrap();
+        let (r, left) = counters.admit(&s, Nanos(1000), Enforcement::Optimistic, 1).unwrap();
         assert_eq!(left.unwrap().remaining, Nanos(10));
         let counted = counters.settle(r, &c, Nanos(50));
-        assert!(counters.admit(&s, Nanos(1), Enforcement::Optimistic).is_err(), "spent 140 of 100");
+        assert!(counters.admit(&s, Nanos(1), Enforcement::Optimistic, 1).is_err(), "spent 140 of 100");
         counters.stored(&c, &counted, Nanos(50));
         assert_eq!(counters.spent(&c[0]), Some(Nanos(140)), "storing moves spend, never doubles it");
-        let err = counters.admit(&s, Nanos(1), Enforcement::Optimistic).unwrap_err();
+        let err = counters.admit(&s, Nanos(1), Enforcement::Optimistic, 1).unwrap_err();
         assert!(
             err.message.starts_with("Budget has been exceeded: key \"k\" spent 0.00000014 of 0.0000001 USD"),
             "{}",

@@ -10,14 +10,19 @@
 //! charged to) and frees the slots.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::shared::{Admission, Hold, SharedRates, Unreachable};
+use super::shared::{Admission, BudgetAsk, Hold, SharedRates, Unreachable};
+use super::{Enforcement, Remaining, SpendCounters, judge};
 use crate::config::RedisFailurePolicy;
 use crate::error::{ErrorCode, GatewayError};
+use crate::governance::budgets::BudgetScope;
+use crate::pricing::Nanos;
+use crate::store::{Charge, Store};
 
 /// One scope's limits for a call.
 #[derive(Debug, Clone)]
@@ -319,45 +324,134 @@ mod tests {
 /// The scope of `global_max_parallel_requests`: always this instance's own.
 const INSTANCE_SCOPE: &str = "instance";
 
-/// Rate limits as the gateway sees them: embedded, or shared through Redis with the embedded
-/// limiter as the fallback (`redis_failure_policy: fail_open`) and for the per-instance cap.
+/// The budgets a call is admitted against, with the rate limits.
+pub struct BudgetRequest<'a> {
+    pub scopes: &'a [BudgetScope],
+    /// The call's worst case, reserved in strict mode.
+    pub estimate: Nanos,
+    pub mode: Enforcement,
+}
+
+/// What became of the budgets of an admission.
+#[derive(Debug)]
+pub enum BudgetVerdict {
+    /// Judged in Redis together with the rate limits: the tightest budget left.
+    Judged(Option<Remaining>),
+    /// For the local counters to judge, each instance taking 1/`instances` of what is left
+    /// (embedded, or Redis away under `fail_open`).
+    Local { instances: u64 },
+}
+
+/// Rate limits (and, when shared, budgets) as the gateway sees them: embedded, or shared
+/// through Redis with the embedded limiter and the local spend counters as the fallback
+/// (`redis_failure_policy: fail_open`) and for the per-instance cap.
 #[derive(Default)]
 pub struct Rates {
     local: RateLimiter,
-    shared: Option<(Arc<SharedRates>, RedisFailurePolicy)>,
+    shared: Option<Shared>,
+}
+
+struct Shared {
+    redis: Arc<SharedRates>,
+    policy: RedisFailurePolicy,
+    /// Where budget counters Redis lacks are rebuilt from.
+    store: Arc<dyn Store>,
+    /// The local counters judged budgets while Redis was away (forgotten when it returns).
+    counters: Arc<SpendCounters>,
+    local_budgets: AtomicBool,
+}
+
+/// A budget counter's name in Redis.
+fn counter(c: &Charge) -> String {
+    format!("{}|{}|{}", c.scope, c.scope_id, c.period_start_us)
 }
 
 impl Rates {
-    pub fn shared(shared: Arc<SharedRates>, policy: RedisFailurePolicy) -> Self {
-        Self { local: RateLimiter::default(), shared: Some((shared, policy)) }
+    pub fn shared(
+        redis: Arc<SharedRates>,
+        policy: RedisFailurePolicy,
+        store: Arc<dyn Store>,
+        counters: Arc<SpendCounters>,
+    ) -> Self {
+        let shared = Shared { redis, policy, store, counters, local_budgets: AtomicBool::new(false) };
+        Self { local: RateLimiter::default(), shared: Some(shared) }
     }
 
-    /// Admits a call of `tokens` estimated tokens against every scope, all or nothing.
+    /// Whether budgets are judged in Redis now (shared and reachable as last seen); when not,
+    /// the caller loads the local counters before admitting.
+    pub fn judges_budgets(&self) -> bool {
+        self.shared.as_ref().is_some_and(|s| !s.redis.is_down())
+    }
+
+    /// Admits a call of `tokens` estimated tokens against every rate scope, all or nothing;
+    /// when the limits are shared, every budget too, in the same round trip.
     pub async fn acquire(
         &self,
         scopes: &[RateScope],
         tokens: u64,
         now: DateTime<Utc>,
-    ) -> Result<(Ticket, RateStatus), GatewayError> {
-        let Some((shared, policy)) = &self.shared else { return self.local.acquire(scopes, tokens, now) };
+        budgets: &BudgetRequest<'_>,
+    ) -> Result<(Ticket, RateStatus, BudgetVerdict), GatewayError> {
+        let Some(shared) = &self.shared else {
+            let (ticket, status) = self.local.acquire(scopes, tokens, now)?;
+            return Ok((ticket, status, BudgetVerdict::Local { instances: 1 }));
+        };
         let (own, common): (Vec<RateScope>, Vec<RateScope>) =
             scopes.iter().cloned().partition(|s| s.id == INSTANCE_SCOPE);
-        if common.is_empty() {
-            return self.local.acquire(&own, tokens, now);
+        let judged: Vec<&BudgetScope> = budgets.scopes.iter().filter(|s| s.enforce && s.max.is_some()).collect();
+        let ask = BudgetAsk {
+            judged: judged.iter().map(|s| (counter(&s.charge), s.max.map_or(0, |m| m.0))).collect(),
+            charged: budgets.scopes.iter().filter(|s| s.max.is_some()).map(|s| counter(&s.charge)).collect(),
+            estimate: budgets.estimate.0,
+            strict: budgets.mode == Enforcement::Strict,
+        };
+        if common.is_empty() && judged.is_empty() {
+            let (mut ticket, status) = self.local.acquire(&own, tokens, now)?;
+            if !ask.charged.is_empty() {
+                ticket.shared = Some(Hold::charges(ask.charged));
+            }
+            return Ok((ticket, status, BudgetVerdict::Judged(None)));
         }
         // Redis first, then this instance's own cap: nothing local is held across the await,
-        // so a request dropped while Redis answers leaks nothing here.
-        match shared.admit(&common, tokens).await {
-            Ok(Admission::Admitted(hold, requests, left)) => match self.local.acquire(&own, tokens, now) {
-                Ok((mut ticket, _)) => {
-                    ticket.shared = Some(hold);
-                    Ok((ticket, RateStatus { requests, tokens: left }))
+        // so a request dropped while Redis answers leaks nothing here. A budget counter Redis
+        // lacks is rebuilt from the database and the admission asked again.
+        let mut attempts = 0;
+        let answer = loop {
+            attempts += 1;
+            match shared.redis.admit(&common, tokens, &ask).await {
+                Ok(Admission::Missing(indexes)) if attempts < 3 => {
+                    let charges: Vec<Charge> =
+                        indexes.iter().filter_map(|i| judged.get(*i)).map(|s| s.charge.clone()).collect();
+                    let spent = shared.store.period_spend(&charges).await?;
+                    let loaded: Vec<(String, i64)> =
+                        charges.iter().map(counter).zip(spent.iter().map(|n| n.0)).collect();
+                    if let Err(e) = shared.redis.load(&loaded).await {
+                        break Err(e);
+                    }
                 }
-                Err(e) => {
-                    shared.release(hold, None);
-                    Err(e)
+                other => break other,
+            }
+        };
+        match answer {
+            Ok(Admission::Admitted(hold, requests, left, states)) => {
+                if shared.local_budgets.swap(false, Ordering::Relaxed) {
+                    shared.counters.clear();
                 }
-            },
+                let states: Vec<(Nanos, Nanos)> = states.into_iter().map(|(s, h)| (Nanos(s), Nanos(h))).collect();
+                let judged: Vec<BudgetScope> = judged.into_iter().cloned().collect();
+                // Redis judged the same numbers; this only finds the tightest and soft budgets.
+                let remaining = judge(&judged, &states, Nanos::ZERO, Enforcement::Optimistic).unwrap_or_default();
+                match self.local.acquire(&own, tokens, now) {
+                    Ok((mut ticket, _)) => {
+                        ticket.shared = Some(hold);
+                        Ok((ticket, RateStatus { requests, tokens: left }, BudgetVerdict::Judged(remaining)))
+                    }
+                    Err(e) => {
+                        shared.redis.release(hold, None, 0);
+                        Err(e)
+                    }
+                }
+            }
             Ok(Admission::Refused { scope, kind, limit, used, reset_ms }) => {
                 let what = match kind.as_str() {
                     "r" => "requests per minute",
@@ -366,15 +460,63 @@ impl Rates {
                 };
                 let reset = now + chrono::Duration::milliseconds(i64::try_from(reset_ms).unwrap_or(0));
                 let retry = Duration::from_millis(reset_ms.max(1000));
-                Err(refuse(&common[scope.min(common.len() - 1)], what, limit, used, reset, retry))
+                Err(refuse(&common[scope.min(common.len().saturating_sub(1))], what, limit, used, reset, retry))
             }
-            Err(Unreachable(message)) => match policy {
+            Ok(Admission::OverBudget { index, spent, held }) => {
+                let Some(s) = judged.get(index) else {
+                    return Err(GatewayError::internal("Redis refused a budget it was not asked about"));
+                };
+                let max = s.max.unwrap_or(Nanos::ZERO);
+                let extra = (budgets.mode == Enforcement::Strict).then_some((Nanos(held), budgets.estimate));
+                Err(crate::limits::refuse(s, Nanos(spent), max, extra))
+            }
+            Ok(Admission::Missing(_)) => {
+                Err(GatewayError::unavailable("budget counters could not be loaded into Redis; try again"))
+            }
+            Err(Unreachable(message)) => match shared.policy {
                 RedisFailurePolicy::FailClosed => Err(GatewayError::unavailable(format!(
-                    "Rate limits cannot be checked: {message}; general_settings.redis_failure_policy is \
-                         fail_closed"
+                    "Rate limits and budgets cannot be checked: {message}; \
+                     general_settings.redis_failure_policy is fail_closed"
                 ))),
-                RedisFailurePolicy::FailOpen => self.local.acquire(&share(scopes, shared.instances()), tokens, now),
+                RedisFailurePolicy::FailOpen => {
+                    let instances = shared.redis.instances();
+                    shared.local_budgets.store(true, Ordering::Relaxed);
+                    let (ticket, status) = self.local.acquire(&share(scopes, instances), tokens, now)?;
+                    Ok((ticket, status, BudgetVerdict::Local { instances }))
+                }
             },
+        }
+    }
+
+    /// Each budget's (spent, held by calls in flight) as Redis holds it (counters it lacks
+    /// rebuilt from the database); None when budgets are not shared or Redis is away.
+    pub async fn budget_status(&self, scopes: &[BudgetScope]) -> Result<Option<Vec<(Nanos, Nanos)>>, GatewayError> {
+        let Some(shared) = self.shared.as_ref().filter(|s| !s.redis.is_down()) else { return Ok(None) };
+        let names: Vec<String> = scopes.iter().map(|s| counter(&s.charge)).collect();
+        let Ok(mut found) = shared.redis.budgets(&names).await else { return Ok(None) };
+        let lacking: Vec<usize> =
+            (0..scopes.len()).filter(|i| found[*i].is_none() && scopes[*i].max.is_some()).collect();
+        if !lacking.is_empty() {
+            let charges: Vec<Charge> = lacking.iter().map(|i| scopes[*i].charge.clone()).collect();
+            let spent = shared.store.period_spend(&charges).await?;
+            let loaded: Vec<(String, i64)> = charges.iter().map(counter).zip(spent.iter().map(|n| n.0)).collect();
+            if shared.redis.load(&loaded).await.is_err() {
+                return Ok(None);
+            }
+            let Ok(again) = shared.redis.budgets(&names).await else { return Ok(None) };
+            found = again;
+        }
+        Ok(Some(
+            found.into_iter().map(|f| f.map_or((Nanos::ZERO, Nanos::ZERO), |(s, h)| (Nanos(s), Nanos(h)))).collect(),
+        ))
+    }
+
+    /// Adds a cost recorded after the fact to the shared budget counters of `scopes`.
+    pub fn add_spend(&self, scopes: &[BudgetScope], cost: Nanos) {
+        let Some(shared) = &self.shared else { return };
+        let charged: Vec<String> = scopes.iter().filter(|s| s.max.is_some()).map(|s| counter(&s.charge)).collect();
+        if !charged.is_empty() && cost.0 != 0 {
+            shared.redis.release(Hold::charges(charged), Some(0), cost.0);
         }
     }
 
@@ -408,8 +550,8 @@ impl Rates {
     /// Each scope's weighted requests and tokens this minute, and its requests in flight.
     pub async fn status(&self, scopes: &[RateScope], now: DateTime<Utc>) -> Vec<(u64, u64, u64)> {
         let local = self.local.status(scopes, now);
-        let Some((shared, _)) = &self.shared else { return local };
-        match shared.status(scopes).await {
+        let Some(shared) = &self.shared else { return local };
+        match shared.redis.status(scopes).await {
             Ok(remote) => scopes
                 .iter()
                 .zip(local.into_iter().zip(remote))
@@ -421,16 +563,16 @@ impl Rates {
 
     /// Undoes an admission that went no further.
     pub fn cancel(&self, mut ticket: Ticket) {
-        if let (Some(hold), Some((shared, _))) = (ticket.shared.take(), &self.shared) {
-            shared.release(hold, None);
+        if let (Some(hold), Some(shared)) = (ticket.shared.take(), &self.shared) {
+            shared.redis.release(hold, None, 0);
         }
         self.local.cancel(ticket);
     }
 
-    /// The call finished with `actual` tokens.
-    pub fn settle(&self, mut ticket: Ticket, actual: u64) {
-        if let (Some(hold), Some((shared, _))) = (ticket.shared.take(), &self.shared) {
-            shared.release(hold, Some(actual));
+    /// The call finished with `actual` tokens, costing `cost`.
+    pub fn settle(&self, mut ticket: Ticket, actual: u64, cost: Nanos) {
+        if let (Some(hold), Some(shared)) = (ticket.shared.take(), &self.shared) {
+            shared.redis.release(hold, Some(actual), cost.0);
         }
         self.local.settle(ticket, actual);
     }

@@ -6,6 +6,18 @@
 //! the embedded limiter. A slot is a lease (a sorted-set member scored by its expiry) that
 //! this instance renews while the call runs; if the instance dies, the lease lapses and the
 //! slot frees itself within `redis_lease_seconds`.
+//!
+//! Budgets ride in the same admission. Each budget scope's period spend is a counter in Redis
+//! (`<prefix>:b:<charge>`, field `s`, integer nano-USD) that every instance's settlements add
+//! to; strict mode's reservations are leases too (`<prefix>:bres:<charge>`, members
+//! `<lease>|<nano-USD>` scored by expiry), so a dead instance's holds lapse with its slots. A
+//! counter Redis does not have (first use, expiry after an idle hour, or a Redis that lost its
+//! data) is rebuilt from the database's stored spend before the call is judged. Spend settled
+//! but not yet stored by some instance's ledger when a counter is rebuilt is not in it: the
+//! ledger stores within milliseconds, so that window is small, but it is there. Settlements
+//! are idempotent (a marker per lease) and, when Redis cannot be reached, are kept (up to
+//! [`MAX_PENDING`]) and replayed when it returns. Amounts are exact while they stay below
+//! 2^53 nano-USD (9 million USD) per counter: Lua's numbers are doubles.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -52,6 +64,31 @@ for i = 0, n - 1 do
     if used + 1 > par then return {1, i, 'p', par, used, 1000} end
   end
 end
+-- Budgets: ARGV from b on: count, mode (s strict, o optimistic), estimate, counter ttl ms,
+-- then pairs (charge, max). A counter Redis lacks must be loaded before anything is judged.
+local b = 6 + n * 4
+local m, mode, estimate, ttl = tonumber(ARGV[b]), ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+local missing = {2}
+for j = 0, m - 1 do
+  if redis.call('EXISTS', prefix .. ':b:' .. ARGV[b + 4 + j * 2]) == 0 then table.insert(missing, j) end
+end
+if #missing > 1 then return missing end
+local budgets = {}
+for j = 0, m - 1 do
+  local id, max = ARGV[b + 4 + j * 2], tonumber(ARGV[b + 5 + j * 2])
+  local spent = tonumber(redis.call('HGET', prefix .. ':b:' .. id, 's') or 0)
+  local resv = prefix .. ':bres:' .. id
+  redis.call('ZREMRANGEBYSCORE', resv, '-inf', now)
+  local held = 0
+  for _, member in ipairs(redis.call('ZRANGE', resv, 0, -1)) do
+    held = held + (tonumber(string.match(member, '|(%d+)$')) or 0)
+  end
+  local fits
+  if mode == 's' then fits = spent + held + estimate <= max else fits = spent < max end
+  if not fits then return {3, j, spent, held} end
+  table.insert(budgets, spent)
+  table.insert(budgets, held)
+end
 for i = 0, n - 1 do
   local id, rpm, tpm, par = ARGV[6 + i * 4], tonumber(ARGV[7 + i * 4]), tonumber(ARGV[8 + i * 4]), tonumber(ARGV[9 + i * 4])
   if rpm >= 0 or tpm >= 0 then
@@ -66,14 +103,31 @@ for i = 0, n - 1 do
     redis.call('PEXPIRE', slots, lease_ms * 2)
   end
 end
-return {0, minute, rl, rleft, tl, tleft}
+for j = 0, m - 1 do
+  local id = ARGV[b + 4 + j * 2]
+  if mode == 's' then
+    local resv = prefix .. ':bres:' .. id
+    redis.call('ZADD', resv, now + lease_ms, lease .. '|' .. ARGV[b + 2])
+    redis.call('PEXPIRE', resv, lease_ms * 2)
+  end
+  redis.call('PEXPIRE', prefix .. ':b:' .. id, ttl)
+end
+local out = {0, minute, rl, rleft, tl, tleft}
+for _, v in ipairs(budgets) do table.insert(out, v) end
+return out
 "#;
 
-/// Corrects tokens in the minute they were charged, takes back the request if cancelled, and
-/// frees the slots. ARGV: prefix, lease, minute, token delta, request delta, n, then n pairs
-/// (scope id, holds a slot).
+/// Corrects tokens in the minute they were charged, takes back the request if cancelled, frees
+/// the slots, and settles the budgets: each held reservation removed, the cost added to every
+/// counter Redis has (one it lacks is rebuilt from the database, where the cost is stored).
+/// Runs once per lease that settles budgets (a marker), so a replayed settlement never counts twice. ARGV: prefix,
+/// lease, minute, token delta, request delta, n, n pairs (scope id, holds a slot), cost, k,
+/// then k pairs (charge, reservation member or '').
 const RELEASE: &str = r#"
 local prefix, lease, minute, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[6])
+local b = 7 + n * 2
+local cost, k = ARGV[b], tonumber(ARGV[b + 1])
+if k > 0 and not redis.call('SET', prefix .. ':settled:' .. lease, 1, 'NX', 'EX', 300) then return 0 end
 for i = 0, n - 1 do
   local id, slot = ARGV[7 + i * 2], ARGV[8 + i * 2]
   local cur = prefix .. ':rl:' .. id .. ':' .. minute
@@ -83,20 +137,54 @@ for i = 0, n - 1 do
   end
   if slot == '1' then redis.call('ZREM', prefix .. ':slots:' .. id, lease) end
 end
-return 0
+for j = 0, k - 1 do
+  local id, member = ARGV[b + 2 + j * 2], ARGV[b + 3 + j * 2]
+  if member ~= '' then redis.call('ZREM', prefix .. ':bres:' .. id, member) end
+  local counter = prefix .. ':b:' .. id
+  if cost ~= '0' and redis.call('EXISTS', counter) == 1 then redis.call('HINCRBY', counter, 's', cost) end
+end
+return 1
 "#;
 
-/// Extends leases still held. ARGV: prefix, lease ms, then pairs (scope id, lease).
+/// Extends leases still held. ARGV: prefix, lease ms, then pairs (sorted set, member).
 const RENEW: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, lease_ms = ARGV[1], tonumber(ARGV[2])
 for i = 3, #ARGV, 2 do
-  local slots = prefix .. ':slots:' .. ARGV[i]
-  redis.call('ZADD', slots, 'XX', now + lease_ms, ARGV[i + 1])
-  redis.call('PEXPIRE', slots, lease_ms * 2)
+  local set = prefix .. ':' .. ARGV[i]
+  redis.call('ZADD', set, 'XX', now + lease_ms, ARGV[i + 1])
+  redis.call('PEXPIRE', set, lease_ms * 2)
 end
 return 0
+"#;
+
+/// Creates budget counters Redis lacks with the spend the database holds. ARGV: prefix,
+/// counter ttl ms, then pairs (charge, nano-USD).
+const LOAD: &str = r#"
+for i = 3, #ARGV, 2 do
+  local counter = ARGV[1] .. ':b:' .. ARGV[i]
+  if redis.call('HSETNX', counter, 's', ARGV[i + 1]) == 1 then redis.call('PEXPIRE', counter, ARGV[2]) end
+end
+return 0
+"#;
+
+/// Each budget counter's spend and live reservations, or -1 where Redis lacks the counter.
+/// ARGV: prefix, then charges.
+const BUDGETS: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for i = 2, #ARGV do
+  local spent = redis.call('HGET', ARGV[1] .. ':b:' .. ARGV[i], 's')
+  local held = 0
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', ARGV[1] .. ':bres:' .. ARGV[i], now, '+inf')) do
+    held = held + (tonumber(string.match(member, '|(%d+)$')) or 0)
+  end
+  table.insert(out, tonumber(spent or -1))
+  table.insert(out, held)
+end
+return out
 "#;
 
 /// Each scope's weighted requests and tokens this minute and its live slots.
@@ -117,6 +205,24 @@ end
 return out
 "#;
 
+/// How long a budget counter Redis holds outlives its last admission.
+const COUNTER_TTL: Duration = Duration::from_secs(3600);
+/// Settlements kept while Redis is away, replayed when it returns; beyond this the oldest go
+/// (their counters' spend is then only in the database, which a rebuild reads).
+pub const MAX_PENDING: usize = 100_000;
+
+/// The budgets one admission is judged against.
+#[derive(Debug, Default)]
+pub struct BudgetAsk {
+    /// Counters judged, with their maximum (nano-USD).
+    pub judged: Vec<(String, i64)>,
+    /// Every counter the call's cost lands on (the judged ones and those that only record).
+    pub charged: Vec<String>,
+    /// The call's worst case (nano-USD), reserved in strict mode.
+    pub estimate: i64,
+    pub strict: bool,
+}
+
 /// What a shared admission holds.
 #[derive(Debug)]
 pub struct Hold {
@@ -125,15 +231,35 @@ pub struct Hold {
     tokens: u64,
     /// (scope id, holds a slot)
     scopes: Vec<(String, bool)>,
+    /// (counter, its reservation's member if one is held)
+    budgets: Vec<(String, Option<String>)>,
+}
+
+impl Hold {
+    /// A hold of nothing but where a cost recorded after the fact lands.
+    pub fn charges(budgets: Vec<String>) -> Self {
+        Self {
+            lease: uuid::Uuid::new_v4().simple().to_string(),
+            minute: 0,
+            tokens: 0,
+            scopes: Vec::new(),
+            budgets: budgets.into_iter().map(|c| (c, None)).collect(),
+        }
+    }
 }
 
 /// The answer of one admission.
 pub enum Admission {
-    /// The hold, and the most constraining (limit, remaining) for requests and for tokens.
-    Admitted(Hold, Option<(u64, u64)>, Option<(u64, u64)>),
+    /// The hold; the most constraining (limit, remaining) for requests and for tokens; each
+    /// judged budget's (spent, held by others) before this call.
+    Admitted(Hold, Option<(u64, u64)>, Option<(u64, u64)>, Vec<(i64, i64)>),
     /// The index of the refusing scope, the limit's kind (`r`, `t`, `p`), the limit, the use,
     /// and the milliseconds until the window resets.
     Refused { scope: usize, kind: String, limit: u64, used: u64, reset_ms: u64 },
+    /// The judged budget at `index` has no room: its spend and what calls in flight hold.
+    OverBudget { index: usize, spent: i64, held: i64 },
+    /// These judged budgets' counters must be loaded from the database first.
+    Missing(Vec<usize>),
 }
 
 /// Redis could not be asked (unreachable, timed out, or answered nonsense).
@@ -149,9 +275,11 @@ pub struct SharedRates {
     channel: String,
     lease: Duration,
     timeout: Duration,
-    scripts: [redis::Script; 4],
-    /// Leases this instance holds: lease → scope ids with a slot.
-    leases: Mutex<HashMap<String, Vec<String>>>,
+    scripts: [redis::Script; 6],
+    /// Leases this instance holds: lease → (sorted set, member) pairs to renew.
+    leases: Mutex<HashMap<String, Vec<(String, String)>>>,
+    /// Budget settlements Redis did not take, replayed when it answers again.
+    pending: Mutex<std::collections::VecDeque<Vec<String>>>,
     /// Whether the last call failed (so a failure is logged once per outage).
     down: AtomicBool,
     /// Instances sharing the limits, as last seen (subscribers of the invalidation channel).
@@ -168,8 +296,9 @@ impl SharedRates {
             channel: format!("{prefix}:invalidate"),
             lease,
             timeout,
-            scripts: [ADMIT, RELEASE, RENEW, STATUS].map(redis::Script::new),
+            scripts: [ADMIT, RELEASE, RENEW, STATUS, LOAD, BUDGETS].map(redis::Script::new),
             leases: Mutex::new(HashMap::new()),
+            pending: Mutex::new(std::collections::VecDeque::new()),
             down: AtomicBool::new(false),
             instances: AtomicU64::new(1),
         });
@@ -180,6 +309,7 @@ impl SharedRates {
                 tokio::time::sleep(every).await;
                 let Some(shared) = weak.upgrade() else { return };
                 shared.renew().await;
+                shared.replay().await;
             }
         });
         Ok(shared)
@@ -223,14 +353,17 @@ impl SharedRates {
             *n = Some(Instant::now() + Duration::from_millis(500));
         }
         if !self.down.swap(true, Ordering::Relaxed) {
-            tracing::error!(alert = "redis_unavailable", %message, "Redis is unavailable for shared rate limits");
+            tracing::error!(alert = "redis_unavailable", %message, "Redis is unavailable for shared rate limits and budgets");
         }
         Unreachable(message)
     }
 
     fn recovered(&self) {
         if self.down.swap(false, Ordering::Relaxed) {
-            tracing::warn!(alert = "redis_recovered", "Redis is reachable again; shared rate limits resume");
+            tracing::warn!(
+                alert = "redis_recovered",
+                "Redis is reachable again; shared rate limits and budgets resume"
+            );
         }
     }
 
@@ -259,8 +392,14 @@ impl SharedRates {
         }
     }
 
-    /// Admits a call of `tokens` estimated tokens against every scope, all or nothing.
-    pub async fn admit(&self, scopes: &[RateScope], tokens: u64) -> Result<Admission, Unreachable> {
+    /// Admits a call of `tokens` estimated tokens against every scope and every budget, all
+    /// or nothing.
+    pub async fn admit(
+        &self,
+        scopes: &[RateScope],
+        tokens: u64,
+        budgets: &BudgetAsk,
+    ) -> Result<Admission, Unreachable> {
         let lease = uuid::Uuid::new_v4().simple().to_string();
         let mut args = vec![
             self.prefix.clone(),
@@ -273,45 +412,75 @@ impl SharedRates {
         for s in scopes {
             args.extend([s.id.clone(), opt(s.rpm), opt(s.tpm), opt(s.parallel)]);
         }
+        args.extend([
+            budgets.judged.len().to_string(),
+            if budgets.strict { "s" } else { "o" }.to_owned(),
+            budgets.estimate.to_string(),
+            COUNTER_TTL.as_millis().to_string(),
+        ]);
+        for (charge, max) in &budgets.judged {
+            args.extend([charge.clone(), max.to_string()]);
+        }
         let reply: Vec<redis::Value> = self.run(0, &args).await?;
         let int = |i: usize| match reply.get(i) {
             Some(redis::Value::Int(n)) => Ok(*n),
             _ => Err(Unreachable("Redis answered a rate-limit script unexpectedly".into())),
         };
-        if int(0)? == 0 {
-            let pair = |i: usize| -> Result<Option<(u64, u64)>, Unreachable> {
-                let (limit, left) = (int(i)?, int(i + 1)?);
-                Ok(u64::try_from(limit).ok().zip(u64::try_from(left).ok()))
-            };
-            let (minute, requests, tokens_left) = (int(1)?, pair(2)?, pair(4)?);
-            // Only a fully read admission is renewed (an unreadable one lapses with its lease).
-            let held: Vec<(String, bool)> = scopes.iter().map(|s| (s.id.clone(), s.parallel.is_some())).collect();
-            let slots: Vec<String> = held.iter().filter(|(_, slot)| *slot).map(|(id, _)| id.clone()).collect();
-            if !slots.is_empty()
-                && let Ok(mut leases) = self.leases.lock()
-            {
-                leases.insert(lease.clone(), slots);
+        let index = |i: usize| int(i).map(|n| usize::try_from(n).unwrap_or(0));
+        match int(0)? {
+            0 => {}
+            2 => return (1..reply.len()).map(index).collect::<Result<_, _>>().map(Admission::Missing),
+            3 => return Ok(Admission::OverBudget { index: index(1)?, spent: int(2)?, held: int(3)? }),
+            _ => {
+                let kind = match reply.get(2) {
+                    Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                    Some(redis::Value::SimpleString(s)) => s.clone(),
+                    _ => String::new(),
+                };
+                let unsigned = |i| int(i).map(|n| u64::try_from(n).unwrap_or(0));
+                return Ok(Admission::Refused {
+                    scope: index(1)?,
+                    kind,
+                    limit: unsigned(3)?,
+                    used: unsigned(4)?,
+                    reset_ms: unsigned(5)?,
+                });
             }
-            let hold = Hold { lease, minute, tokens, scopes: held };
-            return Ok(Admission::Admitted(hold, requests, tokens_left));
         }
-        let kind = match reply.get(2) {
-            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-            Some(redis::Value::SimpleString(s)) => s.clone(),
-            _ => String::new(),
+        let pair = |i: usize| -> Result<Option<(u64, u64)>, Unreachable> {
+            let (limit, left) = (int(i)?, int(i + 1)?);
+            Ok(u64::try_from(limit).ok().zip(u64::try_from(left).ok()))
         };
-        let unsigned = |i| int(i).map(|n| u64::try_from(n).unwrap_or(0));
-        Ok(Admission::Refused {
-            scope: usize::try_from(int(1)?).unwrap_or(0),
-            kind,
-            limit: unsigned(3)?,
-            used: unsigned(4)?,
-            reset_ms: unsigned(5)?,
-        })
+        let (minute, requests, tokens_left) = (int(1)?, pair(2)?, pair(4)?);
+        let states =
+            (0..budgets.judged.len()).map(|j| Ok((int(6 + j * 2)?, int(7 + j * 2)?))).collect::<Result<_, _>>()?;
+        // Only a fully read admission is renewed (an unreadable one lapses with its lease).
+        let held: Vec<(String, bool)> = scopes.iter().map(|s| (s.id.clone(), s.parallel.is_some())).collect();
+        let member = format!("{lease}|{}", budgets.estimate);
+        let judged: std::collections::HashSet<&str> = budgets.judged.iter().map(|(c, _)| c.as_str()).collect();
+        let held_budgets: Vec<(String, Option<String>)> = budgets
+            .charged
+            .iter()
+            .map(|c| (c.clone(), (budgets.strict && judged.contains(c.as_str())).then(|| member.clone())))
+            .collect();
+        let renew: Vec<(String, String)> = held
+            .iter()
+            .filter(|(_, slot)| *slot)
+            .map(|(id, _)| (format!("slots:{id}"), lease.clone()))
+            .chain(held_budgets.iter().filter_map(|(c, m)| m.as_ref().map(|m| (format!("bres:{c}"), m.clone()))))
+            .collect();
+        if !renew.is_empty()
+            && let Ok(mut leases) = self.leases.lock()
+        {
+            leases.insert(lease.clone(), renew);
+        }
+        let hold = Hold { lease, minute, tokens, scopes: held, budgets: held_budgets };
+        Ok(Admission::Admitted(hold, requests, tokens_left, states))
     }
 
-    /// Settles (`actual` tokens) or cancels (`None`) an admission, in the background.
-    pub fn release(self: &Arc<Self>, hold: Hold, actual: Option<u64>) {
+    /// Settles (`actual` tokens, `cost` nano-USD) or cancels (`None`) an admission, in the
+    /// background. A settlement with budgets that Redis does not take is kept for replay.
+    pub fn release(self: &Arc<Self>, hold: Hold, actual: Option<u64>, cost: i64) {
         if let Ok(mut leases) = self.leases.lock() {
             leases.remove(&hold.lease);
         }
@@ -325,11 +494,77 @@ impl SharedRates {
         for (id, slot) in hold.scopes {
             args.extend([id, if slot { "1" } else { "0" }.to_owned()]);
         }
+        let keep = !hold.budgets.is_empty();
+        args.extend([cost.to_string(), hold.budgets.len().to_string()]);
+        for (charge, member) in hold.budgets {
+            args.extend([charge, member.unwrap_or_default()]);
+        }
         let me = self.clone();
         tasks::spawn("rate-release", async move {
-            // A lost release costs little: the slot's lease lapses and the estimate stands.
-            let _ = me.run::<i64>(1, &args).await;
+            // A lost rate release costs little: the slot's lease lapses and the estimate
+            // stands. A lost budget settlement would undercount, so it waits for Redis.
+            if me.run::<i64>(1, &args).await.is_err() && keep {
+                me.keep(args);
+            }
         });
+    }
+
+    fn keep(&self, args: Vec<String>) {
+        if let Ok(mut pending) = self.pending.lock() {
+            if pending.len() >= MAX_PENDING {
+                pending.pop_front();
+                tracing::warn!(
+                    limit = MAX_PENDING,
+                    "too many budget settlements waiting for Redis; the oldest is dropped (its spend stays in the database)"
+                );
+            }
+            pending.push_back(args);
+        }
+    }
+
+    /// Replays kept settlements, oldest first, while Redis takes them.
+    async fn replay(&self) {
+        loop {
+            let Some(args) = self.pending.lock().ok().and_then(|mut p| p.pop_front()) else { return };
+            if let Err(Unreachable(message)) = self.run::<i64>(1, &args).await {
+                if !self.is_down() {
+                    // Redis answered but refused it: replaying would fail the same way.
+                    tracing::error!(%message, "a budget settlement Redis refused is dropped (its spend stays in the database)");
+                    continue;
+                }
+                if let Ok(mut p) = self.pending.lock() {
+                    p.push_front(args);
+                }
+                return;
+            }
+        }
+    }
+
+    /// Settlements waiting for Redis.
+    pub fn pending(&self) -> usize {
+        self.pending.lock().map_or(0, |p| p.len())
+    }
+
+    /// Creates the counters Redis lacks with the spend the database holds.
+    pub async fn load(&self, counters: &[(String, i64)]) -> Result<(), Unreachable> {
+        let mut args = vec![self.prefix.clone(), COUNTER_TTL.as_millis().to_string()];
+        for (charge, spent) in counters {
+            args.extend([charge.clone(), spent.to_string()]);
+        }
+        self.run::<i64>(4, &args).await.map(|_| ())
+    }
+
+    /// Each counter's (spend, held by calls in flight), None where Redis lacks it.
+    pub async fn budgets(&self, charges: &[String]) -> Result<Vec<Option<(i64, i64)>>, Unreachable> {
+        let mut args = vec![self.prefix.clone()];
+        args.extend(charges.iter().cloned());
+        let v: Vec<i64> = self.run(5, &args).await?;
+        Ok((0..charges.len())
+            .map(|i| {
+                let spent = v.get(i * 2).copied().unwrap_or(-1);
+                (spent >= 0).then(|| (spent, v.get(i * 2 + 1).copied().unwrap_or(0)))
+            })
+            .collect())
     }
 
     /// Each scope's weighted requests and tokens this minute and its live slots.
@@ -343,13 +578,13 @@ impl SharedRates {
 
     async fn renew(&self) {
         let held: Vec<(String, String)> = match self.leases.lock() {
-            Ok(l) => l.iter().flat_map(|(lease, ids)| ids.iter().map(|id| (id.clone(), lease.clone()))).collect(),
+            Ok(l) => l.values().flatten().cloned().collect(),
             Err(_) => return,
         };
         if !held.is_empty() {
             let mut args = vec![self.prefix.clone(), self.lease.as_millis().to_string()];
-            for (id, lease) in held {
-                args.extend([id, lease]);
+            for (set, member) in held {
+                args.extend([set, member]);
             }
             let _ = self.run::<i64>(2, &args).await;
         }
