@@ -106,6 +106,18 @@ async fn spread(instances: &[&Gateway], key: &str, n: usize, extra: serde_json::
     out
 }
 
+/// A call the mock answers after `ms`, in the background; it fails if its instance is killed,
+/// which is what the tests using it do.
+fn slow_call(gw: &Gateway, key: &str, ms: u64) -> tokio::task::JoinHandle<Result<reqwest::StatusCode, reqwest::Error>> {
+    let http = gw.http();
+    let request = http
+        .client
+        .post(format!("{}/v1/chat/completions", http.base))
+        .bearer_auth(key)
+        .json(&call(json!({"mock_latency_ms": ms})));
+    tokio::spawn(async move { request.send().await.map(|r| r.status()) })
+}
+
 /// Limits held in Redis are exact across three instances: requests per minute, tokens per
 /// minute and requests in flight; a killed instance's slots free themselves within the lease.
 #[tokio::test]
@@ -158,12 +170,7 @@ async fn limits_are_exact_across_three_instances() {
 
     // A call in flight on C holds the only slot; C dies; the lease lapses and A admits again.
     let one = key(json!({"max_parallel_requests": 1})).await;
-    let held = {
-        let (http, one) = (c.http(), one.clone());
-        tokio::spawn(
-            async move { http.post("/v1/chat/completions", &one, call(json!({"mock_latency_ms": 20_000}))).await },
-        )
-    };
+    let held = slow_call(&c, &one, 20_000);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!held.is_finished(), "the slow call was refused");
     assert_eq!(a.http().post("/v1/chat/completions", &one, call(json!({}))).await.0, 429, "C holds the slot");
@@ -248,6 +255,24 @@ async fn strict_budgets_hold_across_three_instances() {
     assert_eq!(s, 400, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("Budget"), "{v}");
     eprintln!("strict across three: {ok1} + {ok2} of 600 admitted, spent {spent} of {budget} nano-USD");
+}
+
+/// A strict reservation held by an instance that dies lapses with its lease, like a slot.
+#[tokio::test]
+async fn a_dead_instances_budget_reservation_lapses() {
+    let (a, _b, mut c) = three_instances("  redis_lease_seconds: 2\n").await;
+    let key = a.create_key(json!({"max_budget": CALL_WORST as f64 / 1e9})).await;
+    let secret = key["key"].as_str().unwrap().to_owned();
+    let held = slow_call(&c, &secret, 30_000);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (s, _, v) = a.http().post("/v1/chat/completions", &secret, call(json!({}))).await;
+    assert_eq!(s, 400, "the budget is held by the call on c: {v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("held by calls in flight"), "{v}");
+    c.kill();
+    let killed = Instant::now();
+    until_status(&a, &secret, 200, Duration::from_secs(4)).await;
+    eprintln!("a dead instance's reservation lapsed after {:?}", killed.elapsed());
+    held.abort();
 }
 
 /// A Redis of the test's own, on a free port, that the test may kill and restart.
