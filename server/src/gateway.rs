@@ -280,6 +280,7 @@ impl Gateway {
         let mut call = self.begin(caller, &request, started).await?;
         let upstream_start = Instant::now();
         let overhead_before = upstream_start.duration_since(started);
+        crate::metrics::OVERHEAD_STREAM.observe(overhead_before);
         // Connecting runs in its own task, so a client that leaves before the first chunk
         // still has its call settled (the stream's drop settles it once it exists).
         let gw = self.clone();
@@ -356,12 +357,17 @@ impl Gateway {
             },
             counted,
         );
+        let overhead = elapsed.saturating_sub(upstream_time);
+        crate::metrics::call_settled(error.is_some());
+        if call_type != "stream_chat_completion" {
+            crate::metrics::OVERHEAD_CALL.observe(overhead);
+        }
         CallInfo {
             call_id: call.id.clone(),
             deployment: call.deployment.config.id.clone(),
             cost,
             usage,
-            overhead: elapsed.saturating_sub(upstream_time),
+            overhead,
             remaining: call.remaining.clone(),
             rate: call.rate.clone(),
         }

@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod governance;
 pub mod ledger;
 pub mod limits;
+pub mod metrics;
 pub mod pricing;
 pub mod providers;
 pub mod router;

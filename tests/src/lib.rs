@@ -44,7 +44,8 @@ pub fn ferryman_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Ok(path) = std::env::var("FERRYMAN_BIN") {
-            return PathBuf::from(path);
+            // Absolute: gateways run in their own working directories.
+            return std::fs::canonicalize(&path).unwrap_or_else(|_| PathBuf::from(path));
         }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let status = Command::new(cargo)
@@ -283,6 +284,11 @@ impl Gateway {
             assert!(Instant::now() < deadline, "ferryman did not exit after SIGTERM");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The process id (for /proc figures).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL: the process gets no chance to flush anything.

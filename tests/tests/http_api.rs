@@ -199,6 +199,15 @@ async fn the_master_key_calls_models_and_health_answers() {
     assert_eq!(body["data"][0]["id"], "demo");
     let logs = gw.spend_logs_until("api_key=master", 1).await;
     assert_eq!(logs[0]["api_key"], "master");
+    // The overhead histogram counts the call, in Prometheus's text format, without a key.
+    let (status, headers, body) = http.get("/metrics", "").await;
+    assert_eq!(status, 200);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = body.as_str().unwrap();
+    assert!(text.contains("# TYPE ferryman_overhead_seconds histogram"), "{text}");
+    assert!(text.contains("ferryman_overhead_seconds_count{kind=\"call\"} 1\n"), "{text}");
+    assert!(text.contains("ferryman_overhead_seconds_bucket{kind=\"call\",le=\"+Inf\"} 1\n"), "{text}");
+    assert!(text.contains("ferryman_calls_total{status=\"success\"} 1\n"), "{text}");
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
-//! `/health/liveness` (the process answers) and `/health/readiness` (it can serve: the
-//! database answers).
+//! `/health/liveness` (the process answers), `/health/readiness` (it can serve: the database
+//! answers) and `/metrics` (Prometheus).
 
 use axum::Json;
 use axum::extract::State;
@@ -7,6 +7,10 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::AppState;
+
+pub async fn metrics() -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::render())
+}
 
 pub async fn liveness() -> &'static str {
     "I'm alive!"

@@ -109,5 +109,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/health/liveness", get(health::liveness))
         .route("/health/liveliness", get(health::liveness))
         .route("/health/readiness", get(health::readiness))
+        // Prometheus (no tenant data in it, so no key is asked for).
+        .route("/metrics", get(health::metrics))
         .with_state(state)
 }

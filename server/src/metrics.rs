@@ -1,0 +1,102 @@
+//! Prometheus metrics at `GET /metrics`, in the text exposition format.
+//!
+//! The headline figure is what the gateway adds to each call: `ferryman_overhead_seconds`, the
+//! time from a request's arrival to its settlement minus the time spent waiting for the
+//! upstream (for a stream, the time until the upstream was asked). It is the number the
+//! benchmark harness measures from outside, so production users can watch the same one. The
+//! metrics carry no tenant labels: nothing here names a key, a team or a customer.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the overhead histogram's buckets, in seconds.
+const BOUNDS: [f64; 14] =
+    [0.000_025, 0.000_05, 0.000_1, 0.000_15, 0.000_2, 0.000_3, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 1.0];
+
+/// A fixed-bucket histogram updated with relaxed atomics (no lock on the hot path).
+pub struct Histogram {
+    buckets: [AtomicU64; BOUNDS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    const fn new() -> Self {
+        Self {
+            buckets: [const { AtomicU64::new(0) }; BOUNDS.len()],
+            count: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BOUNDS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (bound, bucket) in BOUNDS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+/// What the gateway added to whole (non-streamed) calls.
+pub static OVERHEAD_CALL: Histogram = Histogram::new();
+/// What the gateway added before a stream's upstream was asked.
+pub static OVERHEAD_STREAM: Histogram = Histogram::new();
+static CALLS_OK: AtomicU64 = AtomicU64::new(0);
+static CALLS_FAILED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a settled call.
+pub fn call_settled(failed: bool) {
+    let counter = if failed { &CALLS_FAILED } else { &CALLS_OK };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Every metric, in the Prometheus text format.
+pub fn render() -> String {
+    let mut out = String::with_capacity(4096);
+    out.push_str("# HELP ferryman_overhead_seconds Time the gateway adds to a call, upstream time excluded.\n");
+    out.push_str("# TYPE ferryman_overhead_seconds histogram\n");
+    OVERHEAD_CALL.render(&mut out, "ferryman_overhead_seconds", "kind=\"call\"");
+    OVERHEAD_STREAM.render(&mut out, "ferryman_overhead_seconds", "kind=\"stream\"");
+    out.push_str("# HELP ferryman_calls_total Calls settled, by outcome.\n");
+    out.push_str("# TYPE ferryman_calls_total counter\n");
+    let _ = writeln!(out, "ferryman_calls_total{{status=\"success\"}} {}", CALLS_OK.load(Ordering::Relaxed));
+    let _ = writeln!(out, "ferryman_calls_total{{status=\"failure\"}} {}", CALLS_FAILED.load(Ordering::Relaxed));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_cumulative_and_counted() {
+        let h = Histogram::new();
+        h.observe(Duration::from_micros(20));
+        h.observe(Duration::from_micros(120));
+        h.observe(Duration::from_secs(5));
+        let mut out = String::new();
+        h.render(&mut out, "x", "kind=\"call\"");
+        assert!(out.contains("x_bucket{kind=\"call\",le=\"0.000025\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{kind=\"call\",le=\"0.00015\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{kind=\"call\",le=\"1\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{kind=\"call\",le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_count{kind=\"call\"} 3\n"), "{out}");
+        assert!(out.contains("x_sum{kind=\"call\"} 5.00014\n"), "{out}");
+    }
+}
