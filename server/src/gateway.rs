@@ -202,8 +202,9 @@ impl Gateway {
         let mode = self.config.general.budget_enforcement;
         let counters = self.ledger.counters();
         let request = BudgetRequest { scopes, estimate, mode };
+        let mut load = false;
         for _ in 0..3 {
-            if !self.rates.judges_budgets() {
+            if load || !self.rates.judges_budgets() {
                 let missing = counters.missing(scopes);
                 if !missing.is_empty() {
                     self.ledger.load_counters(missing).await?;
@@ -214,9 +215,10 @@ impl Gateway {
                 BudgetVerdict::Judged(remaining) => return Ok((ticket, rate, None, remaining)),
                 BudgetVerdict::Local { instances } => instances,
             };
-            // Redis went away between the look and the admission: load the counters first.
+            // Redis failed between the look and the admission: load the counters first.
             if !counters.missing(scopes).is_empty() {
                 self.rates.cancel(ticket);
+                load = true;
                 continue;
             }
             return match counters.admit(scopes, estimate, mode, instances) {
@@ -328,10 +330,7 @@ impl Gateway {
         let elapsed = call.started.elapsed();
         let ended_at = Utc::now();
         let counted = self.ledger.counters().settle(call.reservation.take().unwrap_or_default(), &call.charges, cost);
-        if let Some(ticket) = call.ticket.take() {
-            self.rates.settle(ticket, usage.prompt_tokens + usage.completion_tokens, cost);
-        }
-        self.ledger.record(
+        let seq = self.ledger.record(
             SpendRecord {
                 request_id: call.id.clone(),
                 call_type: call_type.to_owned(),
@@ -357,6 +356,9 @@ impl Gateway {
             },
             counted,
         );
+        if let Some(ticket) = call.ticket.take() {
+            self.rates.settle(ticket, usage.prompt_tokens + usage.completion_tokens, cost, seq);
+        }
         let overhead = elapsed.saturating_sub(upstream_time);
         crate::metrics::call_settled(error.is_some());
         if call_type != "stream_chat_completion" {

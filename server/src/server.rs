@@ -88,8 +88,14 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
     let rates = match &config.general.redis_url {
         Some(url) => {
             let g = &config.general;
-            match crate::limits::shared::SharedRates::new(url.expose(), &g.redis_prefix, g.redis_lease, g.redis_timeout)
-            {
+            let stored = ledger.stored_through();
+            match crate::limits::shared::SharedRates::new(
+                url.expose(),
+                &g.redis_prefix,
+                g.redis_lease,
+                g.redis_timeout,
+                stored,
+            ) {
                 Ok(shared) => Rates::shared(shared, g.redis_failure_policy, store.clone(), counters),
                 Err(e) => {
                     let message = format!("general_settings.redis_url is not a usable Redis URL ({:?})", e.kind());

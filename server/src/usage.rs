@@ -257,11 +257,10 @@ impl Gateway {
         let end = input.end.unwrap_or(now);
         // Spend lands in the current period, whatever times the caller reports.
         let scopes = self.scopes_for(caller, &model, input.customer.as_deref(), &input.tags, now).await?;
-        self.rates.add_spend(&scopes.budget, cost);
-        let charges: Vec<_> = scopes.budget.into_iter().map(|s| s.charge).collect();
+        let charges: Vec<_> = scopes.budget.iter().map(|s| s.charge.clone()).collect();
         let counted = self.ledger.counters().settle(Default::default(), &charges, cost);
         let identity = caller.identity();
-        self.ledger.record(
+        let seq = self.ledger.record(
             SpendRecord {
                 request_id: input.request_id,
                 call_type: "record".to_owned(),
@@ -287,6 +286,7 @@ impl Gateway {
             },
             counted,
         );
+        self.rates.add_spend(&scopes.budget, cost, seq);
         Ok((cost, false))
     }
 }

@@ -260,11 +260,18 @@ async fn strict_budgets_hold_across_three_instances() {
 /// A strict reservation held by an instance that dies lapses with its lease, like a slot.
 #[tokio::test]
 async fn a_dead_instances_budget_reservation_lapses() {
-    let (a, _b, mut c) = three_instances("  redis_lease_seconds: 2\n").await;
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let (a, _b, mut c) = three_on(&prefix, "  redis_lease_seconds: 2\n").await;
     let key = a.create_key(json!({"max_budget": CALL_WORST as f64 / 1e9})).await;
-    let secret = key["key"].as_str().unwrap().to_owned();
+    let (secret, key_id) = (key["key"].as_str().unwrap().to_owned(), key["token"].as_str().unwrap());
     let held = slow_call(&c, &secret, 30_000);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait until c's reservation is in Redis.
+    let reservations = format!("{prefix}:bres:key|{key_id}|0");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis_cli(&redis_url(), &["ZCARD", &reservations]) != "1" {
+        assert!(Instant::now() < deadline, "c's call never reserved its worst case");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (s, _, v) = a.http().post("/v1/chat/completions", &secret, call(json!({}))).await;
     assert_eq!(s, 400, "the budget is held by the call on c: {v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("held by calls in flight"), "{v}");
@@ -428,10 +435,13 @@ async fn redis_loss_under_fail_open_falls_back_to_a_share() {
     redis.restart().await;
     let fresh = a.create_key(json!({"max_parallel_requests": 1})).await["key"].as_str().unwrap().to_owned();
     until_status(&b, &fresh, 200, Duration::from_secs(5)).await;
+    // Both instances back on Redis (each notices on its own, within a renewal interval).
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !b.logs().contains("Redis is reachable again") {
-        assert!(Instant::now() < deadline, "no recovery logged: {}", b.logs());
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for gw in [&a, &b] {
+        while !gw.logs().contains("Redis is reachable again") {
+            assert!(Instant::now() < deadline, "no recovery logged: {}", gw.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     // Redis came back empty: the budget's counter is rebuilt from the database, and the two
     // instances together spend what is left, never more.
@@ -448,6 +458,53 @@ async fn redis_loss_under_fail_open_falls_back_to_a_share() {
     let spent = stored_spend(&a, &key_id, on_a + after).await;
     assert!(after >= 1 && spent <= budget && budget - spent < CALL_WORST, "{after} more, spent {spent} of {budget}");
     assert!(!a.logs().contains("panicked") && !b.logs().contains("panicked"));
+}
+
+/// Redis unreachable but not emptied (paused): under fail_open each instance spends its share
+/// of what is left on local counters; when Redis answers again, the counters that missed that
+/// spend are rebuilt from the database, so together the instances never go over.
+#[tokio::test]
+async fn counters_that_missed_spend_are_rebuilt_after_an_outage() {
+    let redis = OwnRedis::start().await;
+    let (a, b) = on_own_redis(&redis, "fail_open").await;
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let budget = 10 * CALL_WORST;
+    let key = a.create_key(json!({"max_budget": budget as f64 / 1e9})).await;
+    let (secret, key_id) = (key["key"].as_str().unwrap().to_owned(), key["token"].as_str().unwrap().to_owned());
+    // One call through Redis creates the counter there.
+    assert_eq!(a.http().post("/v1/chat/completions", &secret, call(json!({}))).await.0, 200);
+
+    redis_cli(&url, &["CLIENT", "PAUSE", "4000", "ALL"]);
+    let mut during = 0;
+    for _ in 0..20 {
+        let (s, _, v) = a.http().post("/v1/chat/completions", &secret, call(json!({}))).await;
+        if s != 200 {
+            assert_eq!(s, 400, "{v}");
+            break;
+        }
+        during += 1;
+    }
+    assert!(during >= 1, "fail_open admits a share while Redis is away");
+    // Wait out the pause and the next renewal (which rebuilds the counters).
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !a.logs().contains("rebuilt from the database") {
+        assert!(Instant::now() < deadline, "the counter that missed spend was not rebuilt: {}", a.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut after = 0;
+    for i in 0..40 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let (s, _, v) = gw.http().post("/v1/chat/completions", &secret, call(json!({}))).await;
+        if s != 200 {
+            assert_eq!(s, 400, "{v}");
+            break;
+        }
+        after += 1;
+    }
+    let spent = stored_spend(&a, &key_id, 1 + during + after).await;
+    assert!(spent <= budget && budget - spent < CALL_WORST, "1 + {during} + {after} calls spent {spent} of {budget}");
+    assert_eq!(redis_spend(&url, "ferryman", &key_id, spent).await, spent, "Redis's counter matches the database");
 }
 
 /// The backstop: a change whose message never arrived (made by an instance publishing under

@@ -2,7 +2,8 @@
 //!
 //! The hot path hands each record to [`Ledger::record`]: one append to the local [`Spool`]
 //! (so a killed process loses nothing) and a channel send; no database I/O. One writer task
-//! takes whatever has accumulated — up to [`BATCH`] records — and stores it in one transaction;
+//! takes whatever has accumulated within [`LINGER`] of the first — up to [`BATCH`] records —
+//! and stores it in one transaction;
 //! while the store fails it keeps the batch and retries with backoff, so a database outage
 //! delays records rather than losing them. Once stored, the spool forgets them.
 //! [`Ledger::close`] drains the channel and returns once everything sent before it is stored
@@ -13,6 +14,7 @@ mod spool;
 pub use spool::{Spool, SpoolError};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -24,6 +26,10 @@ use crate::tasks;
 
 /// The most records stored in one transaction.
 const BATCH: usize = 512;
+/// How long the writer lets records gather after the first arrives: one transaction (and one
+/// database round of thread hand-offs) per interval under load instead of one per call. The
+/// spool already holds every record, so waiting risks nothing.
+const LINGER: Duration = Duration::from_millis(5);
 
 #[expect(clippy::large_enum_variant, reason = "records are the common message; boxing would allocate per call")]
 enum Message {
@@ -40,6 +46,8 @@ pub struct Ledger {
     tx: mpsc::UnboundedSender<Message>,
     spool: Arc<Spool>,
     counters: Arc<SpendCounters>,
+    /// Every record with a sequence number up to this one is stored.
+    stored: Arc<AtomicU64>,
 }
 
 /// Stores the records a previous process left in the spool, then deletes them from it.
@@ -60,8 +68,14 @@ impl Ledger {
     /// Starts the writer task.
     pub fn start(store: Arc<dyn Store>, spool: Arc<Spool>, counters: Arc<SpendCounters>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tasks::spawn("ledger-writer", write_loop(store, spool.clone(), counters.clone(), rx));
-        Self { tx, spool, counters }
+        let stored = Arc::new(AtomicU64::new(0));
+        tasks::spawn("ledger-writer", write_loop(store, spool.clone(), counters.clone(), stored.clone(), rx));
+        Self { tx, spool, counters, stored }
+    }
+
+    /// The sequence number through which every record is stored (see [`Ledger::record`]).
+    pub fn stored_through(&self) -> Arc<AtomicU64> {
+        self.stored.clone()
     }
 
     pub fn counters(&self) -> &SpendCounters {
@@ -84,18 +98,23 @@ impl Ledger {
     }
 
     /// Spools and queues a record. Never waits on the database. `counted` says, per charge,
-    /// whether the counters already hold its cost.
-    pub fn record(&self, record: SpendRecord, counted: Vec<bool>) {
+    /// whether the counters already hold its cost. Returns the record's sequence number: it is
+    /// stored once [`Ledger::stored_through`] reaches it.
+    pub fn record(&self, record: SpendRecord, counted: Vec<bool>) -> u64 {
         let tx = &self.tx;
         let result = self.spool.append(&record, |seq| {
             if tx.send(Message::Record(seq, record.clone(), counted.clone())).is_err() {
                 tracing::error!("ledger writer is gone; a spend record stays in the spool for the next start");
             }
         });
-        if let Err(e) = result {
-            // The database write still happens; only crash safety is lost for this record.
-            tracing::error!(error = %e, request_id = %record.request_id, "cannot spool a spend record");
-            let _ = self.tx.send(Message::Record(0, record, counted));
+        match result {
+            Ok(seq) => seq,
+            Err(e) => {
+                // The database write still happens; only crash safety is lost for this record.
+                tracing::error!(error = %e, request_id = %record.request_id, "cannot spool a spend record");
+                let _ = self.tx.send(Message::Record(0, record, counted));
+                0
+            }
         }
     }
 
@@ -113,6 +132,7 @@ async fn write_loop(
     store: Arc<dyn Store>,
     spool: Arc<Spool>,
     counters: Arc<SpendCounters>,
+    stored_through: Arc<AtomicU64>,
     mut rx: mpsc::UnboundedReceiver<Message>,
 ) {
     let mut inbox = Vec::with_capacity(BATCH);
@@ -123,6 +143,16 @@ async fn write_loop(
     loop {
         if rx.recv_many(&mut inbox, BATCH).await == 0 {
             return;
+        }
+        // Loads and closes don't wait; records linger for company.
+        if inbox.len() < BATCH && inbox.iter().all(|m| matches!(m, Message::Record(..))) {
+            tokio::time::sleep(LINGER).await;
+            while inbox.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(m) => inbox.push(m),
+                    Err(_) => break,
+                }
+            }
         }
         let mut close = None;
         for m in inbox.drain(..) {
@@ -155,6 +185,7 @@ async fn write_loop(
         flush(store.as_ref(), &spool, &mut batch).await;
         // Records arrive in sequence order, so everything through last_seq is stored.
         spool.stored_through(last_seq);
+        stored_through.store(last_seq, Ordering::Release);
         for (charges, c, cost) in &stored {
             counters.stored(charges, c, *cost);
         }

@@ -10,7 +10,7 @@
 //! charged to) and frees the slots.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,6 +83,8 @@ pub struct Ticket {
     held: Vec<(String, i64, u64, bool)>,
     /// What it holds in Redis, when the limits are shared.
     shared: Option<Hold>,
+    /// The shared budget counters that will miss its cost (admitted locally, Redis away).
+    missed: Vec<String>,
 }
 
 /// The most constraining limits after admission, for response headers.
@@ -358,7 +360,8 @@ struct Shared {
     store: Arc<dyn Store>,
     /// The local counters judged budgets while Redis was away (forgotten when it returns).
     counters: Arc<SpendCounters>,
-    local_budgets: AtomicBool,
+    /// Redis's transitions (away, back) when the local counters were last checked.
+    seen_transitions: AtomicU64,
 }
 
 /// A budget counter's name in Redis.
@@ -373,14 +376,22 @@ impl Rates {
         store: Arc<dyn Store>,
         counters: Arc<SpendCounters>,
     ) -> Self {
-        let shared = Shared { redis, policy, store, counters, local_budgets: AtomicBool::new(false) };
+        let seen_transitions = AtomicU64::new(redis.transitions());
+        let shared = Shared { redis, policy, store, counters, seen_transitions };
         Self { local: RateLimiter::default(), shared: Some(shared) }
     }
 
     /// Whether budgets are judged in Redis now (shared and reachable as last seen); when not,
     /// the caller loads the local counters before admitting.
     pub fn judges_budgets(&self) -> bool {
-        self.shared.as_ref().is_some_and(|s| !s.redis.is_down())
+        let Some(shared) = &self.shared else { return false };
+        // Local counters loaded before Redis last went away or came back are stale: the other
+        // instances' spend since reached only Redis. Forget them; an outage loads them afresh.
+        let now = shared.redis.transitions();
+        if shared.seen_transitions.swap(now, Ordering::Relaxed) != now {
+            shared.counters.clear();
+        }
+        !shared.redis.is_down()
     }
 
     /// Admits a call of `tokens` estimated tokens against every rate scope, all or nothing;
@@ -434,9 +445,6 @@ impl Rates {
         };
         match answer {
             Ok(Admission::Admitted(hold, requests, left, states)) => {
-                if shared.local_budgets.swap(false, Ordering::Relaxed) {
-                    shared.counters.clear();
-                }
                 let states: Vec<(Nanos, Nanos)> = states.into_iter().map(|(s, h)| (Nanos(s), Nanos(h))).collect();
                 let judged: Vec<BudgetScope> = judged.into_iter().cloned().collect();
                 // Redis judged the same numbers; this only finds the tightest and soft budgets.
@@ -447,7 +455,7 @@ impl Rates {
                         Ok((ticket, RateStatus { requests, tokens: left }, BudgetVerdict::Judged(remaining)))
                     }
                     Err(e) => {
-                        shared.redis.release(hold, None, 0);
+                        shared.redis.release(hold, None, 0, 0);
                         Err(e)
                     }
                 }
@@ -480,8 +488,8 @@ impl Rates {
                 ))),
                 RedisFailurePolicy::FailOpen => {
                     let instances = shared.redis.instances();
-                    shared.local_budgets.store(true, Ordering::Relaxed);
-                    let (ticket, status) = self.local.acquire(&share(scopes, instances), tokens, now)?;
+                    let (mut ticket, status) = self.local.acquire(&share(scopes, instances), tokens, now)?;
+                    ticket.missed = ask.charged;
                     Ok((ticket, status, BudgetVerdict::Local { instances }))
                 }
             },
@@ -511,12 +519,13 @@ impl Rates {
         ))
     }
 
-    /// Adds a cost recorded after the fact to the shared budget counters of `scopes`.
-    pub fn add_spend(&self, scopes: &[BudgetScope], cost: Nanos) {
+    /// Adds a cost recorded after the fact (ledger record `seq`) to the shared budget counters
+    /// of `scopes`.
+    pub fn add_spend(&self, scopes: &[BudgetScope], cost: Nanos, seq: u64) {
         let Some(shared) = &self.shared else { return };
         let charged: Vec<String> = scopes.iter().filter(|s| s.max.is_some()).map(|s| counter(&s.charge)).collect();
         if !charged.is_empty() && cost.0 != 0 {
-            shared.redis.release(Hold::charges(charged), Some(0), cost.0);
+            shared.redis.release(Hold::charges(charged), Some(0), cost.0, seq);
         }
     }
 
@@ -564,15 +573,19 @@ impl Rates {
     /// Undoes an admission that went no further.
     pub fn cancel(&self, mut ticket: Ticket) {
         if let (Some(hold), Some(shared)) = (ticket.shared.take(), &self.shared) {
-            shared.redis.release(hold, None, 0);
+            shared.redis.release(hold, None, 0, 0);
         }
         self.local.cancel(ticket);
     }
 
-    /// The call finished with `actual` tokens, costing `cost`.
-    pub fn settle(&self, mut ticket: Ticket, actual: u64, cost: Nanos) {
-        if let (Some(hold), Some(shared)) = (ticket.shared.take(), &self.shared) {
-            shared.redis.release(hold, Some(actual), cost.0);
+    /// The call finished with `actual` tokens, costing `cost`, recorded as ledger record `seq`.
+    pub fn settle(&self, mut ticket: Ticket, actual: u64, cost: Nanos, seq: u64) {
+        if let Some(shared) = &self.shared {
+            if let Some(hold) = ticket.shared.take() {
+                shared.redis.release(hold, Some(actual), cost.0, seq);
+            } else if cost.0 != 0 && !ticket.missed.is_empty() {
+                shared.redis.mark_dirty(std::mem::take(&mut ticket.missed).into_iter(), seq);
+            }
         }
         self.local.settle(ticket, actual);
     }

@@ -8,16 +8,20 @@
 //! slot frees itself within `redis_lease_seconds`.
 //!
 //! Budgets ride in the same admission. Each budget scope's period spend is a counter in Redis
-//! (`<prefix>:b:<charge>`, field `s`, integer nano-USD) that every instance's settlements add
-//! to; strict mode's reservations are leases too (`<prefix>:bres:<charge>`, members
-//! `<lease>|<nano-USD>` scored by expiry), so a dead instance's holds lapse with its slots. A
-//! counter Redis does not have (first use, expiry after an idle hour, or a Redis that lost its
-//! data) is rebuilt from the database's stored spend before the call is judged. Spend settled
-//! but not yet stored by some instance's ledger when a counter is rebuilt is not in it: the
-//! ledger stores within milliseconds, so that window is small, but it is there. Settlements
-//! are idempotent (a marker per lease) and, when Redis cannot be reached, are kept (up to
-//! [`MAX_PENDING`]) and replayed when it returns. Amounts are exact while they stay below
-//! 2^53 nano-USD (9 million USD) per counter: Lua's numbers are doubles.
+//! (`<prefix>:b:<charge>`: field `s` the spend, field `h` what strict reservations hold, both
+//! integer nano-USD) that every instance's settlements add to. Strict reservations are leases
+//! too (`<prefix>:bres:<charge>`, members `<lease>|<nano-USD>` scored by expiry), so a dead
+//! instance's holds lapse with its slots; `h` is their running sum, corrected as they lapse. A
+//! counter Redis does not have (first use, an idle hour, or a Redis that lost its data) is
+//! rebuilt from the database's stored spend before the call is judged.
+//!
+//! A settlement Redis did not take (unreachable, or the counter was missing) and the spend of
+//! calls admitted on local counters while Redis was away are not added later — an increment
+//! replayed onto a counter rebuilt meanwhile would count twice. Instead those counters are
+//! deleted, once this instance's ledger has stored the records, and rebuilt from the database.
+//! What a rebuild cannot see is spend other instances settled but have not yet stored (their
+//! ledgers store within milliseconds). Amounts are exact while they stay below 2^53 nano-USD
+//! (9 million USD) per counter: Lua's numbers are doubles.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -76,13 +80,18 @@ if #missing > 1 then return missing end
 local budgets = {}
 for j = 0, m - 1 do
   local id, max = ARGV[b + 4 + j * 2], tonumber(ARGV[b + 5 + j * 2])
-  local spent = tonumber(redis.call('HGET', prefix .. ':b:' .. id, 's') or 0)
-  local resv = prefix .. ':bres:' .. id
-  redis.call('ZREMRANGEBYSCORE', resv, '-inf', now)
-  local held = 0
-  for _, member in ipairs(redis.call('ZRANGE', resv, 0, -1)) do
-    held = held + (tonumber(string.match(member, '|(%d+)$')) or 0)
+  local counter, resv = prefix .. ':b:' .. id, prefix .. ':bres:' .. id
+  -- Reservations whose lease lapsed give their amount back.
+  if redis.call('EXISTS', resv) == 0 then
+    redis.call('HSET', counter, 'h', 0)
+  else
+    for _, member in ipairs(redis.call('ZRANGEBYSCORE', resv, '-inf', now)) do
+      redis.call('HINCRBY', counter, 'h', -(tonumber(string.match(member, '|(%d+)$')) or 0))
+    end
+    redis.call('ZREMRANGEBYSCORE', resv, '-inf', now)
   end
+  local v = redis.call('HMGET', counter, 's', 'h')
+  local spent, held = tonumber(v[1] or 0), math.max(tonumber(v[2] or 0), 0)
   local fits
   if mode == 's' then fits = spent + held + estimate <= max else fits = spent < max end
   if not fits then return {3, j, spent, held} end
@@ -109,6 +118,7 @@ for j = 0, m - 1 do
     local resv = prefix .. ':bres:' .. id
     redis.call('ZADD', resv, now + lease_ms, lease .. '|' .. ARGV[b + 2])
     redis.call('PEXPIRE', resv, lease_ms * 2)
+    redis.call('HINCRBY', prefix .. ':b:' .. id, 'h', ARGV[b + 2])
   end
   redis.call('PEXPIRE', prefix .. ':b:' .. id, ttl)
 end
@@ -118,16 +128,13 @@ return out
 "#;
 
 /// Corrects tokens in the minute they were charged, takes back the request if cancelled, frees
-/// the slots, and settles the budgets: each held reservation removed, the cost added to every
-/// counter Redis has (one it lacks is rebuilt from the database, where the cost is stored).
-/// Runs once per lease that settles budgets (a marker), so a replayed settlement never counts twice. ARGV: prefix,
-/// lease, minute, token delta, request delta, n, n pairs (scope id, holds a slot), cost, k,
-/// then k pairs (charge, reservation member or '').
+/// the slots, and settles the budgets: each held reservation removed (and its amount taken off
+/// the counter's held sum), the cost added to every counter. Returns the indexes of counters
+/// that were missing (their spend is then only in the database). ARGV: prefix, lease, minute,
+/// token delta, request delta, n, n pairs (scope id, holds a slot), cost, k, then k pairs
+/// (charge, reservation member or '').
 const RELEASE: &str = r#"
 local prefix, lease, minute, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[6])
-local b = 7 + n * 2
-local cost, k = ARGV[b], tonumber(ARGV[b + 1])
-if k > 0 and not redis.call('SET', prefix .. ':settled:' .. lease, 1, 'NX', 'EX', 300) then return 0 end
 for i = 0, n - 1 do
   local id, slot = ARGV[7 + i * 2], ARGV[8 + i * 2]
   local cur = prefix .. ':rl:' .. id .. ':' .. minute
@@ -137,34 +144,61 @@ for i = 0, n - 1 do
   end
   if slot == '1' then redis.call('ZREM', prefix .. ':slots:' .. id, lease) end
 end
+local b = 7 + n * 2
+local cost, k, missing = ARGV[b], tonumber(ARGV[b + 1]), {}
 for j = 0, k - 1 do
   local id, member = ARGV[b + 2 + j * 2], ARGV[b + 3 + j * 2]
-  if member ~= '' then redis.call('ZREM', prefix .. ':bres:' .. id, member) end
   local counter = prefix .. ':b:' .. id
-  if cost ~= '0' and redis.call('EXISTS', counter) == 1 then redis.call('HINCRBY', counter, 's', cost) end
+  local present = redis.call('EXISTS', counter) == 1
+  if member ~= '' and redis.call('ZREM', prefix .. ':bres:' .. id, member) == 1 and present then
+    redis.call('HINCRBY', counter, 'h', -(tonumber(string.match(member, '|(%d+)$')) or 0))
+  end
+  if cost ~= '0' then
+    if present then redis.call('HINCRBY', counter, 's', cost) else table.insert(missing, j) end
+  end
 end
-return 1
+return missing
 "#;
 
-/// Extends leases still held. ARGV: prefix, lease ms, then pairs (sorted set, member).
+/// Extends leases still held. ARGV: prefix, lease ms, re-add ('1' after an outage: a lease
+/// that lapsed meanwhile is put back, and a reservation's amount with it), then pairs (sorted
+/// set, member).
 const RENEW: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local prefix, lease_ms = ARGV[1], tonumber(ARGV[2])
-for i = 3, #ARGV, 2 do
-  local set = prefix .. ':' .. ARGV[i]
-  redis.call('ZADD', set, 'XX', now + lease_ms, ARGV[i + 1])
+local prefix, lease_ms, readd = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
+for i = 4, #ARGV, 2 do
+  local set, member = prefix .. ':' .. ARGV[i], ARGV[i + 1]
+  if readd then
+    local added = redis.call('ZADD', set, now + lease_ms, member)
+    local charge = string.match(ARGV[i], '^bres:(.*)$')
+    if added == 1 and charge and redis.call('EXISTS', prefix .. ':b:' .. charge) == 1 then
+      redis.call('HINCRBY', prefix .. ':b:' .. charge, 'h', tonumber(string.match(member, '|(%d+)$')) or 0)
+    end
+  else
+    redis.call('ZADD', set, 'XX', now + lease_ms, member)
+  end
   redis.call('PEXPIRE', set, lease_ms * 2)
 end
 return 0
 "#;
 
-/// Creates budget counters Redis lacks with the spend the database holds. ARGV: prefix,
-/// counter ttl ms, then pairs (charge, nano-USD).
+/// Creates budget counters Redis lacks with the spend the database holds, and the held sum
+/// of the reservations still live. ARGV: prefix, counter ttl ms, then pairs (charge, nano-USD).
 const LOAD: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 3, #ARGV, 2 do
-  local counter = ARGV[1] .. ':b:' .. ARGV[i]
-  if redis.call('HSETNX', counter, 's', ARGV[i + 1]) == 1 then redis.call('PEXPIRE', counter, ARGV[2]) end
+  local counter, resv = ARGV[1] .. ':b:' .. ARGV[i], ARGV[1] .. ':bres:' .. ARGV[i]
+  if redis.call('HSETNX', counter, 's', ARGV[i + 1]) == 1 then
+    redis.call('ZREMRANGEBYSCORE', resv, '-inf', now)
+    local held = 0
+    for _, member in ipairs(redis.call('ZRANGE', resv, 0, -1)) do
+      held = held + (tonumber(string.match(member, '|(%d+)$')) or 0)
+    end
+    redis.call('HSET', counter, 'h', held)
+    redis.call('PEXPIRE', counter, ARGV[2])
+  end
 end
 return 0
 "#;
@@ -207,10 +241,6 @@ return out
 
 /// How long a budget counter Redis holds outlives its last admission.
 const COUNTER_TTL: Duration = Duration::from_secs(3600);
-/// Settlements kept while Redis is away, replayed when it returns; beyond this the oldest go
-/// (their counters' spend is then only in the database, which a rebuild reads).
-pub const MAX_PENDING: usize = 100_000;
-
 /// The budgets one admission is judged against.
 #[derive(Debug, Default)]
 pub struct BudgetAsk {
@@ -278,8 +308,15 @@ pub struct SharedRates {
     scripts: [redis::Script; 6],
     /// Leases this instance holds: lease → (sorted set, member) pairs to renew.
     leases: Mutex<HashMap<String, Vec<(String, String)>>>,
-    /// Budget settlements Redis did not take, replayed when it answers again.
-    pending: Mutex<std::collections::VecDeque<Vec<String>>>,
+    /// Counters whose spend Redis missed → the ledger sequence number of the last record
+    /// concerned; deleted (to be rebuilt from the database) once that record is stored.
+    dirty: Mutex<HashMap<String, u64>>,
+    /// The ledger's stored-through sequence number.
+    stored: Arc<AtomicU64>,
+    /// Bumped whenever Redis goes away or comes back (local counters are then stale).
+    transitions: AtomicU64,
+    /// Whether the renewal loop saw Redis away (its next renewal puts lapsed leases back).
+    renew_after_outage: AtomicBool,
     /// Whether the last call failed (so a failure is logged once per outage).
     down: AtomicBool,
     /// Instances sharing the limits, as last seen (subscribers of the invalidation channel).
@@ -287,7 +324,14 @@ pub struct SharedRates {
 }
 
 impl SharedRates {
-    pub fn new(url: &str, prefix: &str, lease: Duration, timeout: Duration) -> Result<Arc<Self>, redis::RedisError> {
+    /// `stored` is the ledger's stored-through sequence number ([`crate::ledger::Ledger::stored_through`]).
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        lease: Duration,
+        timeout: Duration,
+        stored: Arc<AtomicU64>,
+    ) -> Result<Arc<Self>, redis::RedisError> {
         let shared = Arc::new(Self {
             client: redis::Client::open(url)?,
             conn: Mutex::new(None),
@@ -298,7 +342,10 @@ impl SharedRates {
             timeout,
             scripts: [ADMIT, RELEASE, RENEW, STATUS, LOAD, BUDGETS].map(redis::Script::new),
             leases: Mutex::new(HashMap::new()),
-            pending: Mutex::new(std::collections::VecDeque::new()),
+            dirty: Mutex::new(HashMap::new()),
+            stored,
+            transitions: AtomicU64::new(0),
+            renew_after_outage: AtomicBool::new(false),
             down: AtomicBool::new(false),
             instances: AtomicU64::new(1),
         });
@@ -309,7 +356,7 @@ impl SharedRates {
                 tokio::time::sleep(every).await;
                 let Some(shared) = weak.upgrade() else { return };
                 shared.renew().await;
-                shared.replay().await;
+                shared.heal().await;
             }
         });
         Ok(shared)
@@ -353,6 +400,8 @@ impl SharedRates {
             *n = Some(Instant::now() + Duration::from_millis(500));
         }
         if !self.down.swap(true, Ordering::Relaxed) {
+            self.transitions.fetch_add(1, Ordering::Relaxed);
+            self.renew_after_outage.store(true, Ordering::Relaxed);
             tracing::error!(alert = "redis_unavailable", %message, "Redis is unavailable for shared rate limits and budgets");
         }
         Unreachable(message)
@@ -360,6 +409,7 @@ impl SharedRates {
 
     fn recovered(&self) {
         if self.down.swap(false, Ordering::Relaxed) {
+            self.transitions.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 alert = "redis_recovered",
                 "Redis is reachable again; shared rate limits and budgets resume"
@@ -478,9 +528,10 @@ impl SharedRates {
         Ok(Admission::Admitted(hold, requests, tokens_left, states))
     }
 
-    /// Settles (`actual` tokens, `cost` nano-USD) or cancels (`None`) an admission, in the
-    /// background. A settlement with budgets that Redis does not take is kept for replay.
-    pub fn release(self: &Arc<Self>, hold: Hold, actual: Option<u64>, cost: i64) {
+    /// Settles (`actual` tokens, `cost` nano-USD, recorded as ledger record `seq`) or cancels
+    /// (`None`) an admission, in the background. Counters that miss the cost (Redis away, or
+    /// the counter gone) are rebuilt once the record is stored.
+    pub fn release(self: &Arc<Self>, hold: Hold, actual: Option<u64>, cost: i64, seq: u64) {
         if let Ok(mut leases) = self.leases.lock() {
             leases.remove(&hold.lease);
         }
@@ -494,55 +545,70 @@ impl SharedRates {
         for (id, slot) in hold.scopes {
             args.extend([id, if slot { "1" } else { "0" }.to_owned()]);
         }
-        let keep = !hold.budgets.is_empty();
         args.extend([cost.to_string(), hold.budgets.len().to_string()]);
+        let counters: Vec<String> = hold.budgets.iter().map(|(c, _)| c.clone()).collect();
         for (charge, member) in hold.budgets {
             args.extend([charge, member.unwrap_or_default()]);
         }
         let me = self.clone();
         tasks::spawn("rate-release", async move {
-            // A lost rate release costs little: the slot's lease lapses and the estimate
-            // stands. A lost budget settlement would undercount, so it waits for Redis.
-            if me.run::<i64>(1, &args).await.is_err() && keep {
-                me.keep(args);
+            // A lost release of slots and tokens costs little: leases lapse and the estimate
+            // stands. Lost spend would undercount a budget: its counters are rebuilt instead.
+            match me.run::<Vec<usize>>(1, &args).await {
+                Ok(missing) if cost != 0 => {
+                    me.mark_dirty(missing.into_iter().filter_map(|i| counters.get(i).cloned()), seq);
+                }
+                Ok(_) => {}
+                Err(_) if cost != 0 => me.mark_dirty(counters.into_iter(), seq),
+                Err(_) => {}
             }
         });
     }
 
-    fn keep(&self, args: Vec<String>) {
-        if let Ok(mut pending) = self.pending.lock() {
-            if pending.len() >= MAX_PENDING {
-                pending.pop_front();
-                tracing::warn!(
-                    limit = MAX_PENDING,
-                    "too many budget settlements waiting for Redis; the oldest is dropped (its spend stays in the database)"
-                );
-            }
-            pending.push_back(args);
-        }
-    }
-
-    /// Replays kept settlements, oldest first, while Redis takes them.
-    async fn replay(&self) {
-        loop {
-            let Some(args) = self.pending.lock().ok().and_then(|mut p| p.pop_front()) else { return };
-            if let Err(Unreachable(message)) = self.run::<i64>(1, &args).await {
-                if !self.is_down() {
-                    // Redis answered but refused it: replaying would fail the same way.
-                    tracing::error!(%message, "a budget settlement Redis refused is dropped (its spend stays in the database)");
-                    continue;
-                }
-                if let Ok(mut p) = self.pending.lock() {
-                    p.push_front(args);
-                }
-                return;
+    /// These counters missed spend recorded as ledger record `seq` (or earlier).
+    pub fn mark_dirty(&self, counters: impl Iterator<Item = String>, seq: u64) {
+        if let Ok(mut dirty) = self.dirty.lock() {
+            for c in counters {
+                let at = dirty.entry(c).or_insert(seq);
+                *at = (*at).max(seq);
             }
         }
     }
 
-    /// Settlements waiting for Redis.
-    pub fn pending(&self) -> usize {
-        self.pending.lock().map_or(0, |p| p.len())
+    /// How many times Redis went away or came back so far.
+    pub fn transitions(&self) -> u64 {
+        self.transitions.load(Ordering::Relaxed)
+    }
+
+    /// Deletes the counters that missed spend whose records are now stored, so the next
+    /// admission rebuilds them from the database.
+    async fn heal(&self) {
+        if self.is_down() {
+            return;
+        }
+        let stored = self.stored.load(Ordering::Acquire);
+        let ready: Vec<String> = match self.dirty.lock() {
+            Ok(d) => d.iter().filter(|(_, seq)| **seq <= stored).map(|(c, _)| c.clone()).collect(),
+            Err(_) => return,
+        };
+        if ready.is_empty() {
+            return;
+        }
+        let Ok(mut conn) = self.connection().await else { return };
+        let mut cmd = redis::cmd("DEL");
+        for c in &ready {
+            cmd.arg(format!("{}:b:{c}", self.prefix));
+        }
+        if let Ok(Ok(_)) = tokio::time::timeout(self.timeout, cmd.query_async::<i64>(&mut conn)).await {
+            tracing::info!(counters = ready.len(), "budget counters that missed spend are rebuilt from the database");
+            if let Ok(mut dirty) = self.dirty.lock() {
+                for c in &ready {
+                    if dirty.get(c).is_some_and(|seq| *seq <= stored) {
+                        dirty.remove(c);
+                    }
+                }
+            }
+        }
     }
 
     /// Creates the counters Redis lacks with the spend the database holds.
@@ -582,11 +648,16 @@ impl SharedRates {
             Err(_) => return,
         };
         if !held.is_empty() {
-            let mut args = vec![self.prefix.clone(), self.lease.as_millis().to_string()];
+            // After an outage, leases that lapsed meanwhile are put back: their calls still run.
+            let readd = self.renew_after_outage.swap(false, Ordering::Relaxed);
+            let mut args =
+                vec![self.prefix.clone(), self.lease.as_millis().to_string(), if readd { "1" } else { "0" }.to_owned()];
             for (set, member) in held {
                 args.extend([set, member]);
             }
-            let _ = self.run::<i64>(2, &args).await;
+            if self.run::<i64>(2, &args).await.is_err() && readd {
+                self.renew_after_outage.store(true, Ordering::Relaxed);
+            }
         }
         // How many instances share the limits: each one subscribes to the invalidation channel.
         if let Ok(mut conn) = self.connection().await {
