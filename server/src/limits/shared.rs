@@ -72,26 +72,33 @@ end
 -- then pairs (charge, max). A counter Redis lacks must be loaded before anything is judged.
 local b = 6 + n * 4
 local m, mode, estimate, ttl = tonumber(ARGV[b]), ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
-local missing = {2}
+local missing, read = {2}, {}
 for j = 0, m - 1 do
-  if redis.call('EXISTS', prefix .. ':b:' .. ARGV[b + 4 + j * 2]) == 0 then table.insert(missing, j) end
+  read[j] = redis.call('HMGET', prefix .. ':b:' .. ARGV[b + 4 + j * 2], 's', 'h')
+  if not read[j][1] then table.insert(missing, j) end
 end
 if #missing > 1 then return missing end
 local budgets = {}
 for j = 0, m - 1 do
   local id, max = ARGV[b + 4 + j * 2], tonumber(ARGV[b + 5 + j * 2])
-  local counter, resv = prefix .. ':b:' .. id, prefix .. ':bres:' .. id
-  -- Reservations whose lease lapsed give their amount back.
-  if redis.call('EXISTS', resv) == 0 then
-    redis.call('HSET', counter, 'h', 0)
-  else
+  local spent, held = tonumber(read[j][1]), tonumber(read[j][2] or 0)
+  if held > 0 then
+    -- Reservations whose lease lapsed give their amount back; none left, nothing held.
+    local counter, resv = prefix .. ':b:' .. id, prefix .. ':bres:' .. id
+    local lapsed = 0
     for _, member in ipairs(redis.call('ZRANGEBYSCORE', resv, '-inf', now)) do
-      redis.call('HINCRBY', counter, 'h', -(tonumber(string.match(member, '|(%d+)$')) or 0))
+      lapsed = lapsed + (tonumber(string.match(member, '|(%d+)$')) or 0)
     end
-    redis.call('ZREMRANGEBYSCORE', resv, '-inf', now)
+    if lapsed > 0 then
+      redis.call('ZREMRANGEBYSCORE', resv, '-inf', now)
+      held = redis.call('HINCRBY', counter, 'h', -lapsed)
+    end
+    if held > 0 and redis.call('EXISTS', resv) == 0 then
+      redis.call('HSET', counter, 'h', 0)
+      held = 0
+    end
   end
-  local v = redis.call('HMGET', counter, 's', 'h')
-  local spent, held = tonumber(v[1] or 0), math.max(tonumber(v[2] or 0), 0)
+  held = math.max(held, 0)
   local fits
   if mode == 's' then fits = spent + held + estimate <= max else fits = spent < max end
   if not fits then return {3, j, spent, held} end

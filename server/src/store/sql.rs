@@ -6,6 +6,10 @@
 //! transaction begins, and how the audit chain's head row is locked. Table names in the SQL
 //! come only from [`crate::store::Table::name`], never from input.
 
+/// Spend records per multi-row INSERT: 20 parameters each, well under SQLite's 32,766 and
+/// PostgreSQL's 65,535 bind parameters per statement.
+pub(super) const SPEND_ROWS_PER_STATEMENT: usize = 256;
+
 /// Implements [`crate::store::Store`] for `$store` (which has `pool: sqlx::Pool<$db>` and
 /// `fn migrator() -> Migrator`).
 macro_rules! impl_store {
@@ -478,53 +482,63 @@ macro_rules! impl_store {
                     // Sums per scope and period, and lifetime sums per entity, of new records only.
                     let mut per_period: BTreeMap<&Charge, i64> = BTreeMap::new();
                     let mut per_entity: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-                    let mut inserted = 0;
-                    for r in records {
-                        let done = sqlx::query(
+                    // One multi-row INSERT per chunk (one round trip to the database), which
+                    // says which records are new: only those are counted.
+                    let mut new_ids: std::collections::HashSet<String> = std::collections::HashSet::new();
+                    for chunk in records.chunks(crate::store::sql::SPEND_ROWS_PER_STATEMENT) {
+                        let mut insert = sqlx::QueryBuilder::<$db>::new(
                             "INSERT INTO spend_logs (request_id, call_type, key_id, model, deployment, provider, \
                              prompt_tokens, completion_tokens, total_tokens, spend_nanos, status, error_code, \
-                             start_time_us, end_time_us, duration_ms, end_user, user_id, team_id, organization_id, tags) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
-                             ON CONFLICT (request_id) DO NOTHING",
-                        )
-                        .bind(&r.request_id)
-                        .bind(&r.call_type)
-                        .bind(&r.key_id)
-                        .bind(&r.model)
-                        .bind(&r.deployment)
-                        .bind(&r.provider)
-                        .bind(bigint(r.prompt_tokens))
-                        .bind(bigint(r.completion_tokens))
-                        .bind(bigint(r.total_tokens))
-                        .bind(r.spend.0)
-                        .bind(r.status.as_str())
-                        .bind(&r.error_code)
-                        .bind(micros(r.start_time))
-                        .bind(micros(r.end_time))
-                        .bind(r.duration_ms)
-                        .bind(&r.end_user)
-                        .bind(&r.user_id)
-                        .bind(&r.team_id)
-                        .bind(&r.organization_id)
-                        .bind((!r.tags.is_empty()).then(|| serde_json::to_string(&r.tags).unwrap_or_default()))
+                             start_time_us, end_time_us, duration_ms, end_user, user_id, team_id, organization_id, tags) ",
+                        );
+                        insert.push_values(chunk, |mut row, r| {
+                            row.push_bind(r.request_id.clone())
+                                .push_bind(r.call_type.clone())
+                                .push_bind(r.key_id.clone())
+                                .push_bind(r.model.clone())
+                                .push_bind(r.deployment.clone())
+                                .push_bind(r.provider.clone())
+                                .push_bind(bigint(r.prompt_tokens))
+                                .push_bind(bigint(r.completion_tokens))
+                                .push_bind(bigint(r.total_tokens))
+                                .push_bind(r.spend.0)
+                                .push_bind(r.status.as_str())
+                                .push_bind(r.error_code.clone())
+                                .push_bind(micros(r.start_time))
+                                .push_bind(micros(r.end_time))
+                                .push_bind(r.duration_ms)
+                                .push_bind(r.end_user.clone())
+                                .push_bind(r.user_id.clone())
+                                .push_bind(r.team_id.clone())
+                                .push_bind(r.organization_id.clone())
+                                .push_bind((!r.tags.is_empty()).then(|| serde_json::to_string(&r.tags).unwrap_or_default()));
+                        });
+                        insert.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
+                        for row in insert.build().fetch_all(&mut *tx).await? {
+                            new_ids.insert(row.try_get::<String, _>(0)?);
+                        }
+                    }
+                    let fresh: Vec<&SpendRecord> = records.iter().filter(|r| new_ids.remove(&r.request_id)).collect();
+                    let inserted = fresh.len() as u64;
+                    // A customer seen for the first time is created with its first record.
+                    let mut customers: BTreeMap<&str, i64> = BTreeMap::new();
+                    for r in &fresh {
+                        if let Some(c) = &r.end_user {
+                            customers.entry(c.as_str()).or_insert(micros(r.start_time));
+                        }
+                    }
+                    for (customer, first_seen) in customers {
+                        sqlx::query(AssertSqlSafe(format!(
+                            "INSERT INTO customers ({ROW_COLUMNS}) VALUES ($1, NULL, NULL, NULL, NULL, NULL, $2, 0, 1, $3, $3) \
+                             ON CONFLICT (id) DO NOTHING"
+                        )))
+                        .bind(customer)
+                        .bind(Json(serde_json::json!({"user_id": customer})))
+                        .bind(first_seen)
                         .execute(&mut *tx)
                         .await?;
-                        if done.rows_affected() != 1 {
-                            continue;
-                        }
-                        inserted += 1;
-                        // A customer seen for the first time is created with its first record.
-                        if let Some(customer) = &r.end_user {
-                            sqlx::query(AssertSqlSafe(format!(
-                                "INSERT INTO customers ({ROW_COLUMNS}) VALUES ($1, NULL, NULL, NULL, NULL, NULL, $2, 0, 1, $3, $3) \
-                                 ON CONFLICT (id) DO NOTHING"
-                            )))
-                            .bind(customer)
-                            .bind(Json(serde_json::json!({"user_id": customer})))
-                            .bind(micros(r.start_time))
-                            .execute(&mut *tx)
-                            .await?;
-                        }
+                    }
+                    for r in fresh {
                         if r.spend.0 == 0 {
                             continue;
                         }
