@@ -30,7 +30,10 @@ test-proto: ## buf lint and format check of proto/
 	npx --no-install buf lint
 	npx --no-install buf format -d --exit-code
 
+bench: ## The benchmark harness: every lane, LiteLLM's proxy beside, one table (docs/benchmarks.md)
+	bash tests/bench/run.sh --runs 3
+
 prices: ## Regenerate server/src/pricing/prices.json from ../shared/reference
 	python3 server/scripts/gen_prices.py ../shared/reference/model_prices.json > server/src/pricing/prices.json
 
-.PHONY: help run test setup lint test-rust test-python test-proto prices
+.PHONY: help run test setup lint test-rust test-python test-proto bench prices
