@@ -5,6 +5,7 @@
 //! (`ferryman_test_<uuid>` on the local PostgreSQL, or a file in a temporary directory) and
 //! removed afterwards.
 
+pub mod mock_anthropic;
 pub mod mock_openai;
 
 use std::io::{BufRead, BufReader};

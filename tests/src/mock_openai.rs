@@ -22,6 +22,8 @@ pub const CONTENT: &str = "Hello from upstream";
 pub struct Received {
     pub headers: HeaderMap,
     pub body: Value,
+    /// The path and query it was sent to.
+    pub uri: String,
 }
 
 /// A scripted failure, answered to the next request instead of a completion.
@@ -48,7 +50,11 @@ pub struct MockOpenAi {
 impl MockOpenAi {
     pub async fn start() -> MockOpenAi {
         let state = Arc::new(MockState::default());
-        let app = Router::new().route("/v1/chat/completions", post(chat)).with_state(state.clone());
+        // Azure OpenAI's path too: the deployment in the path, api-version in the query.
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/openai/deployments/{deployment}/chat/completions", post(chat))
+            .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
@@ -73,9 +79,10 @@ impl Drop for MockOpenAi {
     }
 }
 
-async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: String) -> Response {
+async fn chat(State(state): State<Arc<MockState>>, uri: axum::http::Uri, headers: HeaderMap, body: String) -> Response {
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    state.received.lock().unwrap().push(Received { headers, body: body.clone() });
+    let uri = uri.path_and_query().map_or_else(String::new, |p| p.as_str().to_owned());
+    state.received.lock().unwrap().push(Received { headers, body: body.clone(), uri });
     if let Some(f) = state.failures.lock().unwrap().pop_front() {
         let mut resp = (StatusCode::from_u16(f.status).unwrap(), axum::Json(f.body)).into_response();
         for (k, v) in f.headers {

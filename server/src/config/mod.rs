@@ -91,6 +91,8 @@ pub struct DeploymentConfig {
     pub upstream_model: String,
     pub api_base: Option<String>,
     pub api_key: Option<Secret>,
+    /// Azure's `api-version` (`api_version`, or `AZURE_API_VERSION`).
+    pub api_version: Option<String>,
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
     pub input_cost_per_token: Option<Femtos>,
@@ -312,6 +314,7 @@ const PARAMS: &[&str] = &[
     "model",
     "api_base",
     "api_key",
+    "api_version",
     "rpm",
     "tpm",
     "input_cost_per_token",
@@ -530,7 +533,13 @@ fn read_deployment(
         None => (None, None),
     };
 
-    let api_base = r.string(&params_path, &params, "api_base");
+    let mut api_base = r.string(&params_path, &params, "api_base");
+    if api_base.is_none() && provider == Some(ProviderKind::Azure) {
+        api_base = lookup_env("AZURE_API_BASE", env, file_env);
+        if api_base.is_none() {
+            r.problem(join(&params_path, "api_base"), "an azure/ deployment needs api_base (or AZURE_API_BASE)");
+        }
+    }
     if let Some(base) = &api_base {
         match reqwest::Url::parse(base) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
@@ -538,15 +547,27 @@ fn read_deployment(
         }
     }
     let mut api_key = r.string(&params_path, &params, "api_key").map(Secret::new);
-    if api_key.is_none() && provider == Some(ProviderKind::OpenAi) {
-        api_key = lookup_env("OPENAI_API_KEY", env, file_env).map(Secret::new);
-        if api_key.is_none() && api_base.is_none() {
+    // Each provider's usual environment variable, as LiteLLM reads them.
+    let key_env = match provider {
+        Some(ProviderKind::OpenAi) => Some("OPENAI_API_KEY"),
+        Some(ProviderKind::Azure) => Some("AZURE_API_KEY"),
+        Some(ProviderKind::Anthropic) => Some("ANTHROPIC_API_KEY"),
+        _ => None,
+    };
+    if let Some(var) = key_env
+        && api_key.is_none()
+    {
+        api_key = lookup_env(var, env, file_env).map(Secret::new);
+        if api_key.is_none() && (api_base.is_none() || provider != Some(ProviderKind::OpenAi)) {
             r.warn(
                 join(&params_path, "api_key"),
-                "no api_key and OPENAI_API_KEY is not set; calls to this deployment will fail",
+                format!("no api_key and {var} is not set; calls to this deployment will fail"),
             );
         }
     }
+    let api_version = r.string(&params_path, &params, "api_version").or_else(|| {
+        (provider == Some(ProviderKind::Azure)).then(|| lookup_env("AZURE_API_VERSION", env, file_env)).flatten()
+    });
     let rpm = r.u64(&params_path, &params, "rpm");
     let tpm = r.u64(&params_path, &params, "tpm");
     let input_cost_per_token = r
@@ -589,6 +610,7 @@ fn read_deployment(
         upstream_model,
         api_base,
         api_key,
+        api_version,
         rpm,
         tpm,
         input_cost_per_token,

@@ -5,6 +5,7 @@
 //! passed through chunk by chunk, never buffered; every adapter reports usage on the stream's
 //! last chunk (asking the provider for it where needed) so the gateway can settle the cost.
 
+pub mod anthropic;
 pub mod mock;
 pub mod openai;
 pub mod sse;
@@ -26,16 +27,24 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, GatewayError>
 pub enum ProviderKind {
     /// OpenAI, or any OpenAI-compatible server at `api_base`.
     OpenAi,
+    /// Azure OpenAI: `azure/<deployment>` at `api_base`, with `api_version` and the `api-key`
+    /// header.
+    Azure,
+    /// Anthropic's Messages API.
+    Anthropic,
     /// The built-in mock: deterministic answers, no network.
     Mock,
 }
 
 impl ProviderKind {
-    pub const ALL: &[ProviderKind] = &[ProviderKind::OpenAi, ProviderKind::Mock];
+    pub const ALL: &[ProviderKind] =
+        &[ProviderKind::OpenAi, ProviderKind::Azure, ProviderKind::Anthropic, ProviderKind::Mock];
 
     pub fn parse(prefix: &str) -> Option<Self> {
         match prefix {
             "openai" => Some(Self::OpenAi),
+            "azure" => Some(Self::Azure),
+            "anthropic" => Some(Self::Anthropic),
             "mock" => Some(Self::Mock),
             _ => None,
         }
@@ -44,6 +53,8 @@ impl ProviderKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::OpenAi => "openai",
+            Self::Azure => "azure",
+            Self::Anthropic => "anthropic",
             Self::Mock => "mock",
         }
     }
@@ -74,7 +85,8 @@ impl Upstreams {
     ) -> Result<ChatResponse, GatewayError> {
         match deployment.provider {
             ProviderKind::Mock => mock::chat(deployment, request).await,
-            ProviderKind::OpenAi => openai::chat(&self.http, deployment, request).await,
+            ProviderKind::OpenAi | ProviderKind::Azure => openai::chat(&self.http, deployment, request).await,
+            ProviderKind::Anthropic => anthropic::chat(&self.http, deployment, request).await,
         }
     }
 
@@ -86,7 +98,8 @@ impl Upstreams {
     ) -> Result<ChunkStream, GatewayError> {
         match deployment.provider {
             ProviderKind::Mock => mock::chat_stream(deployment, request).await,
-            ProviderKind::OpenAi => openai::chat_stream(&self.http, deployment, request).await,
+            ProviderKind::OpenAi | ProviderKind::Azure => openai::chat_stream(&self.http, deployment, request).await,
+            ProviderKind::Anthropic => anthropic::chat_stream(&self.http, deployment, request).await,
         }
     }
 }

@@ -1,4 +1,6 @@
-//! OpenAI and any OpenAI-compatible upstream (`openai/<model>` with an optional `api_base`).
+//! OpenAI and any OpenAI-compatible upstream (`openai/<model>` with an optional `api_base`), and
+//! Azure OpenAI (`azure/<deployment>`: the deployment in the path, `api-version` in the query,
+//! the key in the `api-key` header).
 //!
 //! The request is forwarded as OpenAI JSON with the model renamed to the deployment's
 //! upstream model; unknown parameters pass through. Streams always ask for
@@ -10,7 +12,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::sse::SseDecoder;
-use super::{ChunkStream, upstream_status_error, upstream_transport_error};
+use super::{ChunkStream, ProviderKind, upstream_status_error, upstream_transport_error};
 use crate::chat::{ChatChunk, ChatRequest, ChatResponse};
 use crate::config::DeploymentConfig;
 use crate::error::{ErrorCode, GatewayError};
@@ -19,8 +21,18 @@ const DEFAULT_BASE: &str = "https://api.openai.com/v1";
 /// The most of an error body read from an upstream.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
+/// Azure's API version when the deployment names none.
+pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
+
 fn endpoint(deployment: &DeploymentConfig) -> String {
     let base = deployment.api_base.as_deref().unwrap_or(DEFAULT_BASE).trim_end_matches('/');
+    if deployment.provider == ProviderKind::Azure {
+        let version = deployment.api_version.as_deref().unwrap_or(DEFAULT_AZURE_API_VERSION);
+        return format!(
+            "{base}/openai/deployments/{}/chat/completions?api-version={version}",
+            deployment.upstream_model
+        );
+    }
     format!("{base}/chat/completions")
 }
 
@@ -42,7 +54,10 @@ fn body(deployment: &DeploymentConfig, request: &ChatRequest, stream: bool) -> V
 fn post(http: &reqwest::Client, deployment: &DeploymentConfig, body: &Value) -> reqwest::RequestBuilder {
     let mut req = http.post(endpoint(deployment)).json(body);
     if let Some(key) = &deployment.api_key {
-        req = req.bearer_auth(key.expose());
+        req = match deployment.provider {
+            ProviderKind::Azure => req.header("api-key", key.expose()),
+            _ => req.bearer_auth(key.expose()),
+        };
     }
     req
 }
@@ -73,7 +88,11 @@ async fn error_from(deployment: &DeploymentConfig, resp: reqwest::Response) -> G
 fn malformed(deployment: &DeploymentConfig, what: impl std::fmt::Display) -> GatewayError {
     GatewayError::new(
         ErrorCode::UpstreamError,
-        format!("upstream openai (deployment {}) sent a malformed response: {what}", deployment.id),
+        format!(
+            "upstream {} (deployment {}) sent a malformed response: {what}",
+            deployment.provider.as_str(),
+            deployment.id
+        ),
     )
 }
 
@@ -107,7 +126,8 @@ pub async fn chat_stream(
             return Err(GatewayError::new(
                 ErrorCode::UpstreamTimeout,
                 format!(
-                    "upstream openai (deployment {}) did not answer within {}s",
+                    "upstream {} (deployment {}) did not answer within {}s",
+                    deployment.provider.as_str(),
                     deployment.id,
                     timeout.as_secs_f64()
                 ),
@@ -170,7 +190,8 @@ pub async fn chat_stream(
                     let err = GatewayError::new(
                         ErrorCode::UpstreamTimeout,
                         format!(
-                            "upstream openai (deployment {}) stalled mid-stream for {}s",
+                            "upstream {} (deployment {}) stalled mid-stream for {}s",
+                            st.deployment.provider.as_str(),
                             st.deployment.id,
                             timeout.as_secs_f64()
                         ),

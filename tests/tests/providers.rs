@@ -1,0 +1,303 @@
+//! Provider adapters through the real binary: the exact request each upstream received (the
+//! translation) and the OpenAI-shaped answer the client got, streaming and not, tools included;
+//! each provider's errors as OpenAI errors.
+
+use std::time::{Duration, Instant};
+
+use ferryman_tests::mock_anthropic::{self, MockAnthropic};
+use ferryman_tests::mock_openai::{Failure, MockOpenAi};
+use ferryman_tests::{Backend, Gateway, MASTER_KEY, Options, Value, json, openai_error};
+use futures_util::StreamExt;
+
+/// claude: 3e-6 / 15e-6 USD per input / output token (3,000,000,000 / 15,000,000,000 femto-USD).
+async fn gateway(anthropic: &MockAnthropic, openai: Option<&MockOpenAi>) -> Gateway {
+    let mut config = format!(
+        r#"model_list:
+  - model_name: claude
+    litellm_params:
+      model: anthropic/claude-sonnet-4-5
+      api_base: {}
+      api_key: os.environ/ANTHROPIC_KEY
+      input_cost_per_token: 0.000003
+      output_cost_per_token: 0.000015
+"#,
+        anthropic.base_url
+    );
+    if let Some(o) = openai {
+        let root = o.base_url.trim_end_matches("/v1");
+        config.push_str(&format!(
+            r#"  - model_name: azure-gpt
+    litellm_params:
+      model: azure/prod-gpt-4o
+      api_base: {root}
+      api_key: os.environ/AZURE_KEY
+      api_version: "2024-10-21"
+"#
+        ));
+    }
+    config.push_str(&format!("general_settings:\n  master_key: {MASTER_KEY}\n  database_url: \"{{database_url}}\"\n"));
+    let env = vec![
+        ("ANTHROPIC_KEY".to_owned(), "sk-ant-upstream-secret".to_owned()),
+        ("AZURE_KEY".to_owned(), "azure-upstream-secret".to_owned()),
+    ];
+    Gateway::start(Options { backend: Backend::Sqlite, config, env }).await
+}
+
+fn weather_tool() -> Value {
+    json!({"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}})
+}
+
+#[tokio::test]
+async fn anthropic_requests_and_answers_are_translated_exactly() {
+    let upstream = MockAnthropic::start().await;
+    let gw = gateway(&upstream, None).await;
+    let request = json!({
+        "model": "claude",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "developer", "content": "Answer in French."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "What is in this picture, and the weather?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}}
+            ]},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "toolu_a", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Lyon\"}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "toolu_a", "content": "Sunny, 21C"},
+            {"role": "user", "content": "And in Paris?"}
+        ],
+        "tools": [weather_tool()],
+        "tool_choice": "required",
+        "parallel_tool_calls": false,
+        "stop": ["END"],
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "max_tokens": 300,
+        "user": "customer-7",
+    });
+    let (status, headers, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, request).await;
+    assert_eq!(status, 200, "{body}");
+    let received = upstream.received();
+    assert_eq!(received.len(), 1);
+    let sent = &received[0];
+    assert_eq!(sent.headers["x-api-key"], "sk-ant-upstream-secret");
+    assert_eq!(sent.headers["anthropic-version"], "2023-06-01");
+    assert!(sent.headers.get("authorization").is_none(), "the caller's key never goes upstream");
+    assert_eq!(
+        sent.body,
+        json!({
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 300,
+            "system": "Be brief.\nAnswer in French.",
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What is in this picture, and the weather?"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+                    {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}}
+                ]},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "toolu_a", "name": "get_weather", "input": {"city": "Lyon"}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_a", "content": "Sunny, 21C"},
+                    {"type": "text", "text": "And in Paris?"}
+                ]}
+            ],
+            "stop_sequences": ["END"],
+            "temperature": 0.2,
+            "top_p": 0.9,
+            "tools": [{"name": "get_weather", "description": "Weather in a city",
+                "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+            "metadata": {"user_id": "customer-7"}
+        })
+    );
+    // The answer, in OpenAI's shape: text, the tool call, the finish reason and usage.
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["id"], "msg_mock_1");
+    let message = &body["choices"][0]["message"];
+    assert_eq!(message["content"], mock_anthropic::TEXT);
+    assert_eq!(message["tool_calls"][0]["id"], "toolu_mock_1");
+    assert_eq!(message["tool_calls"][0]["function"]["name"], "get_weather");
+    assert_eq!(message["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    let prompt = mock_anthropic::INPUT_TOKENS + mock_anthropic::CACHE_READ_TOKENS;
+    assert_eq!(body["usage"]["prompt_tokens"], prompt);
+    assert_eq!(body["usage"]["completion_tokens"], mock_anthropic::OUTPUT_TOKENS);
+    assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], mock_anthropic::CACHE_READ_TOKENS);
+    // The cost: 35 × 3e-6 + 9 × 15e-6 USD = 240,000 nano-USD.
+    let cost = (prompt * 3_000 + mock_anthropic::OUTPUT_TOKENS * 15_000) as i64;
+    assert_eq!(headers["x-ferryman-response-cost"].to_str().unwrap(), "0.00024");
+    let logs = gw.spend_logs_until("api_key=master", 1).await;
+    assert_eq!(logs[0]["spend_nanos"], cost);
+    assert_eq!(logs[0]["custom_llm_provider"], "anthropic");
+
+    // Defaults: max_tokens 4096 when the caller gives none; a plain string stays one text block.
+    let (status, _, body) = gw
+        .http()
+        .post(
+            "/v1/chat/completions",
+            MASTER_KEY,
+            json!({"model": "claude", "messages": [{"role": "user", "content": "Hi"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert!(body["choices"][0]["message"].get("tool_calls").is_none());
+    let sent = &upstream.received()[1].body;
+    assert_eq!(sent["max_tokens"], 4096);
+    assert_eq!(sent["messages"], json!([{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]));
+    assert!(sent.get("system").is_none());
+}
+
+#[tokio::test]
+async fn anthropic_streams_arrive_as_openai_chunks_without_buffering() {
+    let upstream = MockAnthropic::start().await;
+    let gw = gateway(&upstream, None).await;
+    upstream.pace(Duration::from_millis(150));
+    let started = Instant::now();
+    let resp = gw
+        .http()
+        .client
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(MASTER_KEY)
+        .json(&json!({"model": "claude", "stream": true, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": [weather_tool()]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let (mut text, mut first_at, mut all) = (String::new(), None, String::new());
+    while let Some(bytes) = body.next().await {
+        let bytes = bytes.unwrap();
+        let s = String::from_utf8_lossy(&bytes);
+        if first_at.is_none() && s.contains("Bonjour") {
+            first_at = Some(started.elapsed());
+        }
+        all.push_str(&s);
+    }
+    let total = started.elapsed();
+    // 13 events 150 ms apart: the first words arrive long before the upstream finishes.
+    let first_at = first_at.expect("the text arrived");
+    assert!(total >= Duration::from_millis(1500), "{total:?}");
+    assert!(first_at + Duration::from_millis(900) < total, "first words at {first_at:?} of {total:?}: buffered");
+    let chunks: Vec<Value> = all
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(all.trim_end().ends_with("data: [DONE]"));
+    for c in &chunks {
+        if let Some(t) = c["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(t);
+        }
+    }
+    assert_eq!(text, mock_anthropic::TEXT);
+    let calls: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0)).collect();
+    assert_eq!(calls[0]["id"], "toolu_mock_1");
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    let args: String = calls.iter().filter_map(|c| c["function"]["arguments"].as_str()).collect();
+    assert_eq!(args, "{\"city\": \"Paris\"}");
+    let finish: Vec<&str> = chunks.iter().filter_map(|c| c["choices"][0]["finish_reason"].as_str()).collect();
+    assert_eq!(finish, ["tool_calls"]);
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["prompt_tokens"], mock_anthropic::INPUT_TOKENS + mock_anthropic::CACHE_READ_TOKENS);
+    assert_eq!(usage["completion_tokens"], mock_anthropic::OUTPUT_TOKENS);
+    assert_eq!(upstream.received()[0].body["stream"], true);
+    let logs = gw.spend_logs_until("api_key=master", 1).await;
+    assert_eq!(logs[0]["completion_tokens"], mock_anthropic::OUTPUT_TOKENS);
+}
+
+#[tokio::test]
+async fn anthropic_errors_become_openai_errors() {
+    let upstream = MockAnthropic::start().await;
+    let gw = gateway(&upstream, None).await;
+    let call = json!({"model": "claude", "messages": [{"role": "user", "content": "Hi"}]});
+    let anthropic_error =
+        |kind: &str, message: &str| json!({"type": "error", "error": {"type": kind, "message": message}});
+
+    upstream.fail_next(Failure {
+        status: 529,
+        body: anthropic_error("overloaded_error", "Overloaded"),
+        headers: vec![],
+    });
+    let (status, _, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, call.clone()).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(openai_error(&body)["message"].as_str().unwrap().contains("overloaded"), "{body}");
+
+    upstream.fail_next(Failure {
+        status: 429,
+        body: anthropic_error("rate_limit_error", "Number of requests has exceeded your rate limit"),
+        headers: vec![("retry-after", "7".into())],
+    });
+    let (status, headers, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, call.clone()).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(openai_error(&body)["type"], "rate_limit_error");
+    assert_eq!(headers["retry-after"], "7");
+
+    upstream.fail_next(Failure {
+        status: 400,
+        body: anthropic_error("invalid_request_error", "messages: roles must alternate"),
+        headers: vec![],
+    });
+    let (status, _, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, call.clone()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(openai_error(&body)["message"].as_str().unwrap().contains("roles must alternate"), "{body}");
+
+    upstream.fail_next(Failure {
+        status: 401,
+        body: anthropic_error("authentication_error", "invalid x-api-key sk-ant-upstream-sec***"),
+        headers: vec![],
+    });
+    let (status, _, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, call.clone()).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(!body.to_string().contains("sk-ant"), "no upstream key fragment reaches the caller: {body}");
+
+    // A stream whose upstream refuses before it starts: the same error, before any chunk.
+    upstream.fail_next(Failure {
+        status: 529,
+        body: anthropic_error("overloaded_error", "Overloaded"),
+        headers: vec![],
+    });
+    let mut streamed = call.clone();
+    streamed["stream"] = json!(true);
+    let (status, _, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, streamed).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(!gw.logs().contains("panicked"));
+}
+
+#[tokio::test]
+async fn azure_deployments_use_the_deployment_path_api_version_and_api_key() {
+    let anthropic = MockAnthropic::start().await;
+    let upstream = MockOpenAi::start().await;
+    let gw = gateway(&anthropic, Some(&upstream)).await;
+    let (status, _, body) = gw
+        .http()
+        .post(
+            "/v1/chat/completions",
+            MASTER_KEY,
+            json!({"model": "azure-gpt", "messages": [{"role": "user", "content": "Hi"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], ferryman_tests::mock_openai::CONTENT);
+    let sent = &upstream.received()[0];
+    assert_eq!(sent.uri, "/openai/deployments/prod-gpt-4o/chat/completions?api-version=2024-10-21");
+    assert_eq!(sent.headers["api-key"], "azure-upstream-secret");
+    assert!(sent.headers.get("authorization").is_none());
+    // Streaming through Azure asks for usage like OpenAI.
+    let (status, _, lines) = gw
+        .http()
+        .stream(
+            MASTER_KEY,
+            json!({"model": "azure-gpt", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(lines.iter().any(|l| l.contains("Hello")), "{lines:?}");
+    assert_eq!(upstream.received()[1].body["stream_options"]["include_usage"], true);
+}
