@@ -5,6 +5,7 @@ mod error;
 mod extract;
 mod health;
 mod keys;
+mod messages;
 mod mgmt;
 mod openai;
 mod spend;
@@ -33,6 +34,7 @@ pub fn routes(state: AppState) -> Router {
         // OpenAI-compatible inference.
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/chat/completions", post(openai::chat_completions))
+        .route("/v1/messages", post(messages::messages))
         .route("/v1/models", get(openai::list_models))
         .route("/models", get(openai::list_models))
         // LiteLLM-compatible management: keys.

@@ -31,7 +31,7 @@ fn overhead_ms(d: std::time::Duration) -> String {
 }
 
 /// The headers every finished call carries.
-fn call_headers(headers: &mut HeaderMap, info: &CallInfo) {
+pub(super) fn call_headers(headers: &mut HeaderMap, info: &CallInfo) {
     headers.insert(HeaderName::from_static("x-ferryman-response-cost"), header_value(&format_usd(info.cost)));
     headers.insert(HeaderName::from_static("x-ferryman-call-id"), header_value(&info.call_id));
     headers.insert(HeaderName::from_static("x-ferryman-model-id"), header_value(&info.deployment));
