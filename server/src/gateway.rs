@@ -59,6 +59,9 @@ pub struct CallInfo {
     pub remaining: Option<Remaining>,
     /// The tightest rate limits at admission.
     pub rate: RateStatus,
+    /// Attempts retried and model names fallen back to before the answer.
+    pub retries: u32,
+    pub fallbacks: u32,
 }
 
 /// One item of a governed stream: a chunk, or, last, the settled call.
@@ -87,6 +90,9 @@ struct Call {
     remaining: Option<Remaining>,
     ticket: Option<Ticket>,
     rate: RateStatus,
+    /// Attempts retried, and model names fallen back to, before the answer.
+    retries: u32,
+    fallbacks: u32,
 }
 
 /// Output tokens assumed for a call that sets no cap on a model whose maximum is unknown.
@@ -112,8 +118,8 @@ impl Gateway {
     /// Stages 2 and 3: resolve the model, check access, and admit the call against every
     /// budget it answers to (reserving its worst case in strict mode).
     async fn begin(&self, caller: &Caller, request: &ChatRequest, started: Instant) -> Result<Call, GatewayError> {
-        let model = governance::resolve_alias(caller, &request.model);
-        let deployment = self.models.pick(model)?;
+        let model = self.models.alias(governance::resolve_alias(caller, &request.model));
+        let deployment = self.models.pick(model, &[])?;
         governance::admit(caller, model, self.models.access_groups())?;
         let customer = match request.user.as_deref() {
             Some(id) => Some(self.customers.get(id).await?),
@@ -142,7 +148,16 @@ impl Gateway {
         // The worst case: every prompt byte a token, and the most output the call can produce.
         let max_output =
             request.max_output_tokens().map(u64::from).or(deployment.max_output).unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
-        let worst = |prompt| deployment.price.cost(TokenCounts { prompt, completion: max_output, cached_prompt: 0 });
+        // A call may end on a fallback: reserve the dearest of the deployments it could reach.
+        let candidates = self.models.candidates(model);
+        let worst = |prompt| {
+            candidates
+                .iter()
+                .map(|d| d.price.cost(TokenCounts { prompt, completion: max_output, cached_prompt: 0 }))
+                .max()
+                .unwrap_or_default()
+                .max(deployment.price.cost(TokenCounts { prompt, completion: max_output, cached_prompt: 0 }))
+        };
         // Rate limits and budgets together: all or nothing. The byte bound is free; when it
         // does not fit a budget, count the prompt with the model's own tokenizer (where it
         // has one) before refusing.
@@ -187,6 +202,8 @@ impl Gateway {
             remaining,
             ticket: Some(ticket),
             rate,
+            retries: 0,
+            fallbacks: 0,
         })
     }
 
@@ -232,6 +249,68 @@ impl Gateway {
         Err(GatewayError::unavailable("Redis is coming and going; budgets could not be checked, try again"))
     }
 
+    /// Calls the upstream through `attempt`, with the router's retries (other deployments of
+    /// the same model name where there are any, waiting `retry_after`, doubling) and fallbacks
+    /// (other model names the caller may use). `call.deployment` ends as the one that answered
+    /// (or failed last).
+    async fn route<T, F, Fut>(&self, call: &mut Call, attempt: F) -> Result<T, GatewayError>
+    where
+        F: Fn(Arc<Deployment>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, GatewayError>>,
+    {
+        let mut model = call.model.clone();
+        let mut tried: Vec<String> = Vec::new();
+        let mut retried = 0u32;
+        let mut wait = self.models.settings().retry_after;
+        let mut fallbacks: Option<std::collections::VecDeque<String>> = None;
+        loop {
+            let deployment = call.deployment.clone();
+            let started = Instant::now();
+            let result = {
+                let _busy = deployment.busy();
+                attempt(deployment.clone()).await
+            };
+            let err = match result {
+                Ok(v) => {
+                    self.models.succeeded(&deployment, started.elapsed());
+                    return Ok(v);
+                }
+                Err(e) => e,
+            };
+            self.models.failed(&deployment, &err);
+            let kind = crate::router::classify(&err);
+            tried.push(deployment.config.id.clone());
+            if retried < self.models.retries(kind)
+                && let Ok(next) = self.models.pick(&model, &tried)
+            {
+                retried += 1;
+                call.retries += 1;
+                tracing::info!(deployment = %deployment.config.id, next = %next.config.id, error = %err.message, "retrying");
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                    wait = wait.saturating_mul(2);
+                }
+                call.deployment = next;
+                continue;
+            }
+            let queue = fallbacks.get_or_insert_with(|| self.models.fallbacks(&call.model, kind).into());
+            let mut next = None;
+            while let Some(name) = queue.pop_front() {
+                if let Ok(d) = self.models.pick(&name, &[]) {
+                    next = Some((name, d));
+                    break;
+                }
+            }
+            let Some((name, d)) = next else { return Err(err) };
+            tracing::info!(from = %model, to = %name, error = %err.message, "falling back");
+            call.fallbacks += 1;
+            call.deployment = d;
+            model = name;
+            tried.clear();
+            retried = 0;
+        }
+    }
+
     /// A whole chat completion. `started` is when the request arrived, for the overhead
     /// figure.
     pub async fn chat(
@@ -246,7 +325,12 @@ impl Gateway {
         let gw = self.clone();
         let task = crate::tasks::spawn("chat-call", async move {
             let upstream_start = Instant::now();
-            let result = gw.upstreams.chat(&call.deployment.config, &request).await;
+            let result = gw
+                .route(&mut call, |d| {
+                    let (gw, request) = (gw.clone(), request.clone());
+                    async move { gw.upstreams.chat(&d.config, &request).await }
+                })
+                .await;
             let upstream_time = upstream_start.elapsed();
             match result {
                 Ok(response) => {
@@ -287,7 +371,13 @@ impl Gateway {
         // still has its call settled (the stream's drop settles it once it exists).
         let gw = self.clone();
         let task = crate::tasks::spawn("chat-stream-connect", async move {
-            match gw.upstreams.chat_stream(&call.deployment.config, &request).await {
+            let connected = gw
+                .route(&mut call, |d| {
+                    let (gw, request) = (gw.clone(), request.clone());
+                    async move { gw.upstreams.chat_stream(&d.config, &request).await }
+                })
+                .await;
+            match connected {
                 Ok(inner) => Ok(GovernedStream {
                     inner,
                     gateway: gw.clone(),
@@ -372,6 +462,8 @@ impl Gateway {
             overhead,
             remaining: call.remaining.clone(),
             rate: call.rate.clone(),
+            retries: call.retries,
+            fallbacks: call.fallbacks,
         }
     }
 }
@@ -396,6 +488,11 @@ impl GovernedStream {
 
     pub fn deployment_id(&self) -> &str {
         self.call.as_ref().map_or("", |c| c.deployment.config.id.as_str())
+    }
+
+    /// Attempts retried and model names fallen back to before the stream began.
+    pub fn attempts(&self) -> (u32, u32) {
+        self.call.as_ref().map_or((0, 0), |c| (c.retries, c.fallbacks))
     }
 
     pub fn overhead_before_upstream(&self) -> Duration {

@@ -69,7 +69,7 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
     tracing::info!(database = %shown, backend = store.backend(), "database ready");
 
     let prices = PriceTable::builtin().map_err(StartError::Prices)?;
-    let (models, unpriced) = ModelRegistry::build(&config.deployments, &prices);
+    let (models, unpriced) = ModelRegistry::build(&config.deployments, &prices, config.routing.clone());
     for id in unpriced {
         tracing::warn!(deployment = %id, "no price for this deployment in the table or config; its calls will cost 0");
     }

@@ -38,6 +38,7 @@ pub struct Failure {
 struct MockState {
     received: Mutex<Vec<Received>>,
     failures: Mutex<VecDeque<Failure>>,
+    latency: Mutex<std::time::Duration>,
 }
 
 pub struct MockOpenAi {
@@ -71,6 +72,11 @@ impl MockOpenAi {
     pub fn fail_next(&self, failure: Failure) {
         self.state.failures.lock().unwrap().push_back(failure);
     }
+
+    /// Waits this long before answering every request from now on.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        *self.state.latency.lock().unwrap() = latency;
+    }
 }
 
 impl Drop for MockOpenAi {
@@ -83,6 +89,10 @@ async fn chat(State(state): State<Arc<MockState>>, uri: axum::http::Uri, headers
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let uri = uri.path_and_query().map_or_else(String::new, |p| p.as_str().to_owned());
     state.received.lock().unwrap().push(Received { headers, body: body.clone(), uri });
+    let latency = *state.latency.lock().unwrap();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     if let Some(f) = state.failures.lock().unwrap().pop_front() {
         let mut resp = (StatusCode::from_u16(f.status).unwrap(), axum::Json(f.body)).into_response();
         for (k, v) in f.headers {

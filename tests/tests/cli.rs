@@ -38,7 +38,8 @@ general_settings:
   database_url: mysql://nope
   alerting: ["slack"]
 router_settings:
-  routing_strategy: least-busy
+  routing_strategy: fastest
+  enable_pre_call_checks: true
 "#;
 
 #[test]
@@ -57,18 +58,19 @@ fn config_check_lists_every_problem_and_warning() {
         "error: general_settings.master_key: environment variable FERRYMAN_TEST_UNSET_VAR is not set",
         "error: general_settings.database_url: must start with postgresql://",
         "warning: general_settings.alerting: not supported by this version",
-        "warning: router_settings.routing_strategy: not supported by this version",
+        "error: router_settings.routing_strategy: \"fastest\" is not a routing strategy",
+        "warning: router_settings.enable_pre_call_checks: not supported by this version",
     ] {
         assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
     }
-    assert_eq!(stdout.lines().filter(|l| l.starts_with("error: ")).count(), 7, "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("error: ")).count(), 8, "{stdout}");
     assert!(!stdout.contains("mysql://nope"), "a database URL may hold a password: never print it");
 
     // A start with the same file refuses with the same problems.
     let (ok, _, stderr) = run(&["serve", "--port", "0", "--config", bad.to_str().unwrap()], dir.path(), &[]);
     assert!(!ok);
     assert!(stderr.contains("model_list[1].model_name: must not be empty"), "{stderr}");
-    assert!(stderr.contains("the configuration has 7 problem(s); nothing was started"), "{stderr}");
+    assert!(stderr.contains("the configuration has 8 problem(s); nothing was started"), "{stderr}");
 
     let good = dir.path().join("good.yaml");
     std::fs::write(&good, "model_list:\n  - model_name: m\n    litellm_params:\n      model: mock/m\nlitellm_settings:\n  drop_params: true\n").unwrap();

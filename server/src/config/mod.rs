@@ -7,6 +7,7 @@
 //! with any problem is rejected whole.
 
 mod reader;
+pub mod routing;
 mod secret;
 
 pub use reader::ConfigProblem;
@@ -40,6 +41,8 @@ pub struct Config {
     pub customer_defaults: crate::governance::customers::CustomerDefaults,
     /// `litellm_settings.max_budget` / `budget_duration`: the proxy-wide budget.
     pub global_budget: Option<crate::tenancy::Limits>,
+    /// `router_settings`: strategy, retries, fallbacks, cooldowns, aliases.
+    pub routing: routing::RouterSettings,
 }
 
 /// `general_settings`.
@@ -93,6 +96,10 @@ pub struct DeploymentConfig {
     pub api_key: Option<Secret>,
     /// Azure's `api-version` (`api_version`, or `AZURE_API_VERSION`).
     pub api_version: Option<String>,
+    /// Its share of its model name's calls under simple-shuffle (`weight`, default 1).
+    pub weight: u32,
+    /// The idle timeout of its streams (`stream_timeout`, or the router's); else `timeout`.
+    pub stream_timeout: Option<Duration>,
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
     pub input_cost_per_token: Option<Femtos>,
@@ -306,15 +313,26 @@ const GENERAL: &[&str] = &[
     "redis_lease_seconds",
     "redis_timeout_ms",
 ];
-const LITELLM: &[&str] =
-    &["request_timeout", "max_end_user_budget", "max_end_user_budget_id", "max_budget", "budget_duration"];
-const ROUTER: &[&str] = &["timeout"];
+const LITELLM: &[&str] = &[
+    "request_timeout",
+    "max_end_user_budget",
+    "max_end_user_budget_id",
+    "max_budget",
+    "budget_duration",
+    "num_retries",
+    "fallbacks",
+    "context_window_fallbacks",
+    "content_policy_fallbacks",
+];
+const ROUTER: &[&str] = routing::KEYS;
 const DEPLOYMENT: &[&str] = &["model_name", "litellm_params", "model_info"];
 const PARAMS: &[&str] = &[
     "model",
     "api_base",
     "api_key",
     "api_version",
+    "weight",
+    "stream_timeout",
     "rpm",
     "tpm",
     "input_cost_per_token",
@@ -376,13 +394,47 @@ fn read_config(root: &Value, env: &dyn Env, file_env: &BTreeMap<String, String>,
     {
         r.problem("litellm_settings.budget_duration", e);
     }
+    let routing = routing::read(&router, &litellm, r);
     let mut deployments = Vec::new();
     if let Some(list) = root.get("model_list").and_then(|v| r.list("model_list", v)) {
         for (i, entry) in list.iter().enumerate() {
             let path = format!("model_list[{i}]");
-            if let Some(d) = read_deployment(&path, entry, default_timeout, env, file_env, r) {
+            if let Some(mut d) = read_deployment(&path, entry, default_timeout, env, file_env, r) {
+                d.stream_timeout = d.stream_timeout.or(routing.stream_timeout);
                 deployments.push(d);
             }
+        }
+    }
+    // Fallbacks and aliases must name models the list declares (or a wildcard covers).
+    let known = |name: &str| {
+        deployments.iter().any(|d| {
+            d.model_name == name || d.model_name.strip_suffix('*').is_some_and(|prefix| name.starts_with(prefix))
+        })
+    };
+    for (key, map) in [
+        ("fallbacks", &routing.fallbacks),
+        ("context_window_fallbacks", &routing.context_window_fallbacks),
+        ("content_policy_fallbacks", &routing.content_policy_fallbacks),
+    ] {
+        let mut sources: Vec<_> = map.iter().collect();
+        sources.sort();
+        for (from, targets) in sources {
+            for t in targets.iter().filter(|t| !known(t)) {
+                r.problem(
+                    format!("router_settings.{key}.{from}"),
+                    format!("fallback model {t:?} is not in model_list"),
+                );
+            }
+        }
+    }
+    let mut aliases: Vec<_> = routing.model_group_alias.iter().collect();
+    aliases.sort();
+    for (alias, target) in aliases {
+        if !known(target) {
+            r.problem(
+                format!("router_settings.model_group_alias.{alias}"),
+                format!("model {target:?} is not in model_list"),
+            );
         }
     }
     let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -394,7 +446,7 @@ fn read_config(root: &Value, env: &dyn Env, file_env: &BTreeMap<String, String>,
             );
         }
     }
-    Config { deployments, general, customer_defaults, global_budget }
+    Config { deployments, general, customer_defaults, global_budget, routing }
 }
 
 fn read_general(
@@ -577,6 +629,15 @@ fn read_deployment(
         .price(&params_path, &params, "output_cost_per_token")
         .or_else(|| r.price(&info_path, &info, "output_cost_per_token"));
     let timeout = r.seconds(&params_path, &params, "timeout").unwrap_or(default_timeout);
+    let stream_timeout = r.seconds(&params_path, &params, "stream_timeout");
+    let weight = match r.u64(&params_path, &params, "weight") {
+        Some(0) => {
+            r.problem(join(&params_path, "weight"), "must be at least 1");
+            1
+        }
+        Some(w) => u32::try_from(w).unwrap_or(u32::MAX),
+        None => 1,
+    };
     let mock = MockSettings {
         response: r.string(&params_path, &params, "mock_response"),
         latency: Duration::from_millis(r.u64(&params_path, &params, "mock_latency_ms").unwrap_or(0)),
@@ -611,6 +672,8 @@ fn read_deployment(
         api_base,
         api_key,
         api_version,
+        weight,
+        stream_timeout,
         rpm,
         tpm,
         input_cost_per_token,

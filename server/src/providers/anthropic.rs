@@ -455,7 +455,7 @@ pub async fn chat_stream(
     request: &ChatRequest,
 ) -> Result<ChunkStream, GatewayError> {
     let body = request_body(deployment, request, true)?;
-    let timeout = deployment.timeout;
+    let timeout = deployment.stream_timeout.unwrap_or(deployment.timeout);
     let resp = match tokio::time::timeout(timeout, post(http, deployment, &body).send()).await {
         Ok(r) => r.map_err(|e| upstream_transport_error(deployment, &e))?,
         Err(_) => {
@@ -554,6 +554,8 @@ mod tests {
             api_base: None,
             api_key: None,
             api_version: None,
+            weight: 1,
+            stream_timeout: None,
             rpm: None,
             tpm: None,
             input_cost_per_token: None,

@@ -126,7 +126,8 @@ pub fn upstream_status_error(
             format!(
                 "upstream {provider} (deployment {id}) refused the gateway's credentials ({status}); ask the gateway's admin to check the deployment's api_key"
             ),
-        ),
+        )
+        .with_reason("UPSTREAM_AUTH"),
         408 | 504 => GatewayError::new(
             ErrorCode::UpstreamTimeout,
             format!("upstream {provider} (deployment {id}) timed out ({status})"),

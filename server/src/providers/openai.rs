@@ -118,7 +118,7 @@ pub async fn chat_stream(
     deployment: &DeploymentConfig,
     request: &ChatRequest,
 ) -> Result<ChunkStream, GatewayError> {
-    let timeout = deployment.timeout;
+    let timeout = deployment.stream_timeout.unwrap_or(deployment.timeout);
     let send = post(http, deployment, &body(deployment, request, true)).send();
     let resp = match tokio::time::timeout(timeout, send).await {
         Ok(r) => r.map_err(|e| upstream_transport_error(deployment, &e))?,

@@ -39,6 +39,21 @@ pub(super) fn call_headers(headers: &mut HeaderMap, info: &CallInfo) {
         .insert(HeaderName::from_static("x-ferryman-overhead-duration-ms"), header_value(&overhead_ms(info.overhead)));
     remaining_headers(headers, info.remaining.as_ref());
     rate_headers(headers, Some(&info.rate));
+    routing_headers(headers, &info.deployment, info.retries, info.fallbacks);
+}
+
+/// Which deployment answered and what it took to get there, under Ferryman's and LiteLLM's
+/// names.
+fn routing_headers(headers: &mut HeaderMap, deployment: &str, retries: u32, fallbacks: u32) {
+    headers.insert(HeaderName::from_static("x-litellm-model-id"), header_value(deployment));
+    for (name, n) in [
+        ("x-ferryman-attempted-retries", retries),
+        ("x-litellm-attempted-retries", retries),
+        ("x-ferryman-attempted-fallbacks", fallbacks),
+        ("x-litellm-attempted-fallbacks", fallbacks),
+    ] {
+        headers.insert(HeaderName::from_static(name), header_value(&n.to_string()));
+    }
 }
 
 /// OpenAI's rate-limit headers, for the most constraining scope.
@@ -101,6 +116,8 @@ pub async fn chat_completions(
     );
     remaining_headers(&mut headers, stream.remaining());
     rate_headers(&mut headers, stream.rate());
+    let (retries, fallbacks) = stream.attempts();
+    routing_headers(&mut headers, stream.deployment_id(), retries, fallbacks);
     let body = stream.filter_map(move |event| async move {
         let bytes = match event {
             Ok(StreamEvent::Chunk(chunk)) => {

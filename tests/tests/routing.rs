@@ -1,0 +1,199 @@
+//! The router through the real binary: retries onto other deployments, fallbacks to other
+//! model names (context-window ones included), cooldown then recovery, wildcard names and
+//! aliases, and upstream timeouts and malformed bodies as clear errors — never a hang.
+
+use std::time::{Duration, Instant};
+
+use ferryman_tests::mock_openai::{CONTENT, Failure, MockOpenAi};
+use ferryman_tests::{Backend, Gateway, MASTER_KEY, Options, Value, json, openai_error};
+
+fn deployment(name: &str, id: &str, mock: &MockOpenAi, extra: &str) -> String {
+    format!(
+        "  - model_name: \"{name}\"\n    litellm_params:\n      model: openai/up-{id}\n      api_base: {}\n      api_key: sk-up\n      input_cost_per_token: 0.000001\n      output_cost_per_token: 0.000002\n{extra}    model_info:\n      id: {id}\n",
+        mock.base_url
+    )
+}
+
+async fn start(models: &[String], router: &str) -> Gateway {
+    let config = format!(
+        "model_list:\n{}router_settings:\n{router}general_settings:\n  master_key: {MASTER_KEY}\n  database_url: \"{{database_url}}\"\n",
+        models.concat()
+    );
+    Gateway::start(Options { backend: Backend::Sqlite, config, env: vec![] }).await
+}
+
+fn ask(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hello"}]})
+}
+
+fn server_error() -> Failure {
+    Failure { status: 500, body: json!({"error": {"message": "boom", "type": "server_error"}}), headers: vec![] }
+}
+
+fn header(h: &reqwest::header::HeaderMap, name: &str) -> String {
+    h.get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn failed_attempts_are_retried_on_the_other_deployment_and_counted() {
+    let (a, b) = (MockOpenAi::start().await, MockOpenAi::start().await);
+    let gw =
+        start(&[deployment("gpt", "dep-a", &a, ""), deployment("gpt", "dep-b", &b, "")], "  num_retries: 2\n").await;
+    // Both fail once: the first attempt fails, the retry goes to the other one and fails, the
+    // second retry succeeds on whichever is picked.
+    a.fail_next(server_error());
+    b.fail_next(server_error());
+    let (s, h, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, ask("gpt")).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], CONTENT);
+    assert_eq!(header(&h, "x-ferryman-attempted-retries"), "2");
+    assert_eq!(header(&h, "x-litellm-attempted-retries"), "2");
+    assert_eq!(header(&h, "x-ferryman-attempted-fallbacks"), "0");
+    assert_eq!(a.received().len() + b.received().len(), 3);
+    assert_eq!(a.received().len().min(b.received().len()), 1, "the retry went to the deployment not yet tried");
+    let answered = header(&h, "x-ferryman-model-id");
+    let logs = gw.spend_logs_until("api_key=master", 1).await;
+    assert_eq!(logs[0]["model_id"], answered.as_str(), "the spend record names the deployment that answered");
+
+    // Without retries left the failure reaches the caller as a clear 502.
+    a.fail_next(server_error());
+    b.fail_next(server_error());
+    a.fail_next(server_error());
+    b.fail_next(server_error());
+    let (s, _, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, ask("gpt")).await;
+    assert_eq!(s, 502, "{body}");
+    assert!(openai_error(&body)["message"].as_str().unwrap().contains("failed with status 500"), "{body}");
+}
+
+#[tokio::test]
+async fn failing_deployments_cool_down_then_recover() {
+    let (a, b, solo) = (MockOpenAi::start().await, MockOpenAi::start().await, MockOpenAi::start().await);
+    let gw = start(
+        &[
+            deployment("pair", "dep-a", &a, ""),
+            deployment("pair", "dep-b", &b, ""),
+            deployment("solo", "dep-solo", &solo, ""),
+        ],
+        "  allowed_fails: 1
+  cooldown_time: 2
+",
+    )
+    .await;
+    // Each of the pair fails twice within the minute (allowed_fails 1): both are left out.
+    for _ in 0..2 {
+        a.fail_next(server_error());
+        b.fail_next(server_error());
+    }
+    for _ in 0..4 {
+        assert_eq!(gw.http().post("/v1/chat/completions", MASTER_KEY, ask("pair")).await.0, 502);
+    }
+    let cooled = Instant::now();
+    let (s, h, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, ask("pair")).await;
+    assert_eq!(s, 429, "{body}");
+    assert!(openai_error(&body)["message"].as_str().unwrap().contains("cooling down"), "{body}");
+    assert!(header(&h, "retry-after").parse::<u64>().unwrap() >= 1);
+    assert_eq!(a.received().len() + b.received().len(), 4, "cooling deployments are not called");
+    // After the cooldown they serve again.
+    loop {
+        let (s, _, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, ask("pair")).await;
+        if s == 200 {
+            assert_eq!(body["choices"][0]["message"]["content"], CONTENT);
+            break;
+        }
+        assert_eq!(s, 429, "{body}");
+        assert!(cooled.elapsed() < Duration::from_secs(4), "no recovery after the 2 s cooldown");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cooled.elapsed() >= Duration::from_millis(1500), "recovered before the cooldown ended");
+
+    // A model name's only deployment never cools down: one failure fails one call.
+    for _ in 0..3 {
+        solo.fail_next(server_error());
+    }
+    for _ in 0..3 {
+        assert_eq!(gw.http().post("/v1/chat/completions", MASTER_KEY, ask("solo")).await.0, 502);
+    }
+    assert_eq!(gw.http().post("/v1/chat/completions", MASTER_KEY, ask("solo")).await.0, 200);
+}
+
+#[tokio::test]
+async fn fallbacks_and_context_window_fallbacks_answer_from_other_models() {
+    let (small, big, short, long) =
+        (MockOpenAi::start().await, MockOpenAi::start().await, MockOpenAi::start().await, MockOpenAi::start().await);
+    let gw = start(
+        &[
+            deployment("small", "dep-small", &small, ""),
+            deployment("big", "dep-big", &big, ""),
+            deployment("short", "dep-short", &short, ""),
+            deployment("long", "dep-long", &long, ""),
+        ],
+        "  fallbacks: [{\"small\": [\"big\"]}]\n  context_window_fallbacks: [{\"short\": [\"long\"]}]\n",
+    )
+    .await;
+    small.fail_next(server_error());
+    let (s, h, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, ask("small")).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(header(&h, "x-ferryman-attempted-fallbacks"), "1");
+    assert_eq!(header(&h, "x-ferryman-model-id"), "dep-big");
+    assert_eq!(big.received()[0].body["model"], "up-dep-big");
+
+    let too_long = Failure {
+        status: 400,
+        body: json!({"error": {"message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.",
+            "type": "invalid_request_error", "code": "context_length_exceeded"}}),
+        headers: vec![],
+    };
+    short.fail_next(too_long);
+    let (s, h, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, ask("short")).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(header(&h, "x-ferryman-model-id"), "dep-long");
+    let logs = gw.spend_logs_until("api_key=master", 2).await;
+    assert!(logs.iter().any(|r| r["model_id"] == "dep-long" && r["model"] == "short"), "{logs:?}");
+
+    // A plain bad request is the caller's: no fallback, the upstream's message comes back.
+    short.fail_next(Failure {
+        status: 400,
+        body: json!({"error": {"message": "temperature must be at most 2", "type": "invalid_request_error"}}),
+        headers: vec![],
+    });
+    let (s, _, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, ask("short")).await;
+    assert_eq!(s, 400, "{body}");
+    assert!(openai_error(&body)["message"].as_str().unwrap().contains("temperature must be at most 2"));
+    assert_eq!(long.received().len(), 1, "no fallback for a bad request");
+}
+
+#[tokio::test]
+async fn timeouts_and_malformed_bodies_are_clear_errors_and_wildcards_pass_names_through() {
+    let (slow, odd, any) = (MockOpenAi::start().await, MockOpenAi::start().await, MockOpenAi::start().await);
+    let wildcard = format!(
+        "  - model_name: \"openai/*\"\n    litellm_params:\n      model: \"openai/*\"\n      api_base: {}\n      api_key: sk-up\n",
+        any.base_url
+    );
+    let gw = start(
+        &[
+            deployment("slow", "dep-slow", &slow, "      timeout: 1\n"),
+            deployment("odd", "dep-odd", &odd, ""),
+            wildcard,
+        ],
+        "  model_group_alias: {\"gpt-4\": \"odd\"}\n",
+    )
+    .await;
+    slow.set_latency(Duration::from_secs(5));
+    let started = Instant::now();
+    let (s, _, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, ask("slow")).await;
+    assert_eq!(s, 504, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(4), "the 1 s timeout held: {:?}", started.elapsed());
+    assert!(openai_error(&body)["message"].as_str().unwrap().contains("did not answer within 1s"), "{body}");
+
+    odd.fail_next(Failure { status: 200, body: json!("this is not a completion"), headers: vec![] });
+    let (s, _, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, ask("gpt-4")).await;
+    assert_eq!(s, 502, "{body}");
+    assert!(openai_error(&body)["message"].as_str().unwrap().contains("malformed response"), "{body}");
+    let (s, _, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, ask("gpt-4")).await;
+    assert_eq!(s, 200, "the alias reaches odd: {body}");
+
+    let (s, _, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, ask("openai/gpt-4o-mini")).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(any.received()[0].body["model"], "gpt-4o-mini", "the wildcard passes the requested name through");
+    assert!(!gw.logs().contains("panicked"));
+}
