@@ -6,6 +6,7 @@
 //! removed afterwards.
 
 pub mod mock_anthropic;
+pub mod mock_gemini;
 pub mod mock_openai;
 
 use std::io::{BufRead, BufReader};

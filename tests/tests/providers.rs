@@ -301,3 +301,126 @@ async fn azure_deployments_use_the_deployment_path_api_version_and_api_key() {
     assert!(lines.iter().any(|l| l.contains("Hello")), "{lines:?}");
     assert_eq!(upstream.received()[1].body["stream_options"]["include_usage"], true);
 }
+
+async fn gemini_gateway(upstream: &ferryman_tests::mock_gemini::MockGemini) -> Gateway {
+    let config = format!(
+        r#"model_list:
+  - model_name: gemini
+    litellm_params:
+      model: gemini/gemini-2.5-flash
+      api_base: {}
+      api_key: os.environ/GEMINI_KEY
+      input_cost_per_token: 0.0000003
+      output_cost_per_token: 0.0000025
+general_settings:
+  master_key: {MASTER_KEY}
+  database_url: "{{database_url}}"
+"#,
+        upstream.base_url
+    );
+    let env = vec![("GEMINI_KEY".to_owned(), "gemini-upstream-secret".to_owned())];
+    Gateway::start(Options { backend: Backend::Sqlite, config, env }).await
+}
+
+#[tokio::test]
+async fn gemini_requests_answers_and_streams_are_translated_exactly() {
+    use ferryman_tests::mock_gemini::{self, MockGemini};
+    let upstream = MockGemini::start().await;
+    let gw = gemini_gateway(&upstream).await;
+    let request = json!({
+        "model": "gemini",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "Weather where this photo was taken?"},
+                {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQ"}}
+            ]},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_x", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Lyon\"}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "call_x", "content": "{\"forecast\":\"sunny\"}"},
+            {"role": "user", "content": "And Paris?"}
+        ],
+        "tools": [weather_tool()],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "temperature": 0.5,
+        "max_tokens": 200,
+        "stop": "END",
+    });
+    let (status, _, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, request).await;
+    assert_eq!(status, 200, "{body}");
+    let sent = &upstream.received()[0];
+    assert_eq!(sent.uri, "/v1beta/models/gemini-2.5-flash:generateContent");
+    assert_eq!(sent.headers["x-goog-api-key"], "gemini-upstream-secret");
+    assert!(sent.headers.get("authorization").is_none());
+    assert_eq!(
+        sent.body,
+        json!({
+            "contents": [
+                {"role": "user", "parts": [
+                    {"text": "Weather where this photo was taken?"},
+                    {"inline_data": {"mime_type": "image/jpeg", "data": "/9j/4AAQ"}}
+                ]},
+                {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Lyon"}}}]},
+                {"role": "user", "parts": [
+                    {"functionResponse": {"name": "get_weather", "response": {"forecast": "sunny"}}},
+                    {"text": "And Paris?"}
+                ]}
+            ],
+            "systemInstruction": {"parts": [{"text": "Be brief."}]},
+            "generationConfig": {"temperature": 0.5, "maxOutputTokens": 200, "stopSequences": ["END"]},
+            "tools": [{"functionDeclarations": [{"name": "get_weather", "description": "Weather in a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]}],
+            "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}}
+        })
+    );
+    let message = &body["choices"][0]["message"];
+    assert_eq!(message["content"], mock_gemini::TEXT);
+    assert_eq!(message["tool_calls"][0]["function"]["name"], "get_weather");
+    assert_eq!(message["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(body["usage"]["prompt_tokens"], mock_gemini::PROMPT_TOKENS);
+    assert_eq!(body["usage"]["completion_tokens"], mock_gemini::CANDIDATE_TOKENS + mock_gemini::THOUGHT_TOKENS);
+
+    // Streamed: text in pieces, the call, the finish reason, then usage.
+    let (status, _, events) = gw
+        .http()
+        .stream(
+            MASTER_KEY,
+            json!({"model": "gemini", "stream": true, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": [weather_tool()]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(upstream.received()[1].uri, "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse");
+    let chunks: Vec<Value> =
+        events.iter().filter(|e| *e != "[DONE]").map(|e| serde_json::from_str(e).unwrap()).collect();
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(text, mock_gemini::TEXT);
+    let call = chunks.iter().find_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0)).unwrap();
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(call["function"]["arguments"], "{\"city\":\"Paris\"}");
+    let finish: Vec<&str> = chunks.iter().filter_map(|c| c["choices"][0]["finish_reason"].as_str()).collect();
+    assert_eq!(finish, ["tool_calls"]);
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["completion_tokens"], mock_gemini::CANDIDATE_TOKENS + mock_gemini::THOUGHT_TOKENS);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+
+    // Google's errors: 429 RESOURCE_EXHAUSTED → 429; 400 INVALID_ARGUMENT → 400 with its message.
+    upstream.fail_next(Failure {
+        status: 429,
+        body: json!({"error": {"code": 429, "message": "Resource has been exhausted", "status": "RESOURCE_EXHAUSTED"}}),
+        headers: vec![],
+    });
+    let call = json!({"model": "gemini", "messages": [{"role": "user", "content": "Hi"}]});
+    let (status, _, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, call.clone()).await;
+    assert_eq!(status, 429, "{body}");
+    upstream.fail_next(Failure {
+        status: 400,
+        body: json!({"error": {"code": 400, "message": "Invalid JSON payload received.", "status": "INVALID_ARGUMENT"}}),
+        headers: vec![],
+    });
+    let (status, _, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, call).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(openai_error(&body)["message"].as_str().unwrap().contains("Invalid JSON payload"), "{body}");
+}

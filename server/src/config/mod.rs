@@ -604,6 +604,7 @@ fn read_deployment(
         Some(ProviderKind::OpenAi) => Some("OPENAI_API_KEY"),
         Some(ProviderKind::Azure) => Some("AZURE_API_KEY"),
         Some(ProviderKind::Anthropic) => Some("ANTHROPIC_API_KEY"),
+        Some(ProviderKind::Gemini) => Some("GEMINI_API_KEY"),
         _ => None,
     };
     if let Some(var) = key_env

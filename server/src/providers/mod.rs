@@ -6,6 +6,7 @@
 //! last chunk (asking the provider for it where needed) so the gateway can settle the cost.
 
 pub mod anthropic;
+pub mod gemini;
 pub mod mock;
 pub mod openai;
 pub mod sse;
@@ -32,19 +33,22 @@ pub enum ProviderKind {
     Azure,
     /// Anthropic's Messages API.
     Anthropic,
+    /// Google's Gemini API (an API key).
+    Gemini,
     /// The built-in mock: deterministic answers, no network.
     Mock,
 }
 
 impl ProviderKind {
     pub const ALL: &[ProviderKind] =
-        &[ProviderKind::OpenAi, ProviderKind::Azure, ProviderKind::Anthropic, ProviderKind::Mock];
+        &[ProviderKind::OpenAi, ProviderKind::Azure, ProviderKind::Anthropic, ProviderKind::Gemini, ProviderKind::Mock];
 
     pub fn parse(prefix: &str) -> Option<Self> {
         match prefix {
             "openai" => Some(Self::OpenAi),
             "azure" => Some(Self::Azure),
             "anthropic" => Some(Self::Anthropic),
+            "gemini" => Some(Self::Gemini),
             "mock" => Some(Self::Mock),
             _ => None,
         }
@@ -55,6 +59,7 @@ impl ProviderKind {
             Self::OpenAi => "openai",
             Self::Azure => "azure",
             Self::Anthropic => "anthropic",
+            Self::Gemini => "gemini",
             Self::Mock => "mock",
         }
     }
@@ -87,6 +92,7 @@ impl Upstreams {
             ProviderKind::Mock => mock::chat(deployment, request).await,
             ProviderKind::OpenAi | ProviderKind::Azure => openai::chat(&self.http, deployment, request).await,
             ProviderKind::Anthropic => anthropic::chat(&self.http, deployment, request).await,
+            ProviderKind::Gemini => gemini::chat(&self.http, deployment, request).await,
         }
     }
 
@@ -100,6 +106,7 @@ impl Upstreams {
             ProviderKind::Mock => mock::chat_stream(deployment, request).await,
             ProviderKind::OpenAi | ProviderKind::Azure => openai::chat_stream(&self.http, deployment, request).await,
             ProviderKind::Anthropic => anthropic::chat_stream(&self.http, deployment, request).await,
+            ProviderKind::Gemini => gemini::chat_stream(&self.http, deployment, request).await,
         }
     }
 }

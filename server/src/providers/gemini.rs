@@ -1,0 +1,530 @@
+//! Google's Gemini API (`gemini/<model>`, an API key in `x-goog-api-key`): generateContent and
+//! streamGenerateContent (`alt=sse`), translated from and to OpenAI chat.
+//!
+//! System and developer messages become `systemInstruction`; user and assistant turns become
+//! `contents` with roles `user` and `model` (consecutive turns of one role merged); text parts,
+//! images (data URLs as `inline_data`, other URLs as `file_data`), an assistant's tool calls as
+//! `functionCall` parts and tool messages as `functionResponse` parts (named after the call they
+//! answer); `tools` as `functionDeclarations` and `tool_choice` as `toolConfig`; sampling settings
+//! in `generationConfig`. `usageMetadata` becomes `usage` (thinking tokens count as output).
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Map, Value, json};
+
+use super::sse::SseDecoder;
+use super::{ChunkStream, upstream_status_error, upstream_transport_error};
+use crate::chat::{
+    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, FunctionCall,
+    FunctionCallDelta, PromptTokensDetails, ResponseMessage, Role, ToolCall, ToolCallDelta, Usage,
+};
+use crate::config::DeploymentConfig;
+use crate::error::{ErrorCode, GatewayError};
+
+const DEFAULT_BASE: &str = "https://generativelanguage.googleapis.com/v1beta";
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+fn endpoint(deployment: &DeploymentConfig, stream: bool) -> String {
+    let base = deployment.api_base.as_deref().unwrap_or(DEFAULT_BASE).trim_end_matches('/');
+    let model = &deployment.upstream_model;
+    if stream {
+        format!("{base}/models/{model}:streamGenerateContent?alt=sse")
+    } else {
+        format!("{base}/models/{model}:generateContent")
+    }
+}
+
+fn invalid(message: String) -> GatewayError {
+    GatewayError::invalid("messages", message)
+}
+
+fn image_part(url: &str) -> Result<Value, GatewayError> {
+    if let Some(rest) = url.strip_prefix("data:") {
+        let (meta, data) =
+            rest.split_once(',').ok_or_else(|| invalid("image_url: a data URL needs a ',' before its data".into()))?;
+        let mime = meta
+            .strip_suffix(";base64")
+            .ok_or_else(|| invalid("image_url: only base64 data URLs can be sent to Gemini".into()))?;
+        return Ok(json!({"inline_data": {"mime_type": mime, "data": data}}));
+    }
+    let mime = match url.rsplit('.').next().map(str::to_ascii_lowercase).as_deref() {
+        Some("png") => "image/png",
+        Some("gif") => "image/gif",
+        Some("webp") => "image/webp",
+        _ => "image/jpeg",
+    };
+    Ok(json!({"file_data": {"mime_type": mime, "file_uri": url}}))
+}
+
+fn parts(content: &Content) -> Result<Vec<Value>, GatewayError> {
+    match content {
+        Content::Text(t) => Ok(vec![json!({"text": t})]),
+        Content::Parts(ps) => ps
+            .iter()
+            .map(|p| match p {
+                ContentPart::Text { text } => Ok(json!({"text": text})),
+                ContentPart::ImageUrl { image_url } => image_part(&image_url.url),
+                ContentPart::InputAudio { input_audio } => Ok(json!({"inline_data": {
+                    "mime_type": format!("audio/{}", input_audio.format), "data": input_audio.data}})),
+            })
+            .collect(),
+    }
+}
+
+fn push_turn(turns: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str, new: Vec<Value>) {
+    match turns.last_mut() {
+        Some((r, p)) if *r == role => p.extend(new),
+        _ => turns.push((role, new)),
+    }
+}
+
+/// The generateContent request for an OpenAI chat request.
+pub fn request_body(request: &ChatRequest) -> Result<Value, GatewayError> {
+    let mut system = Vec::new();
+    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    // Tool call id → function name, for the responses that answer them.
+    let mut names = std::collections::HashMap::new();
+    for (i, m) in request.messages.iter().enumerate() {
+        match m.role {
+            Role::System | Role::Developer => {
+                if let Some(c) = &m.content {
+                    system.push(json!({"text": c.text()}));
+                }
+            }
+            Role::User => {
+                let c = m
+                    .content
+                    .as_ref()
+                    .ok_or_else(|| invalid(format!("messages[{i}]: a user message needs content")))?;
+                push_turn(&mut turns, "user", parts(c)?);
+            }
+            Role::Assistant => {
+                let mut p = match &m.content {
+                    Some(c) if !c.text().is_empty() => parts(c)?,
+                    _ => Vec::new(),
+                };
+                for call in m.tool_calls.iter().flatten() {
+                    let args: Value = if call.function.arguments.trim().is_empty() {
+                        json!({})
+                    } else {
+                        serde_json::from_str(&call.function.arguments).map_err(|e| {
+                            invalid(format!("messages[{i}].tool_calls: arguments of {:?} are not JSON: {e}", call.id))
+                        })?
+                    };
+                    names.insert(call.id.clone(), call.function.name.clone());
+                    p.push(json!({"functionCall": {"name": call.function.name, "args": args}}));
+                }
+                push_turn(&mut turns, "model", p);
+            }
+            Role::Tool => {
+                let id = m.tool_call_id.as_deref().unwrap_or("");
+                let name = names.get(id).cloned().ok_or_else(|| {
+                    invalid(format!("messages[{i}]: tool_call_id {id:?} answers no earlier tool call"))
+                })?;
+                let text = m.content.as_ref().map(Content::text).unwrap_or_default();
+                let response = match serde_json::from_str::<Value>(&text) {
+                    Ok(v @ Value::Object(_)) => v,
+                    _ => json!({"content": text}),
+                };
+                push_turn(&mut turns, "user", vec![json!({"functionResponse": {"name": name, "response": response}})]);
+            }
+        }
+    }
+    let mut body = Map::new();
+    body.insert(
+        "contents".to_owned(),
+        Value::Array(turns.into_iter().map(|(role, p)| json!({"role": role, "parts": p})).collect()),
+    );
+    if !system.is_empty() {
+        body.insert("systemInstruction".to_owned(), json!({"parts": system}));
+    }
+    let mut config = Map::new();
+    let mut set = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            config.insert(k.to_owned(), v);
+        }
+    };
+    set("temperature", request.temperature.map(|v| json!(v)));
+    set("topP", request.top_p.map(|v| json!(v)));
+    set("maxOutputTokens", request.max_tokens.or(request.max_completion_tokens).map(|v| json!(v)));
+    set("stopSequences", request.stop.as_ref().map(|s| json!(s.to_vec())));
+    set("candidateCount", request.n.map(|v| json!(v)));
+    set("presencePenalty", request.presence_penalty.map(|v| json!(v)));
+    set("frequencyPenalty", request.frequency_penalty.map(|v| json!(v)));
+    set("seed", request.seed.map(|v| json!(v)));
+    if request.response_format.as_ref().and_then(|f| f.get("type")).and_then(Value::as_str).is_some_and(|t| t != "text")
+    {
+        set("responseMimeType", Some(json!("application/json")));
+    }
+    if !config.is_empty() {
+        body.insert("generationConfig".to_owned(), Value::Object(config));
+    }
+    if let Some(tools) = &request.tools {
+        let decls: Vec<Value> = tools
+            .iter()
+            .map(|t| {
+                let mut d = json!({"name": t.function.name});
+                if let Some(desc) = &t.function.description {
+                    d["description"] = json!(desc);
+                }
+                if let Some(p) = &t.function.parameters {
+                    d["parameters"] = p.clone();
+                }
+                d
+            })
+            .collect();
+        body.insert("tools".to_owned(), json!([{"functionDeclarations": decls}]));
+    }
+    if let Some(choice) = &request.tool_choice {
+        let config = match choice {
+            Value::String(s) if s == "none" => Some(json!({"mode": "NONE"})),
+            Value::String(s) if s == "required" => Some(json!({"mode": "ANY"})),
+            Value::String(s) if s == "auto" => Some(json!({"mode": "AUTO"})),
+            Value::Object(o) => o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .map(|name| json!({"mode": "ANY", "allowedFunctionNames": [name]})),
+            _ => None,
+        };
+        if let Some(c) = config {
+            body.insert("toolConfig".to_owned(), json!({"functionCallingConfig": c}));
+        }
+    }
+    Ok(Value::Object(body))
+}
+
+fn post(http: &reqwest::Client, deployment: &DeploymentConfig, body: &Value, stream: bool) -> reqwest::RequestBuilder {
+    let mut req = http.post(endpoint(deployment, stream)).json(body);
+    if let Some(key) = &deployment.api_key {
+        req = req.header("x-goog-api-key", key.expose());
+    }
+    req
+}
+
+fn finish_reason(reason: &str, called: bool) -> String {
+    match reason {
+        "MAX_TOKENS" => "length",
+        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY" => "content_filter",
+        _ if called => "tool_calls",
+        _ => "stop",
+    }
+    .to_owned()
+}
+
+fn usage(u: &Value) -> Usage {
+    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let mut usage = Usage::new(n("promptTokenCount"), n("candidatesTokenCount") + n("thoughtsTokenCount"));
+    let cached = n("cachedContentTokenCount");
+    if cached > 0 {
+        usage.prompt_tokens_details = Some(PromptTokensDetails { cached_tokens: cached });
+    }
+    usage
+}
+
+fn malformed(deployment: &DeploymentConfig, what: impl std::fmt::Display) -> GatewayError {
+    GatewayError::new(
+        ErrorCode::UpstreamError,
+        format!("upstream gemini (deployment {}) sent a malformed response: {what}", deployment.id),
+    )
+}
+
+async fn error_from(deployment: &DeploymentConfig, resp: reqwest::Response) -> GatewayError {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let mut bytes = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() >= MAX_ERROR_BODY {
+            break;
+        }
+    }
+    // Gemini's errors are a list of one object on the streaming endpoint, an object otherwise.
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let v = v.as_array().and_then(|a| a.first().cloned()).unwrap_or(v);
+    let message = v
+        .get("error")
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .map_or_else(|| String::from_utf8_lossy(&bytes).into_owned(), str::to_owned);
+    upstream_status_error(deployment, status, Some(&message), retry_after)
+}
+
+/// The text and function calls of a candidate's parts.
+fn candidate_parts(c: &Value) -> (String, Vec<(String, String)>) {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for p in c.get("content").and_then(|c| c.get("parts")).and_then(Value::as_array).into_iter().flatten() {
+        if p.get("thought") == Some(&Value::Bool(true)) {
+            continue;
+        }
+        if let Some(t) = p.get("text").and_then(Value::as_str) {
+            text.push_str(t);
+        }
+        if let Some(f) = p.get("functionCall") {
+            let name = f.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+            calls.push((name, f.get("args").map_or_else(|| "{}".to_owned(), Value::to_string)));
+        }
+    }
+    (text, calls)
+}
+
+/// A generateContent answer as an OpenAI completion.
+pub fn response(deployment: &DeploymentConfig, v: &Value) -> Result<ChatResponse, GatewayError> {
+    let candidates = v.get("candidates").and_then(Value::as_array).ok_or_else(|| {
+        let blocked = v.get("promptFeedback").and_then(|f| f.get("blockReason")).and_then(Value::as_str);
+        match blocked {
+            Some(reason) => GatewayError::invalid(
+                "messages",
+                format!("upstream gemini (deployment {}) blocked the prompt: {reason} (content_policy)", deployment.id),
+            ),
+            None => malformed(deployment, "no candidates"),
+        }
+    })?;
+    let mut choices = Vec::new();
+    for (i, c) in candidates.iter().enumerate() {
+        let (text, calls) = candidate_parts(c);
+        let calls: Vec<ToolCall> = calls
+            .into_iter()
+            .enumerate()
+            .map(|(j, (name, arguments))| ToolCall {
+                id: format!("call_{i}_{j}"),
+                kind: "function".to_owned(),
+                function: FunctionCall { name, arguments },
+            })
+            .collect();
+        let reason = c.get("finishReason").and_then(Value::as_str).unwrap_or("STOP");
+        choices.push(Choice {
+            index: u32::try_from(i).unwrap_or(0),
+            finish_reason: Some(finish_reason(reason, !calls.is_empty())),
+            message: ResponseMessage {
+                role: Role::Assistant,
+                content: (!text.is_empty() || calls.is_empty()).then_some(text),
+                tool_calls: (!calls.is_empty()).then_some(calls),
+                refusal: None,
+            },
+        });
+    }
+    Ok(ChatResponse {
+        id: v
+            .get("responseId")
+            .and_then(Value::as_str)
+            .map_or_else(|| format!("gemini-{}", uuid::Uuid::new_v4().simple()), str::to_owned),
+        object: "chat.completion".to_owned(),
+        created: chrono::Utc::now().timestamp(),
+        model: v.get("modelVersion").and_then(Value::as_str).unwrap_or(&deployment.upstream_model).to_owned(),
+        choices,
+        usage: v.get("usageMetadata").map(usage),
+        system_fingerprint: None,
+    })
+}
+
+pub async fn chat(
+    http: &reqwest::Client,
+    deployment: &DeploymentConfig,
+    request: &ChatRequest,
+) -> Result<ChatResponse, GatewayError> {
+    let body = request_body(request)?;
+    let resp = post(http, deployment, &body, false)
+        .timeout(deployment.timeout)
+        .send()
+        .await
+        .map_err(|e| upstream_transport_error(deployment, &e))?;
+    if !resp.status().is_success() {
+        return Err(error_from(deployment, resp).await);
+    }
+    let bytes = resp.bytes().await.map_err(|e| upstream_transport_error(deployment, &e))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| malformed(deployment, e))?;
+    response(deployment, &v)
+}
+
+/// Turns streamed generateContent answers into OpenAI chunks.
+#[derive(Debug, Default)]
+pub struct ChunkTranslator {
+    id: String,
+    created: i64,
+    started: bool,
+    calls: u32,
+    usage: Option<Usage>,
+}
+
+impl ChunkTranslator {
+    pub fn chunk(&mut self, deployment: &DeploymentConfig, data: &str) -> Result<Vec<ChatChunk>, GatewayError> {
+        let v: Value = serde_json::from_str(data).map_err(|e| malformed(deployment, e))?;
+        if let Some(e) = v.get("error") {
+            let message = e.get("message").and_then(Value::as_str);
+            let status = e.get("code").and_then(Value::as_u64).and_then(|c| u16::try_from(c).ok()).unwrap_or(500);
+            return Err(upstream_status_error(deployment, status, message, None));
+        }
+        if !self.started {
+            self.started = true;
+            self.created = chrono::Utc::now().timestamp();
+            self.id = v
+                .get("responseId")
+                .and_then(Value::as_str)
+                .map_or_else(|| format!("gemini-{}", uuid::Uuid::new_v4().simple()), str::to_owned);
+        }
+        if let Some(u) = v.get("usageMetadata") {
+            self.usage = Some(usage(u));
+        }
+        let model = v.get("modelVersion").and_then(Value::as_str).unwrap_or(&deployment.upstream_model).to_owned();
+        let mut out = Vec::new();
+        for (i, c) in v.get("candidates").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            let (text, calls) = candidate_parts(c);
+            let index = u32::try_from(i).unwrap_or(0);
+            let mut delta = Delta::default();
+            if !text.is_empty() {
+                delta.content = Some(text);
+            }
+            if !calls.is_empty() {
+                let deltas = calls
+                    .into_iter()
+                    .map(|(name, arguments)| {
+                        let n = self.calls;
+                        self.calls += 1;
+                        ToolCallDelta {
+                            index: n,
+                            id: Some(format!("call_{i}_{n}")),
+                            kind: Some("function".to_owned()),
+                            function: Some(FunctionCallDelta { name: Some(name), arguments: Some(arguments) }),
+                        }
+                    })
+                    .collect();
+                delta.tool_calls = Some(deltas);
+            }
+            let finish = c.get("finishReason").and_then(Value::as_str).map(|r| finish_reason(r, self.calls > 0));
+            if delta.content.is_none() && delta.tool_calls.is_none() && finish.is_none() {
+                continue;
+            }
+            out.push(ChatChunk {
+                id: self.id.clone(),
+                object: "chat.completion.chunk".to_owned(),
+                created: self.created,
+                model: model.clone(),
+                choices: vec![ChunkChoice { index, delta, finish_reason: finish }],
+                usage: None,
+                system_fingerprint: None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The usage chunk, once the stream has ended.
+    pub fn finish(&mut self, deployment: &DeploymentConfig) -> Option<ChatChunk> {
+        let usage = self.usage.take()?;
+        Some(ChatChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".to_owned(),
+            created: self.created,
+            model: deployment.upstream_model.clone(),
+            choices: Vec::new(),
+            usage: Some(usage),
+            system_fingerprint: None,
+        })
+    }
+}
+
+pub async fn chat_stream(
+    http: &reqwest::Client,
+    deployment: &DeploymentConfig,
+    request: &ChatRequest,
+) -> Result<ChunkStream, GatewayError> {
+    let body = request_body(request)?;
+    let timeout = deployment.stream_timeout.unwrap_or(deployment.timeout);
+    let resp = match tokio::time::timeout(timeout, post(http, deployment, &body, true).send()).await {
+        Ok(r) => r.map_err(|e| upstream_transport_error(deployment, &e))?,
+        Err(_) => {
+            return Err(GatewayError::new(
+                ErrorCode::UpstreamTimeout,
+                format!(
+                    "upstream gemini (deployment {}) did not answer within {}s",
+                    deployment.id,
+                    timeout.as_secs_f64()
+                ),
+            ));
+        }
+    };
+    if !resp.status().is_success() {
+        return Err(error_from(deployment, resp).await);
+    }
+    struct State {
+        body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+        decoder: SseDecoder,
+        events: std::collections::VecDeque<String>,
+        ready: std::collections::VecDeque<ChatChunk>,
+        translator: ChunkTranslator,
+        ended: bool,
+        done: bool,
+        deployment: DeploymentConfig,
+    }
+    let state = State {
+        body: resp.bytes_stream().boxed(),
+        decoder: SseDecoder::default(),
+        events: Default::default(),
+        ready: Default::default(),
+        translator: ChunkTranslator::default(),
+        ended: false,
+        done: false,
+        deployment: deployment.clone(),
+    };
+    let stream = futures_util::stream::unfold(state, move |mut st| async move {
+        loop {
+            if let Some(chunk) = st.ready.pop_front() {
+                return Some((Ok(chunk), st));
+            }
+            if st.done {
+                return None;
+            }
+            if let Some(data) = st.events.pop_front() {
+                match st.translator.chunk(&st.deployment, &data) {
+                    Ok(chunks) => st.ready.extend(chunks),
+                    Err(e) => {
+                        st.done = true;
+                        return Some((Err(e), st));
+                    }
+                }
+                continue;
+            }
+            if st.ended {
+                // Usage comes last, after every candidate chunk.
+                st.done = true;
+                if let Some(last) = st.translator.finish(&st.deployment) {
+                    return Some((Ok(last), st));
+                }
+                return None;
+            }
+            match tokio::time::timeout(timeout, st.body.next()).await {
+                Ok(Some(Ok(bytes))) => st.events.extend(st.decoder.push(&bytes)),
+                Ok(Some(Err(e))) => {
+                    st.done = true;
+                    return Some((Err(upstream_transport_error(&st.deployment, &e)), st));
+                }
+                Ok(None) => {
+                    if let Some(last) = st.decoder.finish() {
+                        st.events.push_back(last);
+                    }
+                    st.ended = true;
+                }
+                Err(_) => {
+                    st.done = true;
+                    let err = GatewayError::new(
+                        ErrorCode::UpstreamTimeout,
+                        format!(
+                            "upstream gemini (deployment {}) stalled mid-stream for {}s",
+                            st.deployment.id,
+                            timeout.as_secs_f64()
+                        ),
+                    );
+                    return Some((Err(err), st));
+                }
+            }
+        }
+    });
+    Ok(Box::pin(stream))
+}

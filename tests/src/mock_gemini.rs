@@ -1,0 +1,111 @@
+//! A mock Gemini API upstream: `POST /v1beta/models/{model}:generateContent` and
+//! `:streamGenerateContent?alt=sse`, Google's JSON and error shapes. It records every request,
+//! calls the first declared function when the last turn is a user question, and otherwise answers
+//! text; the stream sends the text in two chunks, then the finish reason with usage.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use crate::mock_openai::{Failure, Received};
+
+pub const PROMPT_TOKENS: u64 = 17;
+pub const CANDIDATE_TOKENS: u64 = 6;
+pub const THOUGHT_TOKENS: u64 = 2;
+pub const TEXT: &str = "Hola from Gemini";
+
+#[derive(Default)]
+struct MockState {
+    received: Mutex<Vec<Received>>,
+    failures: Mutex<VecDeque<Failure>>,
+}
+
+pub struct MockGemini {
+    /// The `api_base` to configure: `http://127.0.0.1:PORT/v1beta`.
+    pub base_url: String,
+    state: Arc<MockState>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl MockGemini {
+    pub async fn start() -> MockGemini {
+        let state = Arc::new(MockState::default());
+        let app = Router::new().route("/v1beta/models/{call}", post(generate)).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        MockGemini { base_url: format!("http://{addr}/v1beta"), state, server }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    pub fn fail_next(&self, failure: Failure) {
+        self.state.failures.lock().unwrap().push_back(failure);
+    }
+}
+
+impl Drop for MockGemini {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn generate(
+    State(state): State<Arc<MockState>>,
+    Path(call): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let uri = uri.path_and_query().map_or_else(String::new, |p| p.as_str().to_owned());
+    state.received.lock().unwrap().push(Received { headers, body: body.clone(), uri });
+    if let Some(f) = state.failures.lock().unwrap().pop_front() {
+        return (StatusCode::from_u16(f.status).unwrap(), axum::Json(f.body)).into_response();
+    }
+    let (model, action) = call.split_once(':').unwrap_or((&call, ""));
+    let last_is_question = body["contents"].as_array().and_then(|c| c.last()).is_some_and(|turn| {
+        turn["role"] == "user" && turn["parts"].as_array().is_some_and(|p| p.iter().any(|p| p.get("text").is_some()))
+    });
+    let function = body["tools"][0]["functionDeclarations"][0]["name"].as_str().filter(|_| last_is_question);
+    let usage = json!({"promptTokenCount": PROMPT_TOKENS, "candidatesTokenCount": CANDIDATE_TOKENS,
+        "thoughtsTokenCount": THOUGHT_TOKENS, "totalTokenCount": PROMPT_TOKENS + CANDIDATE_TOKENS + THOUGHT_TOKENS});
+    let mut parts = vec![json!({"text": TEXT})];
+    if let Some(name) = function {
+        parts.push(json!({"functionCall": {"name": name, "args": {"city": "Paris"}}}));
+    }
+    if action == "generateContent" {
+        return axum::Json(json!({
+            "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": usage, "modelVersion": model, "responseId": "gem-resp-1",
+        }))
+        .into_response();
+    }
+    let mut events = vec![
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hola"}]}, "index": 0}],
+            "modelVersion": model, "responseId": "gem-resp-1"}),
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"text": " from Gemini"}]}, "index": 0}],
+            "modelVersion": model, "responseId": "gem-resp-1"}),
+    ];
+    let mut last_parts = Vec::new();
+    if let Some(name) = function {
+        last_parts.push(json!({"functionCall": {"name": name, "args": {"city": "Paris"}}}));
+    }
+    events.push(
+        json!({"candidates": [{"content": {"role": "model", "parts": last_parts}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": usage, "modelVersion": model, "responseId": "gem-resp-1"}),
+    );
+    let text: String = events.iter().map(|e| format!("data: {e}\r\n\r\n")).collect();
+    Response::builder().header("content-type", "text/event-stream").body(Body::from(text)).unwrap()
+}
