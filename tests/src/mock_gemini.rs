@@ -25,6 +25,10 @@ pub const TEXT: &str = "Hola from Gemini";
 struct MockState {
     received: Mutex<Vec<Received>>,
     failures: Mutex<VecDeque<Failure>>,
+    /// Vertex AI's token endpoint: the public key assertions must be signed with (PKCS#1 DER),
+    /// and the claims of each assertion it accepted.
+    signer: Mutex<Option<Vec<u8>>>,
+    assertions: Mutex<Vec<Value>>,
 }
 
 pub struct MockGemini {
@@ -37,7 +41,11 @@ pub struct MockGemini {
 impl MockGemini {
     pub async fn start() -> MockGemini {
         let state = Arc::new(MockState::default());
-        let app = Router::new().route("/v1beta/models/{call}", post(generate)).with_state(state.clone());
+        let app = Router::new()
+            .route("/v1beta/models/{call}", post(generate))
+            .route("/v1/projects/{project}/locations/{location}/publishers/google/models/{call}", post(vertex))
+            .route("/token", post(token))
+            .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
@@ -53,6 +61,62 @@ impl MockGemini {
     pub fn fail_next(&self, failure: Failure) {
         self.state.failures.lock().unwrap().push_back(failure);
     }
+
+    /// The token endpoint accepts assertions signed by this PKCS#8 private key (PEM).
+    pub fn trust_key(&self, pem: &str) {
+        use base64::Engine as _;
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64::engine::general_purpose::STANDARD.decode(body).unwrap();
+        let pair = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&der).unwrap();
+        use aws_lc_rs::signature::KeyPair as _;
+        *self.state.signer.lock().unwrap() = Some(pair.public_key().as_ref().to_vec());
+    }
+
+    /// The claims of every assertion the token endpoint accepted.
+    pub fn assertions(&self) -> Vec<Value> {
+        self.state.assertions.lock().unwrap().clone()
+    }
+}
+
+/// Google's OAuth2 token endpoint for the JWT bearer grant: checks the grant type and the
+/// assertion's RS256 signature, and hands out a token.
+async fn token(State(state): State<Arc<MockState>>, body: String) -> Response {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let form: std::collections::HashMap<&str, &str> = body.split('&').filter_map(|kv| kv.split_once('=')).collect();
+    let refuse = |why: &str| {
+        (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_grant", "error_description": why})))
+            .into_response()
+    };
+    if form.get("grant_type") != Some(&"urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer") {
+        return refuse("unsupported grant_type");
+    }
+    let jwt = form.get("assertion").copied().unwrap_or("");
+    let parts: Vec<&str> = jwt.split('.').collect();
+    if parts.len() != 3 {
+        return refuse("malformed assertion");
+    }
+    let Some(public) = state.signer.lock().unwrap().clone() else { return refuse("no key trusted") };
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    let signature = b64.decode(parts[2]).unwrap_or_default();
+    let key = aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256, public);
+    if key.verify(signed.as_bytes(), &signature).is_err() {
+        return refuse("bad signature");
+    }
+    let claims: Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap_or_default()).unwrap_or(Value::Null);
+    state.assertions.lock().unwrap().push(claims);
+    axum::Json(json!({"access_token": "ya29.mock-access-token", "expires_in": 3599, "token_type": "Bearer"}))
+        .into_response()
+}
+
+async fn vertex(
+    state: State<Arc<MockState>>,
+    Path((_project, _location, call)): Path<(String, String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    generate(state, Path(call), uri, headers, body).await
 }
 
 impl Drop for MockGemini {

@@ -424,3 +424,78 @@ async fn gemini_requests_answers_and_streams_are_translated_exactly() {
     assert_eq!(status, 400, "{body}");
     assert!(openai_error(&body)["message"].as_str().unwrap().contains("Invalid JSON payload"), "{body}");
 }
+
+#[tokio::test]
+async fn vertex_ai_gets_a_token_by_the_jwt_bearer_grant_and_reuses_it() {
+    use ferryman_tests::mock_gemini::{self, MockGemini};
+    let upstream = MockGemini::start().await;
+    let root = upstream.base_url.trim_end_matches("/v1beta").to_owned();
+    let dir = ferryman_tests::TempDir::new();
+    let key_path = dir.path().join("key.pem");
+    let made = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .arg(&key_path)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let pem = std::fs::read_to_string(&key_path).unwrap();
+    upstream.trust_key(&pem);
+    let credentials = dir.path().join("service-account.json");
+    std::fs::write(
+        &credentials,
+        json!({"type": "service_account", "project_id": "acme-prod", "client_email": "ferryman@acme-prod.iam.gserviceaccount.com",
+            "private_key_id": "k1", "private_key": pem, "token_uri": format!("{root}/token")})
+        .to_string(),
+    )
+    .unwrap();
+    let config = format!(
+        r#"model_list:
+  - model_name: vertex-gemini
+    litellm_params:
+      model: vertex_ai/gemini-2.5-pro
+      vertex_project: acme-prod
+      vertex_location: europe-west4
+      vertex_credentials: {}
+      api_base: {root}/v1
+general_settings:
+  master_key: {MASTER_KEY}
+  database_url: "{{database_url}}"
+"#,
+        credentials.display()
+    );
+    let gw = Gateway::start(Options { backend: Backend::Sqlite, config, env: vec![] }).await;
+    let call = json!({"model": "vertex-gemini", "messages": [{"role": "user", "content": "Hi"}]});
+    for _ in 0..2 {
+        let (status, _, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, call.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["choices"][0]["message"]["content"], mock_gemini::TEXT);
+    }
+    let (status, _, events) = gw
+        .http()
+        .stream(
+            MASTER_KEY,
+            json!({"model": "vertex-gemini", "stream": true,
+        "messages": [{"role": "user", "content": "Hi"}]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(events.iter().any(|e| e.contains("Hola")), "{events:?}");
+    let received = upstream.received();
+    assert_eq!(received.len(), 3);
+    assert_eq!(
+        received[0].uri,
+        "/v1/projects/acme-prod/locations/europe-west4/publishers/google/models/gemini-2.5-pro:generateContent"
+    );
+    assert!(received[2].uri.ends_with("gemini-2.5-pro:streamGenerateContent?alt=sse"), "{}", received[2].uri);
+    for r in &received {
+        assert_eq!(r.headers["authorization"], "Bearer ya29.mock-access-token");
+    }
+    // One signed assertion for three calls: the token is cached until shortly before it expires.
+    let assertions = upstream.assertions();
+    assert_eq!(assertions.len(), 1, "{assertions:?}");
+    assert_eq!(assertions[0]["iss"], "ferryman@acme-prod.iam.gserviceaccount.com");
+    assert_eq!(assertions[0]["scope"], "https://www.googleapis.com/auth/cloud-platform");
+    assert_eq!(assertions[0]["aud"], format!("{root}/token"));
+    assert_eq!(assertions[0]["exp"].as_u64().unwrap() - assertions[0]["iat"].as_u64().unwrap(), 3600);
+    assert!(!gw.logs().contains("PRIVATE KEY"), "the key never reaches a log");
+}

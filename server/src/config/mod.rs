@@ -96,6 +96,11 @@ pub struct DeploymentConfig {
     pub api_key: Option<Secret>,
     /// Azure's `api-version` (`api_version`, or `AZURE_API_VERSION`).
     pub api_version: Option<String>,
+    /// Vertex AI: `vertex_project`, `vertex_location` (default us-central1), and the service
+    /// account key file `vertex_credentials` (or `GOOGLE_APPLICATION_CREDENTIALS`).
+    pub vertex_project: Option<String>,
+    pub vertex_location: Option<String>,
+    pub vertex_credentials: Option<String>,
     /// Its share of its model name's calls under simple-shuffle (`weight`, default 1).
     pub weight: u32,
     /// The idle timeout of its streams (`stream_timeout`, or the router's); else `timeout`.
@@ -333,6 +338,9 @@ const PARAMS: &[&str] = &[
     "api_version",
     "weight",
     "stream_timeout",
+    "vertex_project",
+    "vertex_location",
+    "vertex_credentials",
     "rpm",
     "tpm",
     "input_cost_per_token",
@@ -631,6 +639,22 @@ fn read_deployment(
         .or_else(|| r.price(&info_path, &info, "output_cost_per_token"));
     let timeout = r.seconds(&params_path, &params, "timeout").unwrap_or(default_timeout);
     let stream_timeout = r.seconds(&params_path, &params, "stream_timeout");
+    let vertex_project = r.string(&params_path, &params, "vertex_project");
+    let vertex_location = r.string(&params_path, &params, "vertex_location");
+    let vertex_credentials = r
+        .string(&params_path, &params, "vertex_credentials")
+        .or_else(|| lookup_env("GOOGLE_APPLICATION_CREDENTIALS", env, file_env));
+    if provider == Some(ProviderKind::Vertex) {
+        if vertex_project.is_none() {
+            r.problem(join(&params_path, "vertex_project"), "a vertex_ai/ deployment needs vertex_project");
+        }
+        if vertex_credentials.is_none() {
+            r.problem(
+                join(&params_path, "vertex_credentials"),
+                "a vertex_ai/ deployment needs vertex_credentials (a service account key file) or GOOGLE_APPLICATION_CREDENTIALS",
+            );
+        }
+    }
     let weight = match r.u64(&params_path, &params, "weight") {
         Some(0) => {
             r.problem(join(&params_path, "weight"), "must be at least 1");
@@ -673,6 +697,9 @@ fn read_deployment(
         api_base,
         api_key,
         api_version,
+        vertex_project,
+        vertex_location,
+        vertex_credentials,
         weight,
         stream_timeout,
         rpm,

@@ -194,12 +194,25 @@ pub fn request_body(request: &ChatRequest) -> Result<Value, GatewayError> {
     Ok(Value::Object(body))
 }
 
-fn post(http: &reqwest::Client, deployment: &DeploymentConfig, body: &Value, stream: bool) -> reqwest::RequestBuilder {
-    let mut req = http.post(endpoint(deployment, stream)).json(body);
-    if let Some(key) = &deployment.api_key {
-        req = req.header("x-goog-api-key", key.expose());
+/// Where a call goes and how it authenticates: Gemini's API key, or Vertex AI's token.
+pub struct Target {
+    pub url: String,
+    pub auth: Option<(&'static str, String)>,
+}
+
+fn post(http: &reqwest::Client, target: &Target, body: &Value) -> reqwest::RequestBuilder {
+    let mut req = http.post(&target.url).json(body);
+    if let Some((name, value)) = &target.auth {
+        req = req.header(*name, value);
     }
     req
+}
+
+fn gemini_target(deployment: &DeploymentConfig, stream: bool) -> Target {
+    Target {
+        url: endpoint(deployment, stream),
+        auth: deployment.api_key.as_ref().map(|k| ("x-goog-api-key", k.expose().to_owned())),
+    }
 }
 
 fn finish_reason(reason: &str, called: bool) -> String {
@@ -225,7 +238,11 @@ fn usage(u: &Value) -> Usage {
 fn malformed(deployment: &DeploymentConfig, what: impl std::fmt::Display) -> GatewayError {
     GatewayError::new(
         ErrorCode::UpstreamError,
-        format!("upstream gemini (deployment {}) sent a malformed response: {what}", deployment.id),
+        format!(
+            "upstream {} (deployment {}) sent a malformed response: {what}",
+            deployment.provider.as_str(),
+            deployment.id
+        ),
     )
 }
 
@@ -282,7 +299,11 @@ pub fn response(deployment: &DeploymentConfig, v: &Value) -> Result<ChatResponse
         match blocked {
             Some(reason) => GatewayError::invalid(
                 "messages",
-                format!("upstream gemini (deployment {}) blocked the prompt: {reason} (content_policy)", deployment.id),
+                format!(
+                    "upstream {} (deployment {}) blocked the prompt: {reason} (content_policy)",
+                    deployment.provider.as_str(),
+                    deployment.id
+                ),
             ),
             None => malformed(deployment, "no candidates"),
         }
@@ -330,8 +351,18 @@ pub async fn chat(
     deployment: &DeploymentConfig,
     request: &ChatRequest,
 ) -> Result<ChatResponse, GatewayError> {
+    chat_at(http, deployment, request, &gemini_target(deployment, false)).await
+}
+
+/// A whole generateContent call to `target` (Gemini's or Vertex AI's).
+pub async fn chat_at(
+    http: &reqwest::Client,
+    deployment: &DeploymentConfig,
+    request: &ChatRequest,
+    target: &Target,
+) -> Result<ChatResponse, GatewayError> {
     let body = request_body(request)?;
-    let resp = post(http, deployment, &body, false)
+    let resp = post(http, target, &body)
         .timeout(deployment.timeout)
         .send()
         .await
@@ -435,15 +466,26 @@ pub async fn chat_stream(
     deployment: &DeploymentConfig,
     request: &ChatRequest,
 ) -> Result<ChunkStream, GatewayError> {
+    stream_at(http, deployment, request, &gemini_target(deployment, true)).await
+}
+
+/// A streamGenerateContent call to `target` (Gemini's or Vertex AI's).
+pub async fn stream_at(
+    http: &reqwest::Client,
+    deployment: &DeploymentConfig,
+    request: &ChatRequest,
+    target: &Target,
+) -> Result<ChunkStream, GatewayError> {
     let body = request_body(request)?;
     let timeout = deployment.stream_timeout.unwrap_or(deployment.timeout);
-    let resp = match tokio::time::timeout(timeout, post(http, deployment, &body, true).send()).await {
+    let resp = match tokio::time::timeout(timeout, post(http, target, &body).send()).await {
         Ok(r) => r.map_err(|e| upstream_transport_error(deployment, &e))?,
         Err(_) => {
             return Err(GatewayError::new(
                 ErrorCode::UpstreamTimeout,
                 format!(
-                    "upstream gemini (deployment {}) did not answer within {}s",
+                    "upstream {} (deployment {}) did not answer within {}s",
+                    deployment.provider.as_str(),
                     deployment.id,
                     timeout.as_secs_f64()
                 ),
@@ -516,7 +558,8 @@ pub async fn chat_stream(
                     let err = GatewayError::new(
                         ErrorCode::UpstreamTimeout,
                         format!(
-                            "upstream gemini (deployment {}) stalled mid-stream for {}s",
+                            "upstream {} (deployment {}) stalled mid-stream for {}s",
+                            st.deployment.provider.as_str(),
                             st.deployment.id,
                             timeout.as_secs_f64()
                         ),

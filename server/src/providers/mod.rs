@@ -10,6 +10,7 @@ pub mod gemini;
 pub mod mock;
 pub mod openai;
 pub mod sse;
+pub mod vertex;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -35,13 +36,21 @@ pub enum ProviderKind {
     Anthropic,
     /// Google's Gemini API (an API key).
     Gemini,
+    /// Google's Vertex AI (a service account's OAuth2 token).
+    Vertex,
     /// The built-in mock: deterministic answers, no network.
     Mock,
 }
 
 impl ProviderKind {
-    pub const ALL: &[ProviderKind] =
-        &[ProviderKind::OpenAi, ProviderKind::Azure, ProviderKind::Anthropic, ProviderKind::Gemini, ProviderKind::Mock];
+    pub const ALL: &[ProviderKind] = &[
+        ProviderKind::OpenAi,
+        ProviderKind::Azure,
+        ProviderKind::Anthropic,
+        ProviderKind::Gemini,
+        ProviderKind::Vertex,
+        ProviderKind::Mock,
+    ];
 
     pub fn parse(prefix: &str) -> Option<Self> {
         match prefix {
@@ -49,6 +58,7 @@ impl ProviderKind {
             "azure" => Some(Self::Azure),
             "anthropic" => Some(Self::Anthropic),
             "gemini" => Some(Self::Gemini),
+            "vertex_ai" => Some(Self::Vertex),
             "mock" => Some(Self::Mock),
             _ => None,
         }
@@ -60,6 +70,7 @@ impl ProviderKind {
             Self::Azure => "azure",
             Self::Anthropic => "anthropic",
             Self::Gemini => "gemini",
+            Self::Vertex => "vertex_ai",
             Self::Mock => "mock",
         }
     }
@@ -69,6 +80,8 @@ impl ProviderKind {
 #[derive(Clone)]
 pub struct Upstreams {
     http: reqwest::Client,
+    /// Vertex AI access tokens, per credentials file.
+    google: std::sync::Arc<vertex::Tokens>,
 }
 
 impl Upstreams {
@@ -79,7 +92,7 @@ impl Upstreams {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|e| GatewayError::internal(format!("cannot build the upstream HTTP client: {e}")))?;
-        Ok(Self { http })
+        Ok(Self { http, google: Default::default() })
     }
 
     /// One whole completion from `deployment`.
@@ -93,6 +106,7 @@ impl Upstreams {
             ProviderKind::OpenAi | ProviderKind::Azure => openai::chat(&self.http, deployment, request).await,
             ProviderKind::Anthropic => anthropic::chat(&self.http, deployment, request).await,
             ProviderKind::Gemini => gemini::chat(&self.http, deployment, request).await,
+            ProviderKind::Vertex => vertex::chat(&self.http, &self.google, deployment, request).await,
         }
     }
 
@@ -107,6 +121,7 @@ impl Upstreams {
             ProviderKind::OpenAi | ProviderKind::Azure => openai::chat_stream(&self.http, deployment, request).await,
             ProviderKind::Anthropic => anthropic::chat_stream(&self.http, deployment, request).await,
             ProviderKind::Gemini => gemini::chat_stream(&self.http, deployment, request).await,
+            ProviderKind::Vertex => vertex::chat_stream(&self.http, &self.google, deployment, request).await,
         }
     }
 }
