@@ -9,7 +9,7 @@ help: ## List the targets
 run: ## Serve the quickstart on 127.0.0.1:4000 (SQLite, mock model)
 	cargo run --release --bin ferryman -- serve --config examples/quickstart.yaml
 
-test: setup lint test-rust test-python test-proto ## Run every suite (what CI runs)
+test: setup lint test-rust test-python test-node test-proto ## Run every suite (what CI runs)
 
 setup: ## Install test dependencies and start PostgreSQL and Redis if needed
 	bash tests/setup.sh
@@ -26,6 +26,10 @@ test-python: ## The official openai Python package and buf curl against the real
 	cargo build -p ferryman-server --bin ferryman
 	.venv/bin/pytest -q tests/python
 
+test-node: ## The official openai npm package against the real binary
+	cargo build -p ferryman-server --bin ferryman
+	node --test tests/node/
+
 test-proto: ## buf lint and format check of proto/
 	npx --no-install buf lint
 	npx --no-install buf format -d --exit-code
@@ -36,4 +40,4 @@ bench: ## The benchmark harness: every lane, LiteLLM's proxy beside, one table (
 prices: ## Regenerate server/src/pricing/prices.json from ../shared/reference
 	python3 server/scripts/gen_prices.py ../shared/reference/model_prices.json > server/src/pricing/prices.json
 
-.PHONY: help run test setup lint test-rust test-python test-proto bench prices
+.PHONY: help run test setup lint test-rust test-python test-node test-proto bench prices
