@@ -113,6 +113,14 @@ async fn model_access_matrix() {
         if listed != allowed {
             wrong.push(format!("{who}: /v1/models lists {listed:?}, may use {allowed:?}"));
         }
+        // /v1/models/{id} answers for exactly those, and 404 for the rest.
+        for (model, want) in MODELS.iter().zip(row) {
+            let (status, _, one) = gw.http().get(&format!("/v1/models/{model}"), secret).await;
+            let expected = if want == "ok" { 200 } else { 404 };
+            if status != expected || (status == 200 && one["id"] != *model) {
+                wrong.push(format!("{who}: /v1/models/{model} answered {status} {one}, want {expected}"));
+            }
+        }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 

@@ -36,6 +36,8 @@ pub fn routes(state: AppState) -> Router {
         .route("/chat/completions", post(openai::chat_completions))
         .route("/v1/messages", post(messages::messages))
         .route("/v1/models", get(openai::list_models))
+        .route("/v1/models/{*id}", get(openai::get_model))
+        .route("/models/{*id}", get(openai::get_model))
         .route("/models", get(openai::list_models))
         // LiteLLM-compatible management: keys.
         .route("/key/generate", post(keys::generate))

@@ -15,6 +15,7 @@ use super::AppState;
 use super::error::{ApiError, openai_code};
 use super::extract::{Auth, JsonObject};
 use crate::chat::ChatRequest;
+use crate::error::{ErrorCode, GatewayError};
 use crate::gateway::{CallInfo, StreamEvent};
 use crate::pricing::format_usd;
 
@@ -153,4 +154,23 @@ pub async fn list_models(State(app): State<AppState>, Auth(caller): Auth) -> Jso
         .map(|name| json!({"id": name, "object": "model", "created": 0, "owned_by": "ferryman"}))
         .collect();
     Json(json!({"object": "list", "data": data}))
+}
+
+/// One model, if it exists and the caller may use it (a 404 either way otherwise, so a caller
+/// learns nothing about models it may not use).
+pub async fn get_model(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let groups = app.gateway.models.access_groups();
+    let known = app.gateway.models.names().contains(&id);
+    if known && crate::governance::admit(&caller, &id, groups).is_ok() {
+        return Ok(Json(json!({"id": id, "object": "model", "created": 0, "owned_by": "ferryman"})));
+    }
+    Err(ApiError(
+        GatewayError::new(ErrorCode::NotFound, format!("model {id:?} does not exist or you may not use it"))
+            .with_reason("model_not_found")
+            .with_param("model"),
+    ))
 }
