@@ -44,6 +44,8 @@ pub struct Gateway {
     pub recorded: crate::usage::RecentIds,
     /// Publishes invalidations to other instances (set once, when Redis is configured).
     pub sync: std::sync::OnceLock<crate::sync::Sync>,
+    /// The response cache, when `litellm_settings.cache` is on.
+    pub cache: Option<crate::cache::ResponseCache>,
 }
 
 /// What the gateway reports about a finished call (headers, the gRPC `CallInfo`).
@@ -62,6 +64,8 @@ pub struct CallInfo {
     /// Attempts retried and model names fallen back to before the answer.
     pub retries: u32,
     pub fallbacks: u32,
+    /// Answered from the response cache (free).
+    pub cache_hit: bool,
 }
 
 /// One item of a governed stream: a chunk, or, last, the settled call.
@@ -93,6 +97,8 @@ struct Call {
     /// Attempts retried, and model names fallen back to, before the answer.
     retries: u32,
     fallbacks: u32,
+    /// Answered from the response cache.
+    cache_hit: bool,
 }
 
 /// Output tokens assumed for a call that sets no cap on a model whose maximum is unknown.
@@ -204,6 +210,7 @@ impl Gateway {
             rate,
             retries: 0,
             fallbacks: 0,
+            cache_hit: false,
         })
     }
 
@@ -319,7 +326,19 @@ impl Gateway {
         request: ChatRequest,
         started: Instant,
     ) -> Result<(ChatResponse, CallInfo), GatewayError> {
+        let mut request = request;
+        let controls = crate::cache::Controls::take(&mut request.extra);
         let mut call = self.begin(caller, &request, started).await?;
+        // The response cache, when on: a hit is admitted like any call and costs nothing.
+        let cache_key = self.cache.as_ref().map(|c| c.key(caller, &call.model, &request));
+        if let (Some(cache), Some(key)) = (&self.cache, &cache_key)
+            && !controls.no_cache
+            && let Some(response) = cache.get(key).await
+        {
+            call.cache_hit = true;
+            let info = self.settle(&mut call, Usage::default(), None, "chat_completion", Duration::ZERO);
+            return Ok((response, info));
+        }
         // Stages 4 and 5 run in their own task: if the client goes away mid-call, the call is
         // still settled — its reservation and slots released, its spend recorded.
         let gw = self.clone();
@@ -343,6 +362,11 @@ impl Gateway {
                         Usage::new(call.prompt_estimate, completion)
                     });
                     let info = gw.settle(&mut call, usage, None, "chat_completion", upstream_time);
+                    if let (Some(cache), Some(key)) = (&gw.cache, &cache_key)
+                        && !controls.no_store
+                    {
+                        cache.put(key, &response, controls.ttl).await;
+                    }
                     Ok((response, info))
                 }
                 Err(err) => {
@@ -363,6 +387,9 @@ impl Gateway {
         request: ChatRequest,
         started: Instant,
     ) -> Result<GovernedStream, GatewayError> {
+        // Streams are not cached; their cache controls never go upstream either.
+        let mut request = request;
+        crate::cache::Controls::take(&mut request.extra);
         let mut call = self.begin(caller, &request, started).await?;
         let upstream_start = Instant::now();
         let overhead_before = upstream_start.duration_since(started);
@@ -443,6 +470,7 @@ impl Gateway {
                 organization_id: call.organization_id.clone(),
                 tags: call.tags.clone(),
                 charges: call.charges.clone(),
+                cache_hit: call.cache_hit,
             },
             counted,
         );
@@ -464,6 +492,7 @@ impl Gateway {
             rate: call.rate.clone(),
             retries: call.retries,
             fallbacks: call.fallbacks,
+            cache_hit: call.cache_hit,
         }
     }
 }

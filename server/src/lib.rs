@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod api;
 pub mod audit;
+pub mod cache;
 pub mod chat;
 pub mod cli;
 pub mod config;

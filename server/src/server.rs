@@ -105,7 +105,15 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
         }
         None => Rates::default(),
     };
+    let cache = match config.cache.clone().map(crate::cache::ResponseCache::new) {
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => {
+            return Err(StartError::Gateway(GatewayError::invalid("litellm_settings.cache_params", e)));
+        }
+        None => None,
+    };
     Ok(Arc::new(Gateway {
+        cache,
         config,
         store,
         identities,

@@ -283,6 +283,7 @@ impl Gateway {
                 organization_id: identity.and_then(|i| i.key.organization_id.clone()),
                 tags: scopes.tags,
                 charges,
+                cache_hit: false,
             },
             counted,
         );

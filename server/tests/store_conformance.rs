@@ -115,6 +115,7 @@ fn spend(request_id: &str, key_id: &str, nanos: i64, start_secs: i64, end_user: 
         organization_id: None,
         tags: vec![],
         charges: vec![],
+        cache_hit: false,
     }
 }
 

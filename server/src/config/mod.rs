@@ -43,6 +43,8 @@ pub struct Config {
     pub global_budget: Option<crate::tenancy::Limits>,
     /// `router_settings`: strategy, retries, fallbacks, cooldowns, aliases.
     pub routing: routing::RouterSettings,
+    /// The response cache (`litellm_settings.cache: true` with `cache_params`), if on.
+    pub cache: Option<crate::cache::CacheConfig>,
 }
 
 /// `general_settings`.
@@ -328,6 +330,8 @@ const LITELLM: &[&str] = &[
     "fallbacks",
     "context_window_fallbacks",
     "content_policy_fallbacks",
+    "cache",
+    "cache_params",
 ];
 const ROUTER: &[&str] = routing::KEYS;
 const DEPLOYMENT: &[&str] = &["model_name", "litellm_params", "model_info"];
@@ -403,6 +407,7 @@ fn read_config(root: &Value, env: &dyn Env, file_env: &BTreeMap<String, String>,
         r.problem("litellm_settings.budget_duration", e);
     }
     let routing = routing::read(&router, &litellm, r);
+    let cache = read_cache(&litellm, &general, r);
     let mut deployments = Vec::new();
     if let Some(list) = root.get("model_list").and_then(|v| r.list("model_list", v)) {
         for (i, entry) in list.iter().enumerate() {
@@ -454,7 +459,73 @@ fn read_config(root: &Value, env: &dyn Env, file_env: &BTreeMap<String, String>,
             );
         }
     }
-    Config { deployments, general, customer_defaults, global_budget, routing }
+    Config { deployments, general, customer_defaults, global_budget, routing, cache }
+}
+
+/// `litellm_settings.cache` and `cache_params` (type `local` or `redis`, `ttl` seconds, and
+/// Ferryman's `scope` and `max_entries`).
+fn read_cache(
+    litellm: &Map<String, Value>,
+    general: &GeneralSettings,
+    r: &mut Reader,
+) -> Option<crate::cache::CacheConfig> {
+    use crate::cache::{CacheConfig, Scope};
+    let on = match litellm.get("cache") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(_) => {
+            r.problem("litellm_settings.cache", "expected true or false");
+            false
+        }
+    };
+    let path = "litellm_settings.cache_params";
+    let params = litellm.get("cache_params").and_then(|v| r.object(path, v)).cloned().unwrap_or_default();
+    r.unknown_keys(path, &params, &["type", "ttl", "scope", "max_entries", "host", "port", "password", "url"]);
+    if !on {
+        return None;
+    }
+    let redis_url = match r.string(path, &params, "type").as_deref().unwrap_or("local") {
+        "local" => None,
+        "redis" => {
+            let url = r.string(path, &params, "url").or_else(|| {
+                let host = r.string(path, &params, "host")?;
+                let port = r.u64(path, &params, "port").unwrap_or(6379);
+                let auth = r.string(path, &params, "password").map(|p| format!(":{p}@")).unwrap_or_default();
+                Some(format!("redis://{auth}{host}:{port}"))
+            });
+            match url.map(Secret::new).or_else(|| general.redis_url.clone()) {
+                Some(u) => Some(u),
+                None => {
+                    r.problem(
+                        join(path, "type"),
+                        "a redis cache needs cache_params host/port (or url) or general_settings.redis_url",
+                    );
+                    None
+                }
+            }
+        }
+        other => {
+            r.problem(join(path, "type"), format!("{other:?} is not a cache type (local, redis)"));
+            None
+        }
+    };
+    let scope = match r.string(path, &params, "scope").as_deref().unwrap_or("team") {
+        "key" => Scope::Key,
+        "team" => Scope::Team,
+        "organization" => Scope::Organization,
+        "global" => Scope::Global,
+        other => {
+            r.problem(join(path, "scope"), format!("{other:?} is not a cache scope (key, team, organization, global)"));
+            Scope::Team
+        }
+    };
+    Some(CacheConfig {
+        redis_url,
+        redis_prefix: general.redis_prefix.clone(),
+        ttl: r.seconds(path, &params, "ttl").unwrap_or(Duration::from_secs(600)),
+        scope,
+        max_entries: usize::try_from(r.u64(path, &params, "max_entries").unwrap_or(10_000)).unwrap_or(10_000).max(1),
+    })
 }
 
 fn read_general(

@@ -221,6 +221,7 @@ mod tests {
             organization_id: None,
             tags: vec!["t".into()],
             charges: vec![crate::store::Charge { scope: "key".into(), scope_id: "k".into(), period_start_us: 0 }],
+            cache_hit: false,
         }
     }
 

@@ -280,6 +280,9 @@ pub struct SpendRecord {
     /// The budget scopes and periods this call's spend lands on.
     #[serde(default)]
     pub charges: Vec<Charge>,
+    /// Answered from the response cache (and so free).
+    #[serde(default)]
+    pub cache_hit: bool,
 }
 
 /// One budget scope and period a call's spend is added to.

@@ -42,6 +42,13 @@ impl PgStore {
                 include_str!("../../../migrations/postgres/0003_tags.sql").into_sql_str(),
                 false,
             ),
+            Migration::new(
+                4,
+                "cache hit".into(),
+                MigrationType::Simple,
+                include_str!("../../../migrations/postgres/0004_cache_hit.sql").into_sql_str(),
+                false,
+            ),
         ])
     }
 }

@@ -49,6 +49,13 @@ impl SqliteStore {
                 include_str!("../../../migrations/sqlite/0003_tags.sql").into_sql_str(),
                 false,
             ),
+            Migration::new(
+                4,
+                "cache hit".into(),
+                MigrationType::Simple,
+                include_str!("../../../migrations/sqlite/0004_cache_hit.sql").into_sql_str(),
+                false,
+            ),
         ])
     }
 }

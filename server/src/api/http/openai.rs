@@ -41,6 +41,10 @@ pub(super) fn call_headers(headers: &mut HeaderMap, info: &CallInfo) {
     remaining_headers(headers, info.remaining.as_ref());
     rate_headers(headers, Some(&info.rate));
     routing_headers(headers, &info.deployment, info.retries, info.fallbacks);
+    if info.cache_hit {
+        headers.insert(HeaderName::from_static("x-ferryman-cache-hit"), HeaderValue::from_static("true"));
+        headers.insert(HeaderName::from_static("x-litellm-cache-hit"), HeaderValue::from_static("True"));
+    }
 }
 
 /// Which deployment answered and what it took to get there, under Ferryman's and LiteLLM's

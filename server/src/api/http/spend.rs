@@ -60,6 +60,7 @@ pub fn log_json(r: &SpendRecord) -> Value {
         "model": r.model,
         "model_group": r.model,
         "model_id": r.deployment,
+        "cache_hit": r.cache_hit,
         "custom_llm_provider": r.provider,
         "end_user": r.end_user,
         "user": r.user_id,
