@@ -101,6 +101,26 @@ struct Call {
     cache_hit: bool,
 }
 
+/// What admission needs to know about a call, whatever its kind (chat, embeddings).
+pub struct Ask<'a> {
+    /// The model name as requested (aliases resolve in admission).
+    pub model: &'a str,
+    /// The end customer (`user`).
+    pub user: Option<&'a str>,
+    pub tags: &'a [String],
+    /// Prompt tokens: an estimate (TPM, usage when the provider reports none) and a sure
+    /// upper bound (the strict budget reservation).
+    pub prompt_estimate: u64,
+    pub prompt_upper: u64,
+    /// The exact prompt count with the upstream model's tokenizer, where it has one; asked
+    /// only when the upper bound does not fit a budget.
+    pub exact_prompt: &'a (dyn Fn(&str) -> Option<u64> + Sync),
+    /// The caller's cap on output tokens.
+    pub max_output: Option<u64>,
+    /// Whether the call produces output tokens (embeddings do not).
+    pub produces_output: bool,
+}
+
 /// Output tokens assumed for a call that sets no cap on a model whose maximum is unknown.
 const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
 
@@ -121,13 +141,29 @@ impl Gateway {
         self.identities.authenticate(secret).await
     }
 
-    /// Stages 2 and 3: resolve the model, check access, and admit the call against every
-    /// budget it answers to (reserving its worst case in strict mode).
+    /// Stages 2 and 3 for a chat call: see [`Gateway::begin_call`].
     async fn begin(&self, caller: &Caller, request: &ChatRequest, started: Instant) -> Result<Call, GatewayError> {
-        let model = self.models.alias(governance::resolve_alias(caller, &request.model));
+        let exact = |model: &str| tokens::count_prompt(model, request);
+        let ask = Ask {
+            model: &request.model,
+            user: request.user.as_deref(),
+            tags: &request.tags,
+            prompt_estimate: tokens::estimate_prompt(request),
+            prompt_upper: tokens::prompt_upper_bound(request),
+            exact_prompt: &exact,
+            max_output: request.max_output_tokens().map(u64::from),
+            produces_output: true,
+        };
+        self.begin_call(caller, &ask, started).await
+    }
+
+    /// Stages 2 and 3: resolve the model, check access, and admit the call against every
+    /// rate limit and budget it answers to (reserving its worst case in strict mode).
+    async fn begin_call(&self, caller: &Caller, ask: &Ask<'_>, started: Instant) -> Result<Call, GatewayError> {
+        let model = self.models.alias(governance::resolve_alias(caller, ask.model));
         let deployment = self.models.pick(model, &[])?;
         governance::admit(caller, model, self.models.access_groups())?;
-        let customer = match request.user.as_deref() {
+        let customer = match ask.user {
             Some(id) => Some(self.customers.get(id).await?),
             None => None,
         };
@@ -138,7 +174,7 @@ impl Gateway {
         let tag_names = governance::tags::merge([
             identity.map_or(&[][..], |i| i.key.tags.as_slice()),
             identity.and_then(|i| i.team.as_ref()).map_or(&[][..], |t| t.tags.as_slice()),
-            request.tags.as_slice(),
+            ask.tags,
         ])?;
         let mut tags = Vec::with_capacity(tag_names.len());
         for name in tag_names {
@@ -152,8 +188,11 @@ impl Gateway {
             scopes.push(budgets::global(g, now));
         }
         // The worst case: every prompt byte a token, and the most output the call can produce.
-        let max_output =
-            request.max_output_tokens().map(u64::from).or(deployment.max_output).unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
+        let max_output = if ask.produces_output {
+            ask.max_output.or(deployment.max_output).unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS)
+        } else {
+            0
+        };
         // A call may end on a fallback: reserve the dearest of the deployments it could reach.
         let candidates = self.models.candidates(model);
         let worst = |prompt| {
@@ -175,18 +214,18 @@ impl Gateway {
             Some(&deployment),
             self.config.general.global_max_parallel_requests,
         );
-        let prompt_estimate = tokens::estimate_prompt(request);
-        let tpm_estimate = prompt_estimate + request.max_output_tokens().map_or(DEFAULT_TPM_OUTPUT_TOKENS, u64::from);
-        let admitted =
-            match self.admit(&rate_scopes, tpm_estimate, &scopes, worst(tokens::prompt_upper_bound(request))).await {
-                Err(refused) if refused.code == crate::error::ErrorCode::BudgetExceeded => {
-                    match tokens::count_prompt(&deployment.config.upstream_model, request) {
-                        Some(exact) => self.admit(&rate_scopes, tpm_estimate, &scopes, worst(exact)).await,
-                        None => Err(refused),
-                    }
+        let prompt_estimate = ask.prompt_estimate;
+        let output_estimate = if ask.produces_output { ask.max_output.unwrap_or(DEFAULT_TPM_OUTPUT_TOKENS) } else { 0 };
+        let tpm_estimate = prompt_estimate + output_estimate;
+        let admitted = match self.admit(&rate_scopes, tpm_estimate, &scopes, worst(ask.prompt_upper)).await {
+            Err(refused) if refused.code == crate::error::ErrorCode::BudgetExceeded => {
+                match (ask.exact_prompt)(&deployment.config.upstream_model) {
+                    Some(exact) => self.admit(&rate_scopes, tpm_estimate, &scopes, worst(exact)).await,
+                    None => Err(refused),
                 }
-                other => other,
-            };
+            }
+            other => other,
+        };
         let (ticket, rate, reservation, remaining) = admitted?;
         Ok(Call {
             id: uuid::Uuid::new_v4().to_string(),
@@ -197,7 +236,7 @@ impl Gateway {
                 i.key.organization_id.clone().or_else(|| i.org.as_ref().map(|o| o.organization_id.clone()))
             }),
             model: model.to_owned(),
-            end_user: request.user.clone(),
+            end_user: ask.user.map(str::to_owned),
             deployment,
             started_at: now,
             started,
@@ -371,6 +410,59 @@ impl Gateway {
                 }
                 Err(err) => {
                     gw.settle(&mut call, Usage::default(), Some(&err), "chat_completion", upstream_time);
+                    Err(err)
+                }
+            }
+        });
+        task.await.map_err(|_| GatewayError::internal("the call's task failed"))?
+    }
+
+    /// Embeddings, governed like a chat call (nothing is generated, so only the input is
+    /// reserved and priced).
+    pub async fn embeddings(
+        self: &Arc<Self>,
+        caller: &Caller,
+        request: crate::embeddings::EmbeddingRequest,
+        started: Instant,
+    ) -> Result<(serde_json::Value, CallInfo), GatewayError> {
+        let (estimate, upper) = request.estimate();
+        let texts = match &request.input {
+            crate::embeddings::Input::Texts(t) => t.clone(),
+            crate::embeddings::Input::Tokens(_) => Vec::new(),
+        };
+        let exact = |model: &str| {
+            let bpe = tiktoken_rs::bpe_for_model(model).ok()?;
+            Some(texts.iter().map(|t| bpe.encode_ordinary(t).len() as u64).sum())
+        };
+        let ask = Ask {
+            model: &request.model,
+            user: request.user.as_deref(),
+            tags: &request.tags,
+            prompt_estimate: estimate,
+            prompt_upper: upper,
+            exact_prompt: &exact,
+            max_output: Some(0),
+            produces_output: false,
+        };
+        let mut call = self.begin_call(caller, &ask, started).await?;
+        let gw = self.clone();
+        let task = crate::tasks::spawn("embeddings-call", async move {
+            let upstream_start = Instant::now();
+            let result = gw
+                .route(&mut call, |d| {
+                    let (gw, request) = (gw.clone(), request.clone());
+                    async move { gw.upstreams.embeddings(&d.config, &request).await }
+                })
+                .await;
+            let upstream_time = upstream_start.elapsed();
+            match result {
+                Ok(v) => {
+                    let prompt = v["usage"]["prompt_tokens"].as_u64().unwrap_or(call.prompt_estimate);
+                    let info = gw.settle(&mut call, Usage::new(prompt, 0), None, "embedding", upstream_time);
+                    Ok((v, info))
+                }
+                Err(err) => {
+                    gw.settle(&mut call, Usage::default(), Some(&err), "embedding", upstream_time);
                     Err(err)
                 }
             }

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod embeddings;
 pub mod error;
 pub mod gateway;
 pub mod governance;

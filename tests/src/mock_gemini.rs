@@ -139,6 +139,18 @@ async fn generate(
         return (StatusCode::from_u16(f.status).unwrap(), axum::Json(f.body)).into_response();
     }
     let (model, action) = call.split_once(':').unwrap_or((&call, ""));
+    if action == "batchEmbedContents" {
+        let n = body["requests"].as_array().map_or(0, Vec::len);
+        let embeddings: Vec<Value> = (0..n).map(|i| json!({"values": [0.5, -0.5, i as f64]})).collect();
+        return axum::Json(json!({"embeddings": embeddings})).into_response();
+    }
+    if action == "predict" {
+        let n = body["instances"].as_array().map_or(0, Vec::len);
+        let predictions: Vec<Value> = (0..n)
+            .map(|i| json!({"embeddings": {"values": [0.25, i as f64], "statistics": {"token_count": 3, "truncated": false}}}))
+            .collect();
+        return axum::Json(json!({"predictions": predictions})).into_response();
+    }
     let last_is_question = body["contents"].as_array().and_then(|c| c.last()).is_some_and(|turn| {
         turn["role"] == "user" && turn["parts"].as_array().is_some_and(|p| p.iter().any(|p| p.get("text").is_some()))
     });

@@ -55,6 +55,8 @@ impl MockOpenAi {
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/openai/deployments/{deployment}/chat/completions", post(chat))
+            .route("/v1/embeddings", post(embeddings))
+            .route("/openai/deployments/{deployment}/embeddings", post(embeddings))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -133,5 +135,32 @@ async fn chat(State(state): State<Arc<MockState>>, uri: axum::http::Uri, headers
         "choices": [{"index": 0, "message": {"role": "assistant", "content": CONTENT}, "finish_reason": "stop"}],
         "usage": usage,
     }))
+    .into_response()
+}
+
+/// Embedding tokens the mock reports per input.
+pub const EMBEDDING_TOKENS_PER_INPUT: u64 = 5;
+
+async fn embeddings(
+    State(state): State<Arc<MockState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let uri = uri.path_and_query().map_or_else(String::new, |p| p.as_str().to_owned());
+    state.received.lock().unwrap().push(Received { headers, body: body.clone(), uri });
+    if let Some(f) = state.failures.lock().unwrap().pop_front() {
+        return (StatusCode::from_u16(f.status).unwrap(), axum::Json(f.body)).into_response();
+    }
+    let n = match &body["input"] {
+        Value::Array(items) if items.iter().all(Value::is_string) => items.len(),
+        _ => 1,
+    };
+    let data: Vec<Value> =
+        (0..n).map(|i| json!({"object": "embedding", "index": i, "embedding": [0.1, 0.2, i as f64]})).collect();
+    let tokens = EMBEDDING_TOKENS_PER_INPUT * n as u64;
+    axum::Json(json!({"object": "list", "data": data, "model": body["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
     .into_response()
 }

@@ -499,3 +499,95 @@ general_settings:
     assert_eq!(assertions[0]["exp"].as_u64().unwrap() - assertions[0]["iat"].as_u64().unwrap(), 3600);
     assert!(!gw.logs().contains("PRIVATE KEY"), "the key never reaches a log");
 }
+
+#[tokio::test]
+async fn embeddings_are_governed_priced_and_translated_for_each_provider() {
+    use ferryman_tests::mock_gemini::MockGemini;
+    let (openai, gemini) = (MockOpenAi::start().await, MockGemini::start().await);
+    let config = format!(
+        r#"model_list:
+  - model_name: embed-openai
+    litellm_params:
+      model: openai/text-embedding-3-small
+      api_base: {}
+      api_key: sk-up
+      input_cost_per_token: 0.00000002
+  - model_name: embed-azure
+    litellm_params:
+      model: azure/prod-embed
+      api_base: {}
+      api_key: azure-key
+  - model_name: embed-gemini
+    litellm_params:
+      model: gemini/text-embedding-004
+      api_base: {}
+      api_key: gem-key
+  - model_name: embed-mock
+    litellm_params:
+      model: mock/embed
+  - model_name: claude
+    litellm_params:
+      model: anthropic/claude-sonnet-4-5
+      api_key: x
+general_settings:
+  master_key: {MASTER_KEY}
+  database_url: "{{database_url}}"
+"#,
+        openai.base_url,
+        openai.base_url.trim_end_matches("/v1"),
+        gemini.base_url
+    );
+    let gw = Gateway::start(Options { backend: Backend::Sqlite, config, env: vec![] }).await;
+    let key = gw.create_key(json!({"max_budget": 1})).await;
+    let secret = key["key"].as_str().unwrap();
+    let post = |body: Value| {
+        let http = gw.http();
+        let secret = secret.to_owned();
+        async move { http.post("/v1/embeddings", &secret, body).await }
+    };
+    let (s, h, v) =
+        post(json!({"model": "embed-openai", "input": ["a", "b"], "dimensions": 256, "user": "cust-e"})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"][1]["embedding"], json!([0.1, 0.2, 1.0]));
+    let sent = &openai.received()[0];
+    assert_eq!(sent.uri, "/v1/embeddings");
+    assert_eq!(
+        sent.body,
+        json!({"model": "text-embedding-3-small", "input": ["a", "b"], "dimensions": 256, "user": "cust-e"})
+    );
+    // 10 tokens × 2e-8 USD = 200 nano-USD, on the key's spend.
+    assert_eq!(h["x-ferryman-response-cost"], "0.0000002");
+    let logs = gw.spend_logs_until(&format!("api_key={}", key["token"].as_str().unwrap()), 1).await;
+    assert_eq!((logs[0]["call_type"].as_str(), logs[0]["spend_nanos"].as_i64()), (Some("embedding"), Some(200)));
+    assert_eq!(logs[0]["end_user"], "cust-e");
+
+    let (s, _, v) = post(json!({"model": "embed-azure", "input": "hi"})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(openai.received()[1].uri, "/openai/deployments/prod-embed/embeddings?api-version=2024-10-21");
+    assert_eq!(openai.received()[1].headers["api-key"], "azure-key");
+
+    let (s, _, v) = post(json!({"model": "embed-gemini", "input": ["x", "y"], "dimensions": 64})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"][1]["embedding"], json!([0.5, -0.5, 1.0]));
+    let sent = &gemini.received()[0];
+    assert_eq!(sent.uri, "/v1beta/models/text-embedding-004:batchEmbedContents");
+    assert_eq!(
+        sent.body["requests"][0],
+        json!({"model": "models/text-embedding-004",
+        "content": {"parts": [{"text": "x"}]}, "outputDimensionality": 64})
+    );
+
+    let (s, _, v) = post(json!({"model": "embed-mock", "input": "deterministic"})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"][0]["embedding"].as_array().unwrap().len(), 8);
+
+    // What cannot work says so: token ids to Gemini, embeddings from Anthropic, a bad input.
+    let (s, _, v) = post(json!({"model": "embed-gemini", "input": [1, 2, 3]})).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(openai_error(&v)["message"].as_str().unwrap().contains("text only"), "{v}");
+    let (s, _, v) = post(json!({"model": "claude", "input": "x"})).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, _, v) = post(json!({"model": "embed-openai", "input": {"no": "thanks"}})).await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(openai_error(&v)["param"], "input");
+}

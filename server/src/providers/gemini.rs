@@ -571,3 +571,56 @@ pub async fn stream_at(
     });
     Ok(Box::pin(stream))
 }
+
+/// Embeddings by `batchEmbedContents` (texts only); Gemini reports no token count.
+pub async fn embeddings(
+    http: &reqwest::Client,
+    deployment: &DeploymentConfig,
+    request: &crate::embeddings::EmbeddingRequest,
+) -> Result<Value, GatewayError> {
+    let texts = request.texts("gemini")?;
+    let base = deployment.api_base.as_deref().unwrap_or(DEFAULT_BASE).trim_end_matches('/');
+    let model = &deployment.upstream_model;
+    let requests: Vec<Value> = texts
+        .iter()
+        .map(|t| {
+            let mut r = json!({"model": format!("models/{model}"), "content": {"parts": [{"text": t}]}});
+            if let Some(d) = request.dimensions {
+                r["outputDimensionality"] = json!(d);
+            }
+            r
+        })
+        .collect();
+    let target = Target {
+        url: format!("{base}/models/{model}:batchEmbedContents"),
+        auth: deployment.api_key.as_ref().map(|k| ("x-goog-api-key", k.expose().to_owned())),
+    };
+    let v = call_json(http, deployment, &target, &json!({"requests": requests})).await?;
+    let vectors: Vec<Value> = v
+        .get("embeddings")
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed(deployment, "no embeddings"))?
+        .iter()
+        .map(|e| e.get("values").cloned().unwrap_or_default())
+        .collect();
+    Ok(crate::embeddings::openai_shape(model, vectors, request.estimate().0))
+}
+
+/// One JSON call to `target` (errors mapped like generateContent's).
+pub async fn call_json(
+    http: &reqwest::Client,
+    deployment: &DeploymentConfig,
+    target: &Target,
+    body: &Value,
+) -> Result<Value, GatewayError> {
+    let resp = post(http, target, body)
+        .timeout(deployment.timeout)
+        .send()
+        .await
+        .map_err(|e| upstream_transport_error(deployment, &e))?;
+    if !resp.status().is_success() {
+        return Err(error_from(deployment, resp).await);
+    }
+    let bytes = resp.bytes().await.map_err(|e| upstream_transport_error(deployment, &e))?;
+    serde_json::from_slice(&bytes).map_err(|e| malformed(deployment, e))
+}

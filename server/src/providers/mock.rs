@@ -200,3 +200,22 @@ pub async fn chat_stream(deployment: &DeploymentConfig, request: &ChatRequest) -
     });
     Ok(Box::pin(s))
 }
+
+/// Deterministic embeddings: eight numbers from each text's SHA-256.
+pub fn embeddings(
+    deployment: &DeploymentConfig,
+    request: &crate::embeddings::EmbeddingRequest,
+) -> Result<serde_json::Value, GatewayError> {
+    use sha2::Digest as _;
+    let texts = request.texts("mock")?;
+    let vectors = texts
+        .iter()
+        .map(|t| {
+            let digest = sha2::Sha256::digest(t.as_bytes());
+            serde_json::Value::Array(
+                digest.iter().take(8).map(|b| serde_json::json!((f64::from(*b) / 255.0 * 2.0 - 1.0))).collect(),
+            )
+        })
+        .collect();
+    Ok(crate::embeddings::openai_shape(&deployment.upstream_model, vectors, request.estimate().0))
+}

@@ -126,6 +126,26 @@ impl Upstreams {
     }
 }
 
+impl Upstreams {
+    /// Embeddings from `deployment`, in OpenAI's shape (with usage).
+    pub async fn embeddings(
+        &self,
+        deployment: &DeploymentConfig,
+        request: &crate::embeddings::EmbeddingRequest,
+    ) -> Result<serde_json::Value, GatewayError> {
+        match deployment.provider {
+            ProviderKind::Mock => mock::embeddings(deployment, request),
+            ProviderKind::OpenAi | ProviderKind::Azure => openai::embeddings(&self.http, deployment, request).await,
+            ProviderKind::Gemini => gemini::embeddings(&self.http, deployment, request).await,
+            ProviderKind::Vertex => vertex::embeddings(&self.http, &self.google, deployment, request).await,
+            ProviderKind::Anthropic => Err(GatewayError::invalid(
+                "model",
+                format!("model: deployment {} is on anthropic, which has no embeddings", deployment.id),
+            )),
+        }
+    }
+}
+
 /// Maps an upstream HTTP failure to the gateway's codes. The provider's own message is kept
 /// for request errors, but never for credential errors (providers echo part of the key).
 pub fn upstream_status_error(

@@ -203,3 +203,37 @@ pub async fn chat_stream(
     });
     Ok(Box::pin(stream))
 }
+
+/// Embeddings, forwarded in OpenAI's shape with the model renamed.
+pub async fn embeddings(
+    http: &reqwest::Client,
+    deployment: &DeploymentConfig,
+    request: &crate::embeddings::EmbeddingRequest,
+) -> Result<Value, GatewayError> {
+    let base = deployment.api_base.as_deref().unwrap_or(DEFAULT_BASE).trim_end_matches('/');
+    let url = if deployment.provider == ProviderKind::Azure {
+        let version = deployment.api_version.as_deref().unwrap_or(DEFAULT_AZURE_API_VERSION);
+        format!("{base}/openai/deployments/{}/embeddings?api-version={version}", deployment.upstream_model)
+    } else {
+        format!("{base}/embeddings")
+    };
+    let mut body = request.raw.clone();
+    body.insert("model".to_owned(), Value::String(deployment.upstream_model.clone()));
+    let mut req = http.post(url).json(&body).timeout(deployment.timeout);
+    if let Some(key) = &deployment.api_key {
+        req = match deployment.provider {
+            ProviderKind::Azure => req.header("api-key", key.expose()),
+            _ => req.bearer_auth(key.expose()),
+        };
+    }
+    let resp = req.send().await.map_err(|e| upstream_transport_error(deployment, &e))?;
+    if !resp.status().is_success() {
+        return Err(error_from(deployment, resp).await);
+    }
+    let bytes = resp.bytes().await.map_err(|e| upstream_transport_error(deployment, &e))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| malformed(deployment, e))?;
+    if !v.get("data").is_some_and(Value::is_array) {
+        return Err(malformed(deployment, "no data"));
+    }
+    Ok(v)
+}

@@ -162,3 +162,37 @@ pub async fn chat_stream(
     let t = target(http, tokens, deployment, true).await?;
     gemini::stream_at(http, deployment, request, &t).await
 }
+
+/// Embeddings by `predict` (texts only), with the token counts Vertex AI reports.
+pub async fn embeddings(
+    http: &reqwest::Client,
+    tokens: &Tokens,
+    deployment: &DeploymentConfig,
+    request: &crate::embeddings::EmbeddingRequest,
+) -> Result<Value, GatewayError> {
+    let texts = request.texts("vertex_ai")?;
+    let mut t = target(http, tokens, deployment, false).await?;
+    t.url = t.url.replace(":generateContent", ":predict");
+    let mut body = json!({"instances": texts.iter().map(|t| json!({"content": t})).collect::<Vec<_>>()});
+    if let Some(d) = request.dimensions {
+        body["parameters"] = json!({"outputDimensionality": d});
+    }
+    let v = gemini::call_json(http, deployment, &t, &body).await?;
+    let predictions = v.get("predictions").and_then(Value::as_array).ok_or_else(|| {
+        GatewayError::new(
+            ErrorCode::UpstreamError,
+            format!("upstream vertex_ai (deployment {}) sent a malformed response: no predictions", deployment.id),
+        )
+    })?;
+    let mut counted = 0;
+    let vectors = predictions
+        .iter()
+        .map(|p| {
+            let e = p.get("embeddings").cloned().unwrap_or_default();
+            counted += e.get("statistics").and_then(|s| s.get("token_count")).and_then(Value::as_u64).unwrap_or(0);
+            e.get("values").cloned().unwrap_or_default()
+        })
+        .collect();
+    let prompt = if counted > 0 { counted } else { request.estimate().0 };
+    Ok(crate::embeddings::openai_shape(&deployment.upstream_model, vectors, prompt))
+}

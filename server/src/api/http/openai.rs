@@ -146,6 +146,25 @@ pub async fn chat_completions(
     Ok((headers, Body::from_stream(body)).into_response())
 }
 
+/// `POST /v1/embeddings`: governed, routed, priced and recorded like a chat call.
+pub async fn embeddings(
+    State(app): State<AppState>,
+    Extension(RequestStart(started)): Extension<RequestStart>,
+    Auth(caller): Auth,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let mut request = crate::embeddings::EmbeddingRequest::from_json_object(body)?;
+    let header = headers.get("x-ferryman-tags").or_else(|| headers.get("x-litellm-tags")).and_then(|v| v.to_str().ok());
+    if header.is_some() {
+        request.tags.extend(crate::governance::tags::from_request(&Default::default(), header)?);
+    }
+    let (response, info) = app.gateway.embeddings(&caller, request, started).await?;
+    let mut resp = Json(response).into_response();
+    call_headers(resp.headers_mut(), &info);
+    Ok(resp)
+}
+
 /// The models the caller may use, in OpenAI's list shape.
 pub async fn list_models(State(app): State<AppState>, Auth(caller): Auth) -> Json<serde_json::Value> {
     let groups = app.gateway.models.access_groups();
