@@ -95,3 +95,32 @@ def test_sdk_errors_are_typed(sqlite_gateway):
         client.chat.completions.create(
             model="demo", messages=[{"role": "user", "content": "x"}], extra_body={"mock_error": 429}
         )
+
+
+def test_legacy_completions_whole_and_streamed(sqlite_gateway):
+    gw = sqlite_gateway
+    key = gw.create_key(models=["demo"])
+    client = OpenAI(base_url=f"{gw.url}/v1", api_key=key["key"], max_retries=0)
+    completion = client.completions.create(model="demo", prompt="complete this sentence", max_tokens=32)
+    assert completion.object == "text_completion"
+    assert "complete this sentence" in completion.choices[0].text
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+
+    stream = client.completions.create(
+        model="demo", prompt="stream a completion", max_tokens=32, stream=True, stream_options={"include_usage": True}
+    )
+    text, usage = "", None
+    for chunk in stream:
+        if chunk.choices:
+            text += chunk.choices[0].text
+        if chunk.usage:
+            usage = chunk.usage
+    assert "stream a completion" in text
+    assert usage.completion_tokens > 0
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.completions.create(model="demo", prompt="x", echo=True)
+    assert "echo" in refused.value.message
+    logs = gw.spend_logs({"api_key": key["token"]}, 2)
+    assert len(logs) == 2

@@ -1,6 +1,7 @@
 //! The HTTP shim: the OpenAI API and LiteLLM's management routes. This file only lists
 //! routes; handlers live one file per area.
 
+mod completions;
 mod error;
 mod extract;
 mod health;
@@ -36,6 +37,8 @@ pub fn routes(state: AppState) -> Router {
         .route("/chat/completions", post(openai::chat_completions))
         .route("/v1/messages", post(messages::messages))
         .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/completions", post(completions::completions))
+        .route("/completions", post(completions::completions))
         .route("/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{*id}", get(openai::get_model))
