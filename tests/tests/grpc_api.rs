@@ -228,3 +228,50 @@ async fn grpc_web_answers_on_the_same_port() {
     assert_eq!(trailers[0], 0x80, "then the trailer frame");
     assert!(String::from_utf8_lossy(&trailers[5..]).contains("grpc-status:0"));
 }
+
+/// Embeddings and the model list over gRPC, with the same governance as HTTP.
+#[tokio::test]
+async fn grpc_embeddings_and_models() {
+    let mut config = standard_config(None);
+    config = config.replace(
+        "general_settings:",
+        "  - model_name: embed\n    litellm_params:\n      model: mock/embed\n      input_cost_per_token: 0.0000001\ngeneral_settings:",
+    );
+    let gw = Gateway::start(Options { backend: Backend::Sqlite, config, env: vec![] }).await;
+    let channel = gw.channel().await;
+    let mut inference = pb::inference_service_client::InferenceServiceClient::new(channel.clone());
+    let secret = gw.create_key(serde_json::json!({"models": ["embed"]})).await["key"].as_str().unwrap().to_owned();
+
+    let resp = inference
+        .create_embeddings(authed(
+            &secret,
+            pb::CreateEmbeddingsRequest {
+                model: "embed".into(),
+                input: vec!["first text".into(), "second".into()],
+                user: Some("cust-grpc".into()),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.data.len(), 2);
+    assert_eq!(resp.data[1].index, 1);
+    assert_eq!(resp.data[0].vector.len(), 8);
+    let usage = resp.usage.unwrap();
+    assert_eq!(usage.completion_tokens, 0);
+    assert_eq!(resp.call.unwrap().cost_nanos, (usage.prompt_tokens * 100) as i64);
+
+    // The key may use `embed` only: that is all it lists, and `demo` is NOT_FOUND for it.
+    let models = inference.list_models(authed(&secret, pb::ListModelsRequest {})).await.unwrap().into_inner().models;
+    assert_eq!(models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["embed"]);
+    let one = inference.get_model(authed(&secret, pb::GetModelRequest { id: "embed".into() })).await.unwrap();
+    assert_eq!(one.into_inner().model.unwrap().id, "embed");
+    let err = inference.get_model(authed(&secret, pb::GetModelRequest { id: "demo".into() })).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let err = inference
+        .create_embeddings(authed(&secret, pb::CreateEmbeddingsRequest { model: "embed".into(), ..Default::default() }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+}

@@ -112,6 +112,86 @@ impl InferenceService for Services {
         });
         Ok(Response::new(Box::pin(out)))
     }
+
+    async fn create_embeddings(
+        &self,
+        req: Request<pb::CreateEmbeddingsRequest>,
+    ) -> Result<Response<pb::CreateEmbeddingsResponse>, Status> {
+        self.embeddings(req).await
+    }
+
+    async fn list_models(
+        &self,
+        req: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let caller = self.caller(&req).await?;
+        Ok(Response::new(pb::ListModelsResponse { models: self.models_for(&caller) }))
+    }
+
+    async fn get_model(&self, req: Request<pb::GetModelRequest>) -> Result<Response<pb::GetModelResponse>, Status> {
+        let caller = self.caller(&req).await?;
+        let id = req.into_inner().id;
+        match self.models_for(&caller).into_iter().find(|m| m.id == id) {
+            Some(model) => Ok(Response::new(pb::GetModelResponse { model: Some(model) })),
+            None => Err(to_status(
+                crate::error::GatewayError::not_found(format!("model {id:?} does not exist or you may not use it"))
+                    .with_param("id"),
+            )),
+        }
+    }
+}
+
+impl Services {
+    async fn embeddings(
+        &self,
+        req: Request<pb::CreateEmbeddingsRequest>,
+    ) -> Result<Response<pb::CreateEmbeddingsResponse>, Status> {
+        let started = Instant::now();
+        let caller = self.caller(&req).await?;
+        let r = req.into_inner();
+        let mut body = serde_json::Map::new();
+        body.insert("model".into(), r.model.into());
+        body.insert("input".into(), r.input.into());
+        if let Some(d) = r.dimensions {
+            body.insert("dimensions".into(), d.into());
+        }
+        if let Some(u) = r.user {
+            body.insert("user".into(), u.into());
+        }
+        if !r.tags.is_empty() {
+            body.insert("tags".into(), r.tags.into());
+        }
+        let request = crate::embeddings::EmbeddingRequest::from_json_object(body).map_err(to_status)?;
+        let (v, info) = self.gateway.embeddings(&caller, request, started).await.map_err(to_status)?;
+        let data = v["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, d)| pb::Embedding {
+                index: d["index"].as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(u32::try_from(i).unwrap_or(0)),
+                vector: d["embedding"].as_array().into_iter().flatten().filter_map(serde_json::Value::as_f64).collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::CreateEmbeddingsResponse {
+            model: v["model"].as_str().unwrap_or_default().to_owned(),
+            data,
+            usage: Some(convert::usage(&info.usage)),
+            call: Some(convert::call_info(&info)),
+        }))
+    }
+
+    /// The model names the caller may use.
+    fn models_for(&self, caller: &Caller) -> Vec<pb::Model> {
+        let groups = self.gateway.models.access_groups();
+        self.gateway
+            .models
+            .names()
+            .iter()
+            .filter(|name| crate::governance::admit(caller, name, groups).is_ok())
+            .map(|name| pb::Model { id: name.clone(), owned_by: "ferryman".to_owned() })
+            .collect()
+    }
 }
 
 #[tonic::async_trait]
