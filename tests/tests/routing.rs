@@ -197,3 +197,99 @@ async fn timeouts_and_malformed_bodies_are_clear_errors_and_wildcards_pass_names
     assert_eq!(any.received()[0].body["model"], "gpt-4o-mini", "the wildcard passes the requested name through");
     assert!(!gw.logs().contains("panicked"));
 }
+
+#[tokio::test]
+async fn strategies_pick_as_documented() {
+    // Usage is counted per minute: keep the test inside one.
+    ferryman_tests::early_in_a_minute().await;
+    // latency-based: after one sample each, the fast deployment takes the calls.
+    let (slow, fast) = (MockOpenAi::start().await, MockOpenAi::start().await);
+    slow.set_latency(Duration::from_millis(100));
+    let gw = start(
+        &[deployment("m", "dep-slow", &slow, ""), deployment("m", "dep-fast", &fast, "")],
+        "  routing_strategy: latency-based-routing\n",
+    )
+    .await;
+    for _ in 0..10 {
+        assert_eq!(gw.http().post("/v1/chat/completions", MASTER_KEY, ask("m")).await.0, 200);
+    }
+    assert_eq!((slow.received().len(), fast.received().len()), (1, 9), "latency-based");
+
+    // usage-based: the deployment with the most of its rpm left.
+    let (small, large) = (MockOpenAi::start().await, MockOpenAi::start().await);
+    let gw = start(
+        &[
+            deployment("u", "dep-small", &small, "      rpm: 2\n"),
+            deployment("u", "dep-large", &large, "      rpm: 100\n"),
+        ],
+        "  routing_strategy: usage-based-routing\n",
+    )
+    .await;
+    for _ in 0..10 {
+        assert_eq!(gw.http().post("/v1/chat/completions", MASTER_KEY, ask("u")).await.0, 200);
+    }
+    assert_eq!((small.received().len(), large.received().len()), (1, 9), "usage-based");
+
+    // least-busy: while one deployment holds slow calls, new ones go to the other.
+    let (busy, idle) = (MockOpenAi::start().await, MockOpenAi::start().await);
+    busy.set_latency(Duration::from_millis(600));
+    idle.set_latency(Duration::from_millis(600));
+    let gw = start(
+        &[deployment("b", "dep-busy", &busy, ""), deployment("b", "dep-idle", &idle, "")],
+        "  routing_strategy: least-busy\n",
+    )
+    .await;
+    let mut calls = Vec::new();
+    for _ in 0..6 {
+        let http = gw.http();
+        calls.push(tokio::spawn(async move { http.post("/v1/chat/completions", MASTER_KEY, ask("b")).await.0 }));
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    for c in calls {
+        assert_eq!(c.await.unwrap(), 200);
+    }
+    assert_eq!((busy.received().len(), idle.received().len()), (3, 3), "least-busy alternates under equal load");
+
+    // simple-shuffle follows the weights.
+    let (light, heavy) = (MockOpenAi::start().await, MockOpenAi::start().await);
+    let gw = start(
+        &[
+            deployment("w", "dep-light", &light, "      weight: 1\n"),
+            deployment("w", "dep-heavy", &heavy, "      weight: 9\n"),
+        ],
+        "",
+    )
+    .await;
+    for _ in 0..200 {
+        assert_eq!(gw.http().post("/v1/chat/completions", MASTER_KEY, ask("w")).await.0, 200);
+    }
+    let light_share = light.received().len();
+    assert_eq!(light_share + heavy.received().len(), 200);
+    assert!((5..=45).contains(&light_share), "weight 1 of 10 took {light_share} of 200");
+}
+
+#[tokio::test]
+async fn the_retry_policy_sets_retries_per_kind_of_failure() {
+    // One deployment: retries go to it again (and it never cools down).
+    let a = MockOpenAi::start().await;
+    let gw = start(
+        &[deployment("p", "dep-a", &a, "")],
+        "  num_retries: 3\n  retry_policy: {InternalServerErrorRetries: 0, RateLimitErrorRetries: 1}\n",
+    )
+    .await;
+    a.fail_next(server_error());
+    let (s, _, _) = gw.http().post("/v1/chat/completions", MASTER_KEY, ask("p")).await;
+    assert_eq!(s, 502, "a 500 is not retried under InternalServerErrorRetries: 0");
+    assert_eq!(a.received().len(), 1);
+    let limited = || Failure { status: 429, body: json!({"error": {"message": "slow down"}}), headers: vec![] };
+    a.fail_next(limited());
+    let (s, h, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, ask("p")).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(header(&h, "x-ferryman-attempted-retries"), "1");
+    assert_eq!(a.received().len(), 3);
+    a.fail_next(limited());
+    a.fail_next(limited());
+    let (s, _, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, ask("p")).await;
+    assert_eq!(s, 429, "one retry, then the 429 reaches the caller: {body}");
+    assert_eq!(a.received().len(), 5);
+}
