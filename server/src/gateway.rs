@@ -161,8 +161,26 @@ impl Gateway {
     /// rate limit and budget it answers to (reserving its worst case in strict mode).
     async fn begin_call(&self, caller: &Caller, ask: &Ask<'_>, started: Instant) -> Result<Call, GatewayError> {
         let model = self.models.alias(governance::resolve_alias(caller, ask.model));
-        let deployment = self.models.pick(model, &[])?;
         governance::admit(caller, model, self.models.access_groups())?;
+        // Every deployment cooling down: start on the first fallback the caller may use.
+        let mut fallbacks = 0;
+        let deployment = match self.models.pick(model, &[]) {
+            Ok(d) => d,
+            Err(e) if e.reason == Some("NO_DEPLOYMENT_AVAILABLE") => {
+                let mut found = None;
+                for name in self.models.fallbacks(model, crate::config::routing::FailureKind::RateLimit) {
+                    if self.may_use(caller, ask.user, &name).await
+                        && let Ok(d) = self.models.pick(&name, &[])
+                    {
+                        found = Some(d);
+                        break;
+                    }
+                }
+                fallbacks = 1;
+                found.ok_or(e)?
+            }
+            Err(e) => return Err(e),
+        };
         let customer = match ask.user {
             Some(id) => Some(self.customers.get(id).await?),
             None => None,
@@ -248,7 +266,7 @@ impl Gateway {
             ticket: Some(ticket),
             rate,
             retries: 0,
-            fallbacks: 0,
+            fallbacks,
             cache_hit: false,
         })
     }
@@ -299,7 +317,7 @@ impl Gateway {
     /// the same model name where there are any, waiting `retry_after`, doubling) and fallbacks
     /// (other model names the caller may use). `call.deployment` ends as the one that answered
     /// (or failed last).
-    async fn route<T, F, Fut>(&self, call: &mut Call, attempt: F) -> Result<T, GatewayError>
+    async fn route<T, F, Fut>(&self, call: &mut Call, caller: &Caller, attempt: F) -> Result<T, GatewayError>
     where
         F: Fn(Arc<Deployment>) -> Fut,
         Fut: std::future::Future<Output = Result<T, GatewayError>>,
@@ -342,6 +360,11 @@ impl Gateway {
             let queue = fallbacks.get_or_insert_with(|| self.models.fallbacks(&call.model, kind).into());
             let mut next = None;
             while let Some(name) = queue.pop_front() {
+                // A fallback is a model like any other: the caller (and the customer) must be
+                // allowed to use it.
+                if !self.may_use(caller, call.end_user.as_deref(), &name).await {
+                    continue;
+                }
                 if let Ok(d) = self.models.pick(&name, &[]) {
                     next = Some((name, d));
                     break;
@@ -354,6 +377,21 @@ impl Gateway {
             model = name;
             tried.clear();
             retried = 0;
+        }
+    }
+
+    /// Whether `caller` (calling for `customer`) may use the model name `model`.
+    async fn may_use(&self, caller: &Caller, customer: Option<&str>, model: &str) -> bool {
+        let groups = self.models.access_groups();
+        if governance::admit(caller, model, groups).is_err() {
+            return false;
+        }
+        match customer {
+            Some(id) => match self.customers.get(id).await {
+                Ok(c) => governance::admit_customer(&c.customer, model, groups).is_ok(),
+                Err(_) => false,
+            },
+            None => true,
         }
     }
 
@@ -380,11 +418,11 @@ impl Gateway {
         }
         // Stages 4 and 5 run in their own task: if the client goes away mid-call, the call is
         // still settled — its reservation and slots released, its spend recorded.
-        let gw = self.clone();
+        let (gw, caller) = (self.clone(), caller.clone());
         let task = crate::tasks::spawn("chat-call", async move {
             let upstream_start = Instant::now();
             let result = gw
-                .route(&mut call, |d| {
+                .route(&mut call, &caller, |d| {
                     let (gw, request) = (gw.clone(), request.clone());
                     async move { gw.upstreams.chat(&d.config, &request).await }
                 })
@@ -445,11 +483,11 @@ impl Gateway {
             produces_output: false,
         };
         let mut call = self.begin_call(caller, &ask, started).await?;
-        let gw = self.clone();
+        let (gw, caller) = (self.clone(), caller.clone());
         let task = crate::tasks::spawn("embeddings-call", async move {
             let upstream_start = Instant::now();
             let result = gw
-                .route(&mut call, |d| {
+                .route(&mut call, &caller, |d| {
                     let (gw, request) = (gw.clone(), request.clone());
                     async move { gw.upstreams.embeddings(&d.config, &request).await }
                 })
@@ -488,10 +526,10 @@ impl Gateway {
         crate::metrics::OVERHEAD_STREAM.observe(overhead_before);
         // Connecting runs in its own task, so a client that leaves before the first chunk
         // still has its call settled (the stream's drop settles it once it exists).
-        let gw = self.clone();
+        let (gw, caller) = (self.clone(), caller.clone());
         let task = crate::tasks::spawn("chat-stream-connect", async move {
             let connected = gw
-                .route(&mut call, |d| {
+                .route(&mut call, &caller, |d| {
                     let (gw, request) = (gw.clone(), request.clone());
                     async move { gw.upstreams.chat_stream(&d.config, &request).await }
                 })

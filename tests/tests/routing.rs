@@ -293,3 +293,58 @@ async fn the_retry_policy_sets_retries_per_kind_of_failure() {
     assert_eq!(s, 429, "one retry, then the 429 reaches the caller: {body}");
     assert_eq!(a.received().len(), 5);
 }
+
+#[tokio::test]
+async fn fallbacks_respect_access_and_start_when_every_deployment_cools() {
+    let (x, y, spare, small) =
+        (MockOpenAi::start().await, MockOpenAi::start().await, MockOpenAi::start().await, MockOpenAi::start().await);
+    let gw = start(
+        &[
+            deployment("duo", "dep-x", &x, ""),
+            deployment("duo", "dep-y", &y, ""),
+            deployment("spare", "dep-spare", &spare, ""),
+            deployment("small", "dep-small", &small, ""),
+        ],
+        "  allowed_fails: 0\n  cooldown_time: 30\n  fallbacks: [{\"duo\": [\"spare\"]}, {\"small\": [\"spare\"]}]\n",
+    )
+    .await;
+    x.fail_next(server_error());
+    y.fail_next(server_error());
+    for _ in 0..2 {
+        let (s, h, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, ask("duo")).await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(header(&h, "x-ferryman-model-id"), "dep-spare");
+    }
+    // Both of duo's deployments are cooling now: calls start on the fallback at once.
+    let (s, h, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, ask("duo")).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(header(&h, "x-ferryman-attempted-fallbacks"), "1");
+    assert_eq!(x.received().len() + y.received().len(), 2, "cooling deployments are not called");
+
+    // A key that may use only `small` never reaches `spare` through a fallback.
+    let limited = gw.create_key(json!({"models": ["small"]})).await["key"].as_str().unwrap().to_owned();
+    small.fail_next(server_error());
+    let (s, _, body) = gw.http().post("/v1/chat/completions", &limited, ask("small")).await;
+    assert_eq!(s, 502, "the fallback is a model the key may not use: {body}");
+    assert_eq!(spare.received().len(), 3);
+}
+
+#[tokio::test]
+async fn wildcard_names_must_be_model_names_with_a_price() {
+    let any = MockOpenAi::start().await;
+    let wildcard = format!(
+        "  - model_name: \"openai/*\"\n    litellm_params:\n      model: \"openai/*\"\n      api_base: {}\n      api_key: sk-up\n",
+        any.base_url
+    );
+    let gw = start(&[wildcard], "").await;
+    for bad in ["openai/../../admin", "openai/gpt-4o?x=1", "openai/gpt-4o#frag", "openai/"] {
+        let (s, _, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, ask(bad)).await;
+        assert_eq!(s, 400, "{bad}: {body}");
+        assert_eq!(openai_error(&body)["param"], "model");
+    }
+    let (s, _, body) = gw.http().post("/v1/chat/completions", MASTER_KEY, ask("openai/no-such-model-priced")).await;
+    assert_eq!(s, 400, "{body}");
+    assert!(openai_error(&body)["message"].as_str().unwrap().contains("no price"), "{body}");
+    assert!(any.received().is_empty(), "nothing reached the upstream");
+    assert_eq!(gw.http().post("/v1/chat/completions", MASTER_KEY, ask("openai/gpt-4o-mini")).await.0, 200);
+}

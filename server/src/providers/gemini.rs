@@ -169,7 +169,7 @@ pub fn request_body(request: &ChatRequest) -> Result<Value, GatewayError> {
                     d["description"] = json!(desc);
                 }
                 if let Some(p) = &t.function.parameters {
-                    d["parameters"] = p.clone();
+                    d["parameters"] = gemini_schema(p);
                 }
                 d
             })
@@ -198,6 +198,27 @@ pub fn request_body(request: &ChatRequest) -> Result<Value, GatewayError> {
 pub struct Target {
     pub url: String,
     pub auth: Option<(&'static str, String)>,
+}
+
+/// A JSON schema without the keys Gemini's schema subset refuses (`additionalProperties`,
+/// `$schema`, `strict`), recursively.
+fn gemini_schema(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "additionalProperties" | "$schema" | "strict"))
+                .map(|(k, v)| (k.clone(), gemini_schema(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(gemini_schema).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A tool call id unique across responses (Gemini gives none; other providers in the same
+/// model group need them unique).
+fn call_id() -> String {
+    format!("call_{}", uuid::Uuid::new_v4().simple())
 }
 
 fn post(http: &reqwest::Client, target: &Target, body: &Value) -> reqwest::RequestBuilder {
@@ -254,9 +275,11 @@ async fn error_from(deployment: &DeploymentConfig, resp: reqwest::Response) -> G
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
+    // An error body that stalls is cut at the deployment's timeout: what arrived is the message.
     let mut bytes = Vec::new();
     let mut stream = resp.bytes_stream();
-    while let Some(Ok(chunk)) = stream.next().await {
+    let deadline = tokio::time::Instant::now() + deployment.timeout;
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, stream.next()).await {
         bytes.extend_from_slice(&chunk);
         if bytes.len() >= MAX_ERROR_BODY {
             break;
@@ -313,9 +336,8 @@ pub fn response(deployment: &DeploymentConfig, v: &Value) -> Result<ChatResponse
         let (text, calls) = candidate_parts(c);
         let calls: Vec<ToolCall> = calls
             .into_iter()
-            .enumerate()
-            .map(|(j, (name, arguments))| ToolCall {
-                id: format!("call_{i}_{j}"),
+            .map(|(name, arguments)| ToolCall {
+                id: call_id(),
                 kind: "function".to_owned(),
                 function: FunctionCall { name, arguments },
             })
@@ -421,7 +443,7 @@ impl ChunkTranslator {
                         self.calls += 1;
                         ToolCallDelta {
                             index: n,
-                            id: Some(format!("call_{i}_{n}")),
+                            id: Some(call_id()),
                             kind: Some("function".to_owned()),
                             function: Some(FunctionCallDelta { name: Some(name), arguments: Some(arguments) }),
                         }

@@ -70,9 +70,11 @@ async fn error_from(deployment: &DeploymentConfig, resp: reqwest::Response) -> G
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
+    // An error body that stalls is cut at the deployment's timeout: what arrived is the message.
     let mut bytes = Vec::new();
     let mut stream = resp.bytes_stream();
-    while let Some(Ok(chunk)) = stream.next().await {
+    let deadline = tokio::time::Instant::now() + deployment.timeout;
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, stream.next()).await {
         bytes.extend_from_slice(&chunk);
         if bytes.len() >= MAX_ERROR_BODY {
             break;

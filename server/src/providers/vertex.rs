@@ -5,6 +5,7 @@
 //! itself never leaves the process and never appears in an error.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -21,11 +22,15 @@ use crate::error::{ErrorCode, GatewayError};
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 const REFRESH_BEFORE: Duration = Duration::from_secs(300);
 
-/// Access tokens per credentials file: (token, when it stops being used).
+/// Access tokens per credentials file: (token, when it stops being used). Each file has its
+/// own lock, so one slow token endpoint holds up only the deployments that use that key.
 #[derive(Default)]
 pub struct Tokens {
-    cache: Mutex<HashMap<String, (String, Instant)>>,
+    cache: std::sync::Mutex<HashMap<String, Arc<Slot>>>,
 }
+
+/// One credentials file's token and when it stops being used.
+type Slot = Mutex<Option<(String, Instant)>>;
 
 fn auth_error(deployment: &DeploymentConfig, what: impl std::fmt::Display) -> GatewayError {
     GatewayError::new(
@@ -65,13 +70,33 @@ impl Tokens {
             .vertex_credentials
             .clone()
             .ok_or_else(|| auth_error(deployment, "no vertex_credentials (or GOOGLE_APPLICATION_CREDENTIALS)"))?;
-        let mut cache = self.cache.lock().await;
-        if let Some((token, until)) = cache.get(&path)
-            && Instant::now() < *until
-        {
-            return Ok(token.clone());
-        }
-        let text = tokio::fs::read_to_string(&path)
+        let entry = match self.cache.lock() {
+            Ok(mut map) => map.entry(path.clone()).or_default().clone(),
+            Err(_) => return Err(auth_error(deployment, "token cache poisoned")),
+        };
+        // Waiting for another call's fetch, and fetching, are bounded by the deployment's timeout.
+        let fetched = tokio::time::timeout(deployment.timeout, async {
+            let mut slot = entry.lock().await;
+            if let Some((token, until)) = slot.as_ref()
+                && Instant::now() < *until
+            {
+                return Ok(token.clone());
+            }
+            let (token, until) = self.fetch(http, deployment, &path).await?;
+            *slot = Some((token.clone(), until));
+            Ok(token)
+        })
+        .await;
+        fetched.unwrap_or_else(|_| Err(auth_error(deployment, "the token endpoint did not answer in time")))
+    }
+
+    async fn fetch(
+        &self,
+        http: &reqwest::Client,
+        deployment: &DeploymentConfig,
+        path: &str,
+    ) -> Result<(String, Instant), GatewayError> {
+        let text = tokio::fs::read_to_string(path)
             .await
             .map_err(|e| auth_error(deployment, format!("cannot read the credentials file ({})", e.kind())))?;
         let key: Value =
@@ -108,8 +133,7 @@ impl Tokens {
         })?;
         let lifetime = Duration::from_secs(v.get("expires_in").and_then(Value::as_u64).unwrap_or(3600));
         let until = Instant::now() + lifetime.saturating_sub(REFRESH_BEFORE);
-        cache.insert(path, (token.to_owned(), until));
-        Ok(token.to_owned())
+        Ok((token.to_owned(), until))
     }
 }
 

@@ -124,18 +124,34 @@ pub fn classify(e: &GatewayError) -> FailureKind {
         ErrorCode::UpstreamTimeout => FailureKind::Timeout,
         ErrorCode::RateLimited => FailureKind::RateLimit,
         ErrorCode::InvalidArgument
-            if ["context_length_exceeded", "maximum context length", "context window", "prompt is too long"]
-                .iter()
-                .any(|s| m.contains(s)) =>
+            if [
+                "context_length_exceeded",
+                "maximum context length",
+                "context window",
+                "prompt is too long",
+                "exceeds the maximum number of tokens",
+            ]
+            .iter()
+            .any(|s| m.contains(s)) =>
         {
             FailureKind::ContextWindow
         }
         ErrorCode::InvalidArgument
-            if ["content_policy", "content policy", "content_filter", "responsibleaipolicyviolation"]
-                .iter()
-                .any(|s| m.contains(s)) =>
+            if [
+                "content_policy",
+                "content policy",
+                "content management policy",
+                "content_filter",
+                "responsibleaipolicyviolation",
+            ]
+            .iter()
+            .any(|s| m.contains(s)) =>
         {
             FailureKind::ContentPolicy
+        }
+        // Gemini answers a bad key with a 400.
+        ErrorCode::InvalidArgument if m.contains("api_key_invalid") || m.contains("api key not valid") => {
+            FailureKind::Authentication
         }
         ErrorCode::InvalidArgument => FailureKind::BadRequest,
         ErrorCode::UpstreamError if e.reason == Some("UPSTREAM_AUTH") => FailureKind::Authentication,
@@ -225,8 +241,18 @@ impl ModelRegistry {
         let Some(pattern) = self.wildcards.iter().find(|w| model.starts_with(w.trim_end_matches('*'))) else {
             return Err(Self::not_found(model));
         };
-        let matched = &model[pattern.len() - 1..];
-        let group = &self.groups[pattern];
+        let matched = model.get(pattern.trim_end_matches('*').len()..).unwrap_or_default();
+        // The matched name goes into the provider's URL: a model name, nothing else.
+        if matched.is_empty()
+            || matched.contains("..")
+            || !matched.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | '@'))
+        {
+            return Err(GatewayError::invalid(
+                "model",
+                format!("model: {model:?} is not a model name (letters, digits, '.', '_', '-', '/', '@')"),
+            ));
+        }
+        let Some(group) = self.groups.get(pattern) else { return Err(Self::not_found(model)) };
         let mut out = Vec::with_capacity(group.deployments.len());
         let Ok(mut expanded) = self.expanded.lock() else { return Err(GatewayError::internal("router poisoned")) };
         for d in &group.deployments {
@@ -239,6 +265,15 @@ impl ModelRegistry {
             config.upstream_model = config.upstream_model.replace('*', matched);
             config.model_name = model.to_owned();
             let made = Arc::new(Deployment::new(config, &self.table));
+            // A name nobody priced would be free: refuse it rather than give it away.
+            if !made.priced {
+                return Err(GatewayError::invalid(
+                    "model",
+                    format!(
+                        "model: {model:?} has no price in the gateway's table; ask an admin to declare it (or to set input_cost_per_token and output_cost_per_token on the wildcard deployment)"
+                    ),
+                ));
+            }
             if expanded.len() < MAX_WILDCARD_NAMES {
                 expanded.insert(key, made.clone());
             }
