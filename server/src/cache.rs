@@ -129,7 +129,8 @@ impl ResponseCache {
         h.update(scope.as_bytes());
         h.update([0]);
         h.update(model.as_bytes());
-        h.update([0]);
+        // A legacy completion and a chat call with the same text are different requests.
+        h.update(if request.legacy_prompt.is_some() { &b"\0completion\0"[..] } else { &b"\0chat\0"[..] });
         h.update(canonical(&body).to_string().as_bytes());
         hex::encode(h.finalize())
     }

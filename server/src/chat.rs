@@ -53,6 +53,11 @@ pub struct ChatRequest {
     /// body so they never reach the upstream.
     #[serde(skip)]
     pub tags: Vec<String>,
+    /// Set for a legacy text completion (`/v1/completions`): the prompt, which OpenAI-shaped
+    /// upstreams receive at their own completions endpoint (other providers get it as the one
+    /// user message).
+    #[serde(skip)]
+    pub legacy_prompt: Option<String>,
 }
 
 /// The names of [`ChatRequest`]'s typed fields; everything else goes to `extra`.

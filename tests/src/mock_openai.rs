@@ -56,6 +56,8 @@ impl MockOpenAi {
             .route("/v1/chat/completions", post(chat))
             .route("/openai/deployments/{deployment}/chat/completions", post(chat))
             .route("/v1/embeddings", post(embeddings))
+            .route("/v1/completions", post(completions))
+            .route("/openai/deployments/{deployment}/completions", post(completions))
             .route("/openai/deployments/{deployment}/embeddings", post(embeddings))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -162,5 +164,40 @@ async fn embeddings(
     let tokens = EMBEDDING_TOKENS_PER_INPUT * n as u64;
     axum::Json(json!({"object": "list", "data": data, "model": body["model"],
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
+    .into_response()
+}
+
+/// Legacy text completions: `text_completion` objects, streamed as SSE when asked (usage last
+/// with `stream_options.include_usage`).
+async fn completions(
+    State(state): State<Arc<MockState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let uri = uri.path_and_query().map_or_else(String::new, |p| p.as_str().to_owned());
+    state.received.lock().unwrap().push(Received { headers, body: body.clone(), uri });
+    let usage = json!({"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
+        "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS});
+    let model = body["model"].clone();
+    if body["stream"] == json!(true) {
+        let chunk = |text: &str, finish: Value| {
+            json!({"id": "cmpl-up-1", "object": "text_completion", "created": 1_700_000_000,
+            "model": model, "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}]})
+        };
+        let mut events =
+            vec![chunk("Once", Value::Null), chunk(" upon", Value::Null), chunk(" a time", json!("length"))];
+        if body["stream_options"]["include_usage"] == json!(true) {
+            events
+                .push(json!({"id": "cmpl-up-1", "object": "text_completion", "created": 1_700_000_000, "model": model,
+                "choices": [], "usage": usage}));
+        }
+        let mut text: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+        text.push_str("data: [DONE]\n\n");
+        return Response::builder().header("content-type", "text/event-stream").body(Body::from(text)).unwrap();
+    }
+    axum::Json(json!({"id": "cmpl-up-1", "object": "text_completion", "created": 1_700_000_000, "model": model,
+        "choices": [{"text": "Once upon a time", "index": 0, "logprobs": null, "finish_reason": "length"}], "usage": usage}))
     .into_response()
 }

@@ -613,3 +613,72 @@ general_settings:
     assert_eq!(s, 400, "{v}");
     assert_eq!(openai_error(&v)["param"], "input");
 }
+
+#[tokio::test]
+async fn legacy_completions_reach_openai_at_its_completions_endpoint() {
+    let (anthropic, openai) = (MockAnthropic::start().await, MockOpenAi::start().await);
+    let mut config = format!(
+        "model_list:\n  - model_name: instruct\n    litellm_params:\n      model: openai/gpt-3.5-turbo-instruct\n      api_base: {}\n      api_key: sk-up\n",
+        openai.base_url
+    );
+    config.push_str(&format!(
+        "  - model_name: claude\n    litellm_params:\n      model: anthropic/claude-sonnet-4-5\n      api_base: {}\n      api_key: x\n      input_cost_per_token: 0.000003\n      output_cost_per_token: 0.000015\n",
+        anthropic.base_url
+    ));
+    config.push_str(&format!("general_settings:\n  master_key: {MASTER_KEY}\n  database_url: \"{{database_url}}\"\n"));
+    let gw = Gateway::start(Options { backend: Backend::Sqlite, config, env: vec![] }).await;
+    let (s, h, v) = gw
+        .http()
+        .post(
+            "/v1/completions",
+            MASTER_KEY,
+            json!({"model": "instruct", "prompt": "Once", "max_tokens": 5, "temperature": 0}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["choices"][0]["text"], "Once upon a time");
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], ferryman_tests::mock_openai::COMPLETION_TOKENS);
+    let sent = &openai.received()[0];
+    assert_eq!(sent.uri, "/v1/completions");
+    assert_eq!(
+        sent.body,
+        json!({"model": "gpt-3.5-turbo-instruct", "prompt": "Once", "max_tokens": 5, "temperature": 0.0})
+    );
+    assert!(h.get("x-ferryman-response-cost").is_some());
+
+    let resp = gw
+        .http()
+        .client
+        .post(format!("{}/v1/completions", gw.url))
+        .bearer_auth(MASTER_KEY)
+        .json(
+            &json!({"model": "instruct", "prompt": "Once", "stream": true, "stream_options": {"include_usage": true}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let text = resp.text().await.unwrap();
+    let chunks: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let streamed: String = chunks.iter().filter_map(|c| c["choices"][0]["text"].as_str()).collect();
+    assert_eq!(streamed, "Once upon a time");
+    assert!(chunks.iter().all(|c| c["object"] == "text_completion"));
+    assert_eq!(chunks.last().unwrap()["usage"]["prompt_tokens"], ferryman_tests::mock_openai::PROMPT_TOKENS);
+    assert_eq!(openai.received()[1].body["stream_options"]["include_usage"], true);
+
+    // Another provider gets the prompt as its one user message.
+    let (s, _, v) = gw.http().post("/v1/completions", MASTER_KEY, json!({"model": "claude", "prompt": "Say hi"})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["choices"][0]["text"], mock_anthropic::TEXT);
+    assert_eq!(
+        anthropic.received()[0].body["messages"],
+        json!([{"role": "user", "content": [{"type": "text", "text": "Say hi"}]}])
+    );
+    assert_eq!(anthropic.received()[0].body["max_tokens"], 16, "the legacy default");
+}

@@ -24,21 +24,23 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Azure's API version when the deployment names none.
 pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
 
-fn endpoint(deployment: &DeploymentConfig) -> String {
+fn endpoint(deployment: &DeploymentConfig, legacy: bool) -> String {
     let base = deployment.api_base.as_deref().unwrap_or(DEFAULT_BASE).trim_end_matches('/');
+    let path = if legacy { "completions" } else { "chat/completions" };
     if deployment.provider == ProviderKind::Azure {
         let version = deployment.api_version.as_deref().unwrap_or(DEFAULT_AZURE_API_VERSION);
-        return format!(
-            "{base}/openai/deployments/{}/chat/completions?api-version={version}",
-            deployment.upstream_model
-        );
+        return format!("{base}/openai/deployments/{}/{path}?api-version={version}", deployment.upstream_model);
     }
-    format!("{base}/chat/completions")
+    format!("{base}/{path}")
 }
 
 fn body(deployment: &DeploymentConfig, request: &ChatRequest, stream: bool) -> Value {
     let mut body = request.to_json();
     if let Value::Object(map) = &mut body {
+        if let Some(prompt) = &request.legacy_prompt {
+            map.remove("messages");
+            map.insert("prompt".to_owned(), Value::String(prompt.clone()));
+        }
         map.insert("model".to_owned(), Value::String(deployment.upstream_model.clone()));
         if stream {
             map.insert("stream".to_owned(), Value::Bool(true));
@@ -51,8 +53,8 @@ fn body(deployment: &DeploymentConfig, request: &ChatRequest, stream: bool) -> V
     body
 }
 
-fn post(http: &reqwest::Client, deployment: &DeploymentConfig, body: &Value) -> reqwest::RequestBuilder {
-    let mut req = http.post(endpoint(deployment)).json(body);
+fn post(http: &reqwest::Client, deployment: &DeploymentConfig, body: &Value, legacy: bool) -> reqwest::RequestBuilder {
+    let mut req = http.post(endpoint(deployment, legacy)).json(body);
     if let Some(key) = &deployment.api_key {
         req = match deployment.provider {
             ProviderKind::Azure => req.header("api-key", key.expose()),
@@ -103,7 +105,8 @@ pub async fn chat(
     deployment: &DeploymentConfig,
     request: &ChatRequest,
 ) -> Result<ChatResponse, GatewayError> {
-    let resp = post(http, deployment, &body(deployment, request, false))
+    let legacy = request.legacy_prompt.is_some();
+    let resp = post(http, deployment, &body(deployment, request, false), legacy)
         .timeout(deployment.timeout)
         .send()
         .await
@@ -112,7 +115,32 @@ pub async fn chat(
         return Err(error_from(deployment, resp).await);
     }
     let bytes = resp.bytes().await.map_err(|e| upstream_transport_error(deployment, &e))?;
+    if legacy {
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| malformed(deployment, e))?;
+        return serde_json::from_value(completion_as_chat(v, false)).map_err(|e| malformed(deployment, e));
+    }
     serde_json::from_slice(&bytes).map_err(|e| malformed(deployment, e))
+}
+
+/// A `text_completion` (or one of its stream chunks) in chat's shape: each choice's `text`
+/// becomes the message (or the delta).
+fn completion_as_chat(mut v: Value, chunk: bool) -> Value {
+    let object = if chunk { "chat.completion.chunk" } else { "chat.completion" };
+    if let Value::Object(m) = &mut v {
+        m.insert("object".to_owned(), json!(object));
+        if let Some(Value::Array(choices)) = m.get_mut("choices") {
+            for c in choices.iter_mut() {
+                let text = c.get("text").cloned().unwrap_or(json!(""));
+                let body = json!({"role": "assistant", "content": text});
+                if let Value::Object(cm) = c {
+                    cm.remove("text");
+                    cm.remove("logprobs");
+                    cm.insert(if chunk { "delta" } else { "message" }.to_owned(), body);
+                }
+            }
+        }
+    }
+    v
 }
 
 pub async fn chat_stream(
@@ -121,7 +149,8 @@ pub async fn chat_stream(
     request: &ChatRequest,
 ) -> Result<ChunkStream, GatewayError> {
     let timeout = deployment.stream_timeout.unwrap_or(deployment.timeout);
-    let send = post(http, deployment, &body(deployment, request, true)).send();
+    let legacy = request.legacy_prompt.is_some();
+    let send = post(http, deployment, &body(deployment, request, true), legacy).send();
     let resp = match tokio::time::timeout(timeout, send).await {
         Ok(r) => r.map_err(|e| upstream_transport_error(deployment, &e))?,
         Err(_) => {
@@ -165,7 +194,13 @@ pub async fn chat_stream(
                 if data.trim() == "[DONE]" {
                     return None;
                 }
-                let item = serde_json::from_str::<ChatChunk>(&data).map_err(|e| malformed(&st.deployment, e));
+                let item = if legacy {
+                    serde_json::from_str::<Value>(&data)
+                        .and_then(|v| serde_json::from_value::<ChatChunk>(completion_as_chat(v, true)))
+                        .map_err(|e| malformed(&st.deployment, e))
+                } else {
+                    serde_json::from_str::<ChatChunk>(&data).map_err(|e| malformed(&st.deployment, e))
+                };
                 if item.is_err() {
                     st.done = true;
                 }

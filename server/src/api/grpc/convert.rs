@@ -226,6 +226,7 @@ pub fn chat_request(params: Option<pb::ChatCompletionParams>, stream: bool) -> R
         response_format,
         extra: extra.map(struct_to_map).unwrap_or_default(),
         tags: Vec::new(),
+        legacy_prompt: None,
     };
     let mut request = request;
     let tag_list = serde_json::Map::from_iter([("tags".to_owned(), Value::from(tags))]);

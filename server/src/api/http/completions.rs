@@ -1,8 +1,8 @@
-//! Legacy text completions (`POST /v1/completions`), served through the chat path: the prompt
-//! becomes one user message, so every provider can answer, and the answer (whole or streamed)
-//! comes back as `text_completion` objects. Governance, routing, cost and records are the
-//! chat call's. Instruct-only models that exist only behind OpenAI's completions endpoint are
-//! not reachable this way.
+//! Legacy text completions (`POST /v1/completions`), served through the chat path: OpenAI and
+//! Azure deployments receive the prompt at their own completions endpoint (instruct models
+//! included); other providers get it as the one user message. The answer (whole or streamed)
+//! comes back as `text_completion` objects. Governance, routing, cost and records are the chat
+//! call's.
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -82,7 +82,10 @@ pub async fn completions(
     Auth(caller): Auth,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
-    let request = ChatRequest::from_json_object(to_chat(body)?)?;
+    let chat = to_chat(body)?;
+    let prompt = chat["messages"][0]["content"].as_str().map(str::to_owned);
+    let mut request = ChatRequest::from_json_object(chat)?;
+    request.legacy_prompt = prompt;
     if !request.stream {
         let (response, info) = app.gateway.chat(&caller, request, started).await?;
         let mut resp = Json(to_completion(&response)).into_response();
