@@ -576,6 +576,7 @@ impl Gateway {
         });
         let elapsed = call.started.elapsed();
         let ended_at = Utc::now();
+        self.models.used_tokens(&call.deployment, usage.prompt_tokens + usage.completion_tokens);
         let counted = self.ledger.counters().settle(call.reservation.take().unwrap_or_default(), &call.charges, cost);
         let seq = self.ledger.record(
             SpendRecord {

@@ -229,6 +229,20 @@ async fn strategies_pick_as_documented() {
         assert_eq!(gw.http().post("/v1/chat/completions", MASTER_KEY, ask("u")).await.0, 200);
     }
     assert_eq!((small.received().len(), large.received().len()), (1, 9), "usage-based");
+    // ... and the most of its tpm left (each call here settles at 28 tokens).
+    let (narrow, wide) = (MockOpenAi::start().await, MockOpenAi::start().await);
+    let gw = start(
+        &[
+            deployment("t", "dep-narrow", &narrow, "      tpm: 2000\n"),
+            deployment("t", "dep-wide", &wide, "      tpm: 200000\n"),
+        ],
+        "  routing_strategy: usage-based-routing\n",
+    )
+    .await;
+    for _ in 0..10 {
+        assert_eq!(gw.http().post("/v1/chat/completions", MASTER_KEY, ask("t")).await.0, 200);
+    }
+    assert_eq!((narrow.received().len(), wide.received().len()), (1, 9), "usage-based by tpm");
 
     // least-busy: while one deployment holds slow calls, new ones go to the other.
     let (busy, idle) = (MockOpenAi::start().await, MockOpenAi::start().await);

@@ -32,8 +32,8 @@ struct Health {
     latency_us: AtomicU64,
     /// (minute, failures in it, cooling down until).
     failures: Mutex<(i64, u32, Option<Instant>)>,
-    /// (minute, requests picked in it).
-    usage: Mutex<(i64, u64)>,
+    /// (minute, requests picked in it, tokens settled in it).
+    usage: Mutex<(i64, u64, u64)>,
 }
 
 /// A deployment ready to call, with its resolved price.
@@ -334,20 +334,22 @@ impl ModelRegistry {
             }
             Strategy::UsageBased => {
                 let m = minute();
-                // The share of rpm left (a deployment without rpm counts as wholly free).
+                // The smaller share left of rpm and tpm (a limit not set counts as wholly free).
                 let room = |d: &Arc<Deployment>| -> u64 {
-                    let used = d.health.usage.lock().map_or(0, |u| if u.0 == m { u.1 } else { 0 });
-                    match d.config.rpm {
-                        Some(rpm) if rpm > 0 => rpm.saturating_sub(used) * 1_000_000 / rpm,
+                    let (requests, tokens) =
+                        d.health.usage.lock().map_or((0, 0), |u| if u.0 == m { (u.1, u.2) } else { (0, 0) });
+                    let share = |limit: Option<u64>, used: u64| match limit {
+                        Some(l) if l > 0 => l.saturating_sub(used).saturating_mul(1_000_000) / l,
                         _ => 1_000_000,
-                    }
+                    };
+                    share(d.config.rpm, requests).min(share(d.config.tpm, tokens))
                 };
                 pool.iter().copied().max_by_key(|d| room(d)).unwrap_or(pool[0])
             }
         };
         if let Ok(mut u) = chosen.health.usage.lock() {
             let m = minute();
-            *u = if u.0 == m { (m, u.1 + 1) } else { (m, 1) };
+            *u = if u.0 == m { (m, u.1 + 1, u.2) } else { (m, 1, 0) };
         }
         Ok(chosen.clone())
     }
@@ -365,6 +367,14 @@ impl ModelRegistry {
             }
         }
         out
+    }
+
+    /// Tokens a deployment's call used (for usage-based routing's tpm).
+    pub fn used_tokens(&self, d: &Deployment, tokens: u64) {
+        if let Ok(mut u) = d.health.usage.lock() {
+            let m = minute();
+            *u = if u.0 == m { (m, u.1, u.2.saturating_add(tokens)) } else { (m, 0, tokens) };
+        }
     }
 
     /// A successful attempt and how long it took.
