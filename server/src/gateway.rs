@@ -161,10 +161,17 @@ impl Gateway {
     /// rate limit and budget it answers to (reserving its worst case in strict mode).
     async fn begin_call(&self, caller: &Caller, ask: &Ask<'_>, started: Instant) -> Result<Call, GatewayError> {
         let model = self.models.alias(governance::resolve_alias(caller, ask.model));
+        // An unknown model is a 404 before it is anyone's 403.
+        let picked = self.models.pick(model, &[]);
+        if let Err(e) = &picked
+            && e.code == crate::error::ErrorCode::NotFound
+        {
+            return Err(e.clone());
+        }
         governance::admit(caller, model, self.models.access_groups())?;
         // Every deployment cooling down: start on the first fallback the caller may use.
         let mut fallbacks = 0;
-        let deployment = match self.models.pick(model, &[]) {
+        let deployment = match picked {
             Ok(d) => d,
             Err(e) if e.reason == Some("NO_DEPLOYMENT_AVAILABLE") => {
                 let mut found = None;

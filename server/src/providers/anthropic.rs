@@ -14,10 +14,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 
-use super::sse::SseDecoder;
+use super::sse::{self, Translate};
 use super::{ChunkStream, upstream_status_error, upstream_transport_error};
 use crate::chat::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, FunctionCall,
@@ -30,7 +29,6 @@ const DEFAULT_BASE: &str = "https://api.anthropic.com";
 const VERSION: &str = "2023-06-01";
 /// What `max_tokens` is when neither the caller nor the model's info says.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
-const MAX_ERROR_BODY: usize = 64 * 1024;
 
 fn endpoint(deployment: &DeploymentConfig) -> String {
     let base = deployment.api_base.as_deref().unwrap_or(DEFAULT_BASE).trim_end_matches('/');
@@ -260,23 +258,7 @@ fn error(deployment: &DeploymentConfig, status: u16, body: &Value, retry_after: 
 }
 
 async fn error_from(deployment: &DeploymentConfig, resp: reqwest::Response) -> GatewayError {
-    let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    // An error body that stalls is cut at the deployment's timeout: what arrived is the message.
-    let mut bytes = Vec::new();
-    let mut stream = resp.bytes_stream();
-    let deadline = tokio::time::Instant::now() + deployment.timeout;
-    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, stream.next()).await {
-        bytes.extend_from_slice(&chunk);
-        if bytes.len() >= MAX_ERROR_BODY {
-            break;
-        }
-    }
+    let (status, retry_after, bytes) = super::error_body(deployment, resp).await;
     let body = serde_json::from_slice::<Value>(&bytes)
         .unwrap_or_else(|_| json!({"error": {"message": String::from_utf8_lossy(&bytes)}}));
     error(deployment, status, &body, retry_after)
@@ -451,6 +433,13 @@ impl EventTranslator {
     }
 }
 
+impl Translate for EventTranslator {
+    fn event(&mut self, deployment: &DeploymentConfig, data: &str) -> Result<(Vec<ChatChunk>, bool), GatewayError> {
+        let chunks = EventTranslator::event(self, deployment, data)?;
+        Ok((chunks, self.finished))
+    }
+}
+
 pub async fn chat_stream(
     http: &reqwest::Client,
     deployment: &DeploymentConfig,
@@ -458,89 +447,8 @@ pub async fn chat_stream(
 ) -> Result<ChunkStream, GatewayError> {
     let body = request_body(deployment, request, true)?;
     let timeout = deployment.stream_timeout.unwrap_or(deployment.timeout);
-    let resp = match tokio::time::timeout(timeout, post(http, deployment, &body).send()).await {
-        Ok(r) => r.map_err(|e| upstream_transport_error(deployment, &e))?,
-        Err(_) => {
-            return Err(GatewayError::new(
-                ErrorCode::UpstreamTimeout,
-                format!(
-                    "upstream anthropic (deployment {}) did not answer within {}s",
-                    deployment.id,
-                    timeout.as_secs_f64()
-                ),
-            ));
-        }
-    };
-    if !resp.status().is_success() {
-        return Err(error_from(deployment, resp).await);
-    }
-    struct State {
-        body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-        decoder: SseDecoder,
-        events: std::collections::VecDeque<String>,
-        ready: std::collections::VecDeque<ChatChunk>,
-        translator: EventTranslator,
-        done: bool,
-        deployment: DeploymentConfig,
-    }
-    let state = State {
-        body: resp.bytes_stream().boxed(),
-        decoder: SseDecoder::default(),
-        events: Default::default(),
-        ready: Default::default(),
-        translator: EventTranslator::default(),
-        done: false,
-        deployment: deployment.clone(),
-    };
-    // Each read waits at most `timeout` (an idle timeout: a long but live stream is never cut).
-    let stream = futures_util::stream::unfold(state, move |mut st| async move {
-        loop {
-            if let Some(chunk) = st.ready.pop_front() {
-                return Some((Ok(chunk), st));
-            }
-            if st.done || st.translator.finished {
-                return None;
-            }
-            if let Some(data) = st.events.pop_front() {
-                match st.translator.event(&st.deployment, &data) {
-                    Ok(chunks) => st.ready.extend(chunks),
-                    Err(e) => {
-                        st.done = true;
-                        return Some((Err(e), st));
-                    }
-                }
-                continue;
-            }
-            match tokio::time::timeout(timeout, st.body.next()).await {
-                Ok(Some(Ok(bytes))) => st.events.extend(st.decoder.push(&bytes)),
-                Ok(Some(Err(e))) => {
-                    st.done = true;
-                    return Some((Err(upstream_transport_error(&st.deployment, &e)), st));
-                }
-                Ok(None) => {
-                    if let Some(last) = st.decoder.finish() {
-                        st.events.push_back(last);
-                        continue;
-                    }
-                    // Closed before message_stop: what arrived stands; the gateway settles on it.
-                    st.done = true;
-                }
-                Err(_) => {
-                    st.done = true;
-                    let err = GatewayError::new(
-                        ErrorCode::UpstreamTimeout,
-                        format!(
-                            "upstream anthropic (deployment {}) stalled mid-stream for {}s",
-                            st.deployment.id,
-                            timeout.as_secs_f64()
-                        ),
-                    );
-                    return Some((Err(err), st));
-                }
-            }
-        }
-    });
-    Ok(Box::pin(stream))
+    let resp = sse::connect(post(http, deployment, &body), deployment, timeout, |r| error_from(deployment, r)).await?;
+    Ok(sse::chunks(resp, deployment, timeout, EventTranslator::default()))
 }
 
 #[cfg(test)]

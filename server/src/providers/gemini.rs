@@ -8,12 +8,9 @@
 //! answer); `tools` as `functionDeclarations` and `tool_choice` as `toolConfig`; sampling settings
 //! in `generationConfig`. `usageMetadata` becomes `usage` (thinking tokens count as output).
 
-use std::time::Duration;
-
-use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 
-use super::sse::SseDecoder;
+use super::sse::{self, Translate};
 use super::{ChunkStream, upstream_status_error, upstream_transport_error};
 use crate::chat::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, FunctionCall,
@@ -23,7 +20,6 @@ use crate::config::DeploymentConfig;
 use crate::error::{ErrorCode, GatewayError};
 
 const DEFAULT_BASE: &str = "https://generativelanguage.googleapis.com/v1beta";
-const MAX_ERROR_BODY: usize = 64 * 1024;
 
 fn endpoint(deployment: &DeploymentConfig, stream: bool) -> String {
     let base = deployment.api_base.as_deref().unwrap_or(DEFAULT_BASE).trim_end_matches('/');
@@ -268,32 +264,11 @@ fn malformed(deployment: &DeploymentConfig, what: impl std::fmt::Display) -> Gat
 }
 
 async fn error_from(deployment: &DeploymentConfig, resp: reqwest::Response) -> GatewayError {
-    let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    // An error body that stalls is cut at the deployment's timeout: what arrived is the message.
-    let mut bytes = Vec::new();
-    let mut stream = resp.bytes_stream();
-    let deadline = tokio::time::Instant::now() + deployment.timeout;
-    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, stream.next()).await {
-        bytes.extend_from_slice(&chunk);
-        if bytes.len() >= MAX_ERROR_BODY {
-            break;
-        }
-    }
+    let (status, retry_after, bytes) = super::error_body(deployment, resp).await;
     // Gemini's errors are a list of one object on the streaming endpoint, an object otherwise.
     let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let v = v.as_array().and_then(|a| a.first().cloned()).unwrap_or(v);
-    let message = v
-        .get("error")
-        .and_then(|e| e.get("message"))
-        .and_then(Value::as_str)
-        .map_or_else(|| String::from_utf8_lossy(&bytes).into_owned(), str::to_owned);
-    upstream_status_error(deployment, status, Some(&message), retry_after)
+    upstream_status_error(deployment, status, Some(&super::error_message(&v, &bytes)), retry_after)
 }
 
 /// The text and function calls of a candidate's parts.
@@ -491,6 +466,16 @@ pub async fn chat_stream(
     stream_at(http, deployment, request, &gemini_target(deployment, true)).await
 }
 
+impl Translate for ChunkTranslator {
+    fn event(&mut self, deployment: &DeploymentConfig, data: &str) -> Result<(Vec<ChatChunk>, bool), GatewayError> {
+        Ok((self.chunk(deployment, data)?, false))
+    }
+
+    fn end(&mut self, deployment: &DeploymentConfig) -> Vec<ChatChunk> {
+        self.finish(deployment).into_iter().collect()
+    }
+}
+
 /// A streamGenerateContent call to `target` (Gemini's or Vertex AI's).
 pub async fn stream_at(
     http: &reqwest::Client,
@@ -500,98 +485,8 @@ pub async fn stream_at(
 ) -> Result<ChunkStream, GatewayError> {
     let body = request_body(request)?;
     let timeout = deployment.stream_timeout.unwrap_or(deployment.timeout);
-    let resp = match tokio::time::timeout(timeout, post(http, target, &body).send()).await {
-        Ok(r) => r.map_err(|e| upstream_transport_error(deployment, &e))?,
-        Err(_) => {
-            return Err(GatewayError::new(
-                ErrorCode::UpstreamTimeout,
-                format!(
-                    "upstream {} (deployment {}) did not answer within {}s",
-                    deployment.provider.as_str(),
-                    deployment.id,
-                    timeout.as_secs_f64()
-                ),
-            ));
-        }
-    };
-    if !resp.status().is_success() {
-        return Err(error_from(deployment, resp).await);
-    }
-    struct State {
-        body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-        decoder: SseDecoder,
-        events: std::collections::VecDeque<String>,
-        ready: std::collections::VecDeque<ChatChunk>,
-        translator: ChunkTranslator,
-        ended: bool,
-        done: bool,
-        deployment: DeploymentConfig,
-    }
-    let state = State {
-        body: resp.bytes_stream().boxed(),
-        decoder: SseDecoder::default(),
-        events: Default::default(),
-        ready: Default::default(),
-        translator: ChunkTranslator::default(),
-        ended: false,
-        done: false,
-        deployment: deployment.clone(),
-    };
-    let stream = futures_util::stream::unfold(state, move |mut st| async move {
-        loop {
-            if let Some(chunk) = st.ready.pop_front() {
-                return Some((Ok(chunk), st));
-            }
-            if st.done {
-                return None;
-            }
-            if let Some(data) = st.events.pop_front() {
-                match st.translator.chunk(&st.deployment, &data) {
-                    Ok(chunks) => st.ready.extend(chunks),
-                    Err(e) => {
-                        st.done = true;
-                        return Some((Err(e), st));
-                    }
-                }
-                continue;
-            }
-            if st.ended {
-                // Usage comes last, after every candidate chunk.
-                st.done = true;
-                if let Some(last) = st.translator.finish(&st.deployment) {
-                    return Some((Ok(last), st));
-                }
-                return None;
-            }
-            match tokio::time::timeout(timeout, st.body.next()).await {
-                Ok(Some(Ok(bytes))) => st.events.extend(st.decoder.push(&bytes)),
-                Ok(Some(Err(e))) => {
-                    st.done = true;
-                    return Some((Err(upstream_transport_error(&st.deployment, &e)), st));
-                }
-                Ok(None) => {
-                    if let Some(last) = st.decoder.finish() {
-                        st.events.push_back(last);
-                    }
-                    st.ended = true;
-                }
-                Err(_) => {
-                    st.done = true;
-                    let err = GatewayError::new(
-                        ErrorCode::UpstreamTimeout,
-                        format!(
-                            "upstream {} (deployment {}) stalled mid-stream for {}s",
-                            st.deployment.provider.as_str(),
-                            st.deployment.id,
-                            timeout.as_secs_f64()
-                        ),
-                    );
-                    return Some((Err(err), st));
-                }
-            }
-        }
-    });
-    Ok(Box::pin(stream))
+    let resp = sse::connect(post(http, target, &body), deployment, timeout, |r| error_from(deployment, r)).await?;
+    Ok(sse::chunks(resp, deployment, timeout, ChunkTranslator::default()))
 }
 
 /// Embeddings by `batchEmbedContents` (texts only); Gemini reports no token count.

@@ -146,6 +146,42 @@ impl Upstreams {
     }
 }
 
+/// The most of an error body read from an upstream.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// An upstream's error response: its status, `Retry-After`, and body (at most
+/// [`MAX_ERROR_BODY`], and no longer than the deployment's timeout to arrive: a body that
+/// stalls is cut, what arrived is the message).
+pub async fn error_body(deployment: &DeploymentConfig, resp: reqwest::Response) -> (u16, Option<Duration>, Vec<u8>) {
+    use futures_util::StreamExt;
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let mut bytes = Vec::new();
+    let mut stream = resp.bytes_stream();
+    let deadline = tokio::time::Instant::now() + deployment.timeout;
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, stream.next()).await {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() >= MAX_ERROR_BODY {
+            break;
+        }
+    }
+    (status, retry_after, bytes)
+}
+
+/// The provider's message in an error body shaped `{"error": {"message": ...}}` (OpenAI,
+/// Anthropic, Google), else the body's text.
+pub fn error_message(body: &serde_json::Value, bytes: &[u8]) -> String {
+    body.get("error")
+        .and_then(|e| e.get("message"))
+        .and_then(serde_json::Value::as_str)
+        .map_or_else(|| String::from_utf8_lossy(bytes).into_owned(), str::to_owned)
+}
+
 /// Maps an upstream HTTP failure to the gateway's codes. The provider's own message is kept
 /// for request errors, but never for credential errors (providers echo part of the key).
 pub fn upstream_status_error(

@@ -6,20 +6,15 @@
 //! upstream model; unknown parameters pass through. Streams always ask for
 //! `stream_options.include_usage`, so the last chunk carries the usage to settle on.
 
-use std::time::Duration;
-
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use super::sse::SseDecoder;
+use super::sse::{self, Translate};
 use super::{ChunkStream, ProviderKind, upstream_status_error, upstream_transport_error};
 use crate::chat::{ChatChunk, ChatRequest, ChatResponse};
 use crate::config::DeploymentConfig;
 use crate::error::{ErrorCode, GatewayError};
 
 const DEFAULT_BASE: &str = "https://api.openai.com/v1";
-/// The most of an error body read from an upstream.
-const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// Azure's API version when the deployment names none.
 pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
@@ -65,28 +60,9 @@ fn post(http: &reqwest::Client, deployment: &DeploymentConfig, body: &Value, leg
 }
 
 async fn error_from(deployment: &DeploymentConfig, resp: reqwest::Response) -> GatewayError {
-    let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    // An error body that stalls is cut at the deployment's timeout: what arrived is the message.
-    let mut bytes = Vec::new();
-    let mut stream = resp.bytes_stream();
-    let deadline = tokio::time::Instant::now() + deployment.timeout;
-    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, stream.next()).await {
-        bytes.extend_from_slice(&chunk);
-        if bytes.len() >= MAX_ERROR_BODY {
-            break;
-        }
-    }
-    let message = serde_json::from_slice::<Value>(&bytes)
-        .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.get("message")).and_then(Value::as_str).map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-    upstream_status_error(deployment, status, Some(&message), retry_after)
+    let (status, retry_after, bytes) = super::error_body(deployment, resp).await;
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    upstream_status_error(deployment, status, Some(&super::error_message(&body, &bytes)), retry_after)
 }
 
 fn malformed(deployment: &DeploymentConfig, what: impl std::fmt::Display) -> GatewayError {
@@ -143,6 +119,26 @@ fn completion_as_chat(mut v: Value, chunk: bool) -> Value {
     v
 }
 
+/// OpenAI's stream: chunks as they are (legacy completions' turned into chat's), until
+/// `[DONE]`.
+struct Events {
+    legacy: bool,
+}
+
+impl Translate for Events {
+    fn event(&mut self, deployment: &DeploymentConfig, data: &str) -> Result<(Vec<ChatChunk>, bool), GatewayError> {
+        if data.trim() == "[DONE]" {
+            return Ok((Vec::new(), true));
+        }
+        let chunk = if self.legacy {
+            serde_json::from_str::<Value>(data).and_then(|v| serde_json::from_value(completion_as_chat(v, true)))
+        } else {
+            serde_json::from_str::<ChatChunk>(data)
+        };
+        Ok((vec![chunk.map_err(|e| malformed(deployment, e))?], false))
+    }
+}
+
 pub async fn chat_stream(
     http: &reqwest::Client,
     deployment: &DeploymentConfig,
@@ -150,95 +146,9 @@ pub async fn chat_stream(
 ) -> Result<ChunkStream, GatewayError> {
     let timeout = deployment.stream_timeout.unwrap_or(deployment.timeout);
     let legacy = request.legacy_prompt.is_some();
-    let send = post(http, deployment, &body(deployment, request, true), legacy).send();
-    let resp = match tokio::time::timeout(timeout, send).await {
-        Ok(r) => r.map_err(|e| upstream_transport_error(deployment, &e))?,
-        Err(_) => {
-            return Err(GatewayError::new(
-                ErrorCode::UpstreamTimeout,
-                format!(
-                    "upstream {} (deployment {}) did not answer within {}s",
-                    deployment.provider.as_str(),
-                    deployment.id,
-                    timeout.as_secs_f64()
-                ),
-            ));
-        }
-    };
-    if !resp.status().is_success() {
-        return Err(error_from(deployment, resp).await);
-    }
-    let deployment = deployment.clone();
-    struct State {
-        body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-        decoder: SseDecoder,
-        pending: std::collections::VecDeque<String>,
-        done: bool,
-        deployment: DeploymentConfig,
-    }
-    let state = State {
-        body: resp.bytes_stream().boxed(),
-        decoder: SseDecoder::default(),
-        pending: Default::default(),
-        done: false,
-        deployment,
-    };
-    // Reads SSE events one at a time; each read waits at most `timeout` (an idle timeout, so
-    // a long but live stream is never cut).
-    let stream = futures_util::stream::unfold(state, move |mut st| async move {
-        loop {
-            if st.done {
-                return None;
-            }
-            if let Some(data) = st.pending.pop_front() {
-                if data.trim() == "[DONE]" {
-                    return None;
-                }
-                let item = if legacy {
-                    serde_json::from_str::<Value>(&data)
-                        .and_then(|v| serde_json::from_value::<ChatChunk>(completion_as_chat(v, true)))
-                        .map_err(|e| malformed(&st.deployment, e))
-                } else {
-                    serde_json::from_str::<ChatChunk>(&data).map_err(|e| malformed(&st.deployment, e))
-                };
-                if item.is_err() {
-                    st.done = true;
-                }
-                return Some((item, st));
-            }
-            match tokio::time::timeout(timeout, st.body.next()).await {
-                Ok(Some(Ok(bytes))) => st.pending.extend(st.decoder.push(&bytes)),
-                Ok(Some(Err(e))) => {
-                    st.done = true;
-                    let err = upstream_transport_error(&st.deployment, &e);
-                    return Some((Err(err), st));
-                }
-                Ok(None) => {
-                    if let Some(last) = st.decoder.finish() {
-                        st.pending.push_back(last);
-                        continue;
-                    }
-                    // The upstream closed without [DONE]: what arrived stands; the gateway
-                    // settles on it.
-                    return None;
-                }
-                Err(_) => {
-                    st.done = true;
-                    let err = GatewayError::new(
-                        ErrorCode::UpstreamTimeout,
-                        format!(
-                            "upstream {} (deployment {}) stalled mid-stream for {}s",
-                            st.deployment.provider.as_str(),
-                            st.deployment.id,
-                            timeout.as_secs_f64()
-                        ),
-                    );
-                    return Some((Err(err), st));
-                }
-            }
-        }
-    });
-    Ok(Box::pin(stream))
+    let send = post(http, deployment, &body(deployment, request, true), legacy);
+    let resp = sse::connect(send, deployment, timeout, |r| error_from(deployment, r)).await?;
+    Ok(sse::chunks(resp, deployment, timeout, Events { legacy }))
 }
 
 /// Embeddings, forwarded in OpenAI's shape with the model renamed.
