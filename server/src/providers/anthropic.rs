@@ -17,13 +17,13 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::sse::{self, Translate};
-use super::{ChunkStream, upstream_status_error, upstream_transport_error};
+use super::{ChunkStream, malformed, upstream_status_error};
 use crate::chat::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, FunctionCall,
     FunctionCallDelta, PromptTokensDetails, ResponseMessage, Role, ToolCall, ToolCallDelta, Usage,
 };
 use crate::config::DeploymentConfig;
-use crate::error::{ErrorCode, GatewayError};
+use crate::error::GatewayError;
 
 const DEFAULT_BASE: &str = "https://api.anthropic.com";
 const VERSION: &str = "2023-06-01";
@@ -232,13 +232,6 @@ fn usage(u: &Value) -> Usage {
     usage
 }
 
-fn malformed(deployment: &DeploymentConfig, what: impl std::fmt::Display) -> GatewayError {
-    GatewayError::new(
-        ErrorCode::UpstreamError,
-        format!("upstream anthropic (deployment {}) sent a malformed response: {what}", deployment.id),
-    )
-}
-
 /// An Anthropic error (HTTP status and body, or a stream's `error` event) as a gateway error.
 fn error(deployment: &DeploymentConfig, status: u16, body: &Value, retry_after: Option<Duration>) -> GatewayError {
     let message = body.get("error").and_then(|e| e.get("message")).and_then(Value::as_str);
@@ -310,16 +303,7 @@ pub async fn chat(
     request: &ChatRequest,
 ) -> Result<ChatResponse, GatewayError> {
     let body = request_body(deployment, request, false)?;
-    let resp = post(http, deployment, &body)
-        .timeout(deployment.timeout)
-        .send()
-        .await
-        .map_err(|e| upstream_transport_error(deployment, &e))?;
-    if !resp.status().is_success() {
-        return Err(error_from(deployment, resp).await);
-    }
-    let bytes = resp.bytes().await.map_err(|e| upstream_transport_error(deployment, &e))?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| malformed(deployment, e))?;
+    let v = super::send_json(post(http, deployment, &body), deployment, |r| error_from(deployment, r)).await?;
     response(deployment, &v)
 }
 

@@ -11,13 +11,13 @@
 use serde_json::{Map, Value, json};
 
 use super::sse::{self, Translate};
-use super::{ChunkStream, upstream_status_error, upstream_transport_error};
+use super::{ChunkStream, malformed, upstream_status_error};
 use crate::chat::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, FunctionCall,
     FunctionCallDelta, PromptTokensDetails, ResponseMessage, Role, ToolCall, ToolCallDelta, Usage,
 };
 use crate::config::DeploymentConfig;
-use crate::error::{ErrorCode, GatewayError};
+use crate::error::GatewayError;
 
 const DEFAULT_BASE: &str = "https://generativelanguage.googleapis.com/v1beta";
 
@@ -252,17 +252,6 @@ fn usage(u: &Value) -> Usage {
     usage
 }
 
-fn malformed(deployment: &DeploymentConfig, what: impl std::fmt::Display) -> GatewayError {
-    GatewayError::new(
-        ErrorCode::UpstreamError,
-        format!(
-            "upstream {} (deployment {}) sent a malformed response: {what}",
-            deployment.provider.as_str(),
-            deployment.id
-        ),
-    )
-}
-
 async fn error_from(deployment: &DeploymentConfig, resp: reqwest::Response) -> GatewayError {
     let (status, retry_after, bytes) = super::error_body(deployment, resp).await;
     // Gemini's errors are a list of one object on the streaming endpoint, an object otherwise.
@@ -359,16 +348,7 @@ pub async fn chat_at(
     target: &Target,
 ) -> Result<ChatResponse, GatewayError> {
     let body = request_body(request)?;
-    let resp = post(http, target, &body)
-        .timeout(deployment.timeout)
-        .send()
-        .await
-        .map_err(|e| upstream_transport_error(deployment, &e))?;
-    if !resp.status().is_success() {
-        return Err(error_from(deployment, resp).await);
-    }
-    let bytes = resp.bytes().await.map_err(|e| upstream_transport_error(deployment, &e))?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| malformed(deployment, e))?;
+    let v = super::send_json(post(http, target, &body), deployment, |r| error_from(deployment, r)).await?;
     response(deployment, &v)
 }
 
@@ -530,14 +510,5 @@ pub async fn call_json(
     target: &Target,
     body: &Value,
 ) -> Result<Value, GatewayError> {
-    let resp = post(http, target, body)
-        .timeout(deployment.timeout)
-        .send()
-        .await
-        .map_err(|e| upstream_transport_error(deployment, &e))?;
-    if !resp.status().is_success() {
-        return Err(error_from(deployment, resp).await);
-    }
-    let bytes = resp.bytes().await.map_err(|e| upstream_transport_error(deployment, &e))?;
-    serde_json::from_slice(&bytes).map_err(|e| malformed(deployment, e))
+    super::send_json(post(http, target, body), deployment, |r| error_from(deployment, r)).await
 }

@@ -173,6 +173,38 @@ pub async fn error_body(deployment: &DeploymentConfig, resp: reqwest::Response) 
     (status, retry_after, bytes)
 }
 
+/// Sends a whole (non-streamed) request within the deployment's timeout and reads its JSON
+/// answer; an error status is mapped by `error`, a body that is not JSON is a malformed answer.
+pub async fn send_json<F, Fut>(
+    request: reqwest::RequestBuilder,
+    deployment: &DeploymentConfig,
+    error: F,
+) -> Result<serde_json::Value, GatewayError>
+where
+    F: FnOnce(reqwest::Response) -> Fut,
+    Fut: std::future::Future<Output = GatewayError>,
+{
+    let resp =
+        request.timeout(deployment.timeout).send().await.map_err(|e| upstream_transport_error(deployment, &e))?;
+    if !resp.status().is_success() {
+        return Err(error(resp).await);
+    }
+    let bytes = resp.bytes().await.map_err(|e| upstream_transport_error(deployment, &e))?;
+    serde_json::from_slice(&bytes).map_err(|e| malformed(deployment, e))
+}
+
+/// An upstream answer that does not have the provider's shape.
+pub fn malformed(deployment: &DeploymentConfig, what: impl std::fmt::Display) -> GatewayError {
+    GatewayError::new(
+        ErrorCode::UpstreamError,
+        format!(
+            "upstream {} (deployment {}) sent a malformed response: {what}",
+            deployment.provider.as_str(),
+            deployment.id
+        ),
+    )
+}
+
 /// The provider's message in an error body shaped `{"error": {"message": ...}}` (OpenAI,
 /// Anthropic, Google), else the body's text.
 pub fn error_message(body: &serde_json::Value, bytes: &[u8]) -> String {

@@ -9,10 +9,10 @@
 use serde_json::{Value, json};
 
 use super::sse::{self, Translate};
-use super::{ChunkStream, ProviderKind, upstream_status_error, upstream_transport_error};
+use super::{ChunkStream, ProviderKind, malformed, upstream_status_error};
 use crate::chat::{ChatChunk, ChatRequest, ChatResponse};
 use crate::config::DeploymentConfig;
-use crate::error::{ErrorCode, GatewayError};
+use crate::error::GatewayError;
 
 const DEFAULT_BASE: &str = "https://api.openai.com/v1";
 
@@ -65,37 +65,16 @@ async fn error_from(deployment: &DeploymentConfig, resp: reqwest::Response) -> G
     upstream_status_error(deployment, status, Some(&super::error_message(&body, &bytes)), retry_after)
 }
 
-fn malformed(deployment: &DeploymentConfig, what: impl std::fmt::Display) -> GatewayError {
-    GatewayError::new(
-        ErrorCode::UpstreamError,
-        format!(
-            "upstream {} (deployment {}) sent a malformed response: {what}",
-            deployment.provider.as_str(),
-            deployment.id
-        ),
-    )
-}
-
 pub async fn chat(
     http: &reqwest::Client,
     deployment: &DeploymentConfig,
     request: &ChatRequest,
 ) -> Result<ChatResponse, GatewayError> {
     let legacy = request.legacy_prompt.is_some();
-    let resp = post(http, deployment, &body(deployment, request, false), legacy)
-        .timeout(deployment.timeout)
-        .send()
-        .await
-        .map_err(|e| upstream_transport_error(deployment, &e))?;
-    if !resp.status().is_success() {
-        return Err(error_from(deployment, resp).await);
-    }
-    let bytes = resp.bytes().await.map_err(|e| upstream_transport_error(deployment, &e))?;
-    if legacy {
-        let v: Value = serde_json::from_slice(&bytes).map_err(|e| malformed(deployment, e))?;
-        return serde_json::from_value(completion_as_chat(v, false)).map_err(|e| malformed(deployment, e));
-    }
-    serde_json::from_slice(&bytes).map_err(|e| malformed(deployment, e))
+    let send = post(http, deployment, &body(deployment, request, false), legacy);
+    let v = super::send_json(send, deployment, |r| error_from(deployment, r)).await?;
+    let v = if legacy { completion_as_chat(v, false) } else { v };
+    serde_json::from_value(v).map_err(|e| malformed(deployment, e))
 }
 
 /// A `text_completion` (or one of its stream chunks) in chat's shape: each choice's `text`
@@ -166,19 +145,14 @@ pub async fn embeddings(
     };
     let mut body = request.raw.clone();
     body.insert("model".to_owned(), Value::String(deployment.upstream_model.clone()));
-    let mut req = http.post(url).json(&body).timeout(deployment.timeout);
+    let mut req = http.post(url).json(&body);
     if let Some(key) = &deployment.api_key {
         req = match deployment.provider {
             ProviderKind::Azure => req.header("api-key", key.expose()),
             _ => req.bearer_auth(key.expose()),
         };
     }
-    let resp = req.send().await.map_err(|e| upstream_transport_error(deployment, &e))?;
-    if !resp.status().is_success() {
-        return Err(error_from(deployment, resp).await);
-    }
-    let bytes = resp.bytes().await.map_err(|e| upstream_transport_error(deployment, &e))?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| malformed(deployment, e))?;
+    let v = super::send_json(req, deployment, |r| error_from(deployment, r)).await?;
     if !v.get("data").is_some_and(Value::is_array) {
         return Err(malformed(deployment, "no data"));
     }
