@@ -347,7 +347,10 @@ impl ModelRegistry {
                 pool.iter().copied().max_by_key(|d| room(d)).unwrap_or(pool[0])
             }
         };
-        if let Ok(mut u) = chosen.health.usage.lock() {
+        // Only usage-based routing reads the counts: other strategies skip the lock.
+        if self.settings.strategy == Strategy::UsageBased
+            && let Ok(mut u) = chosen.health.usage.lock()
+        {
             let m = minute();
             *u = if u.0 == m { (m, u.1 + 1, u.2) } else { (m, 1, 0) };
         }
@@ -371,6 +374,9 @@ impl ModelRegistry {
 
     /// Tokens a deployment's call used (for usage-based routing's tpm).
     pub fn used_tokens(&self, d: &Deployment, tokens: u64) {
+        if self.settings.strategy != Strategy::UsageBased {
+            return;
+        }
         if let Ok(mut u) = d.health.usage.lock() {
             let m = minute();
             *u = if u.0 == m { (m, u.1, u.2.saturating_add(tokens)) } else { (m, 0, tokens) };
