@@ -47,16 +47,12 @@ fn invalid(message: String) -> GatewayError {
 
 /// An OpenAI image part as an Anthropic image block.
 fn image_block(url: &str) -> Result<Value, GatewayError> {
-    if let Some(rest) = url.strip_prefix("data:") {
-        let (meta, data) = rest
-            .split_once(',')
-            .ok_or_else(|| invalid("image_url: a data URL needs a ',' before its data".to_owned()))?;
-        let media_type = meta
-            .strip_suffix(";base64")
-            .ok_or_else(|| invalid("image_url: only base64 data URLs can be sent to Anthropic".to_owned()))?;
-        return Ok(json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}));
-    }
-    Ok(json!({"type": "image", "source": {"type": "url", "url": url}}))
+    Ok(match super::data_url(url, "Anthropic")? {
+        Some((media_type, data)) => {
+            json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
+        }
+        None => json!({"type": "image", "source": {"type": "url", "url": url}}),
+    })
 }
 
 fn content_blocks(content: &Content) -> Result<Vec<Value>, GatewayError> {

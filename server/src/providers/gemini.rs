@@ -36,12 +36,7 @@ fn invalid(message: String) -> GatewayError {
 }
 
 fn image_part(url: &str) -> Result<Value, GatewayError> {
-    if let Some(rest) = url.strip_prefix("data:") {
-        let (meta, data) =
-            rest.split_once(',').ok_or_else(|| invalid("image_url: a data URL needs a ',' before its data".into()))?;
-        let mime = meta
-            .strip_suffix(";base64")
-            .ok_or_else(|| invalid("image_url: only base64 data URLs can be sent to Gemini".into()))?;
+    if let Some((mime, data)) = super::data_url(url, "Gemini")? {
         return Ok(json!({"inline_data": {"mime_type": mime, "data": data}}));
     }
     let mime = match url.rsplit('.').next().map(str::to_ascii_lowercase).as_deref() {

@@ -205,6 +205,19 @@ pub fn malformed(deployment: &DeploymentConfig, what: impl std::fmt::Display) ->
     )
 }
 
+/// A base64 data URL's media type and data (`None` for any other URL); `provider` names who
+/// cannot take other data URLs, for the error.
+pub fn data_url<'a>(url: &'a str, provider: &str) -> Result<Option<(&'a str, &'a str)>, GatewayError> {
+    let Some(rest) = url.strip_prefix("data:") else { return Ok(None) };
+    let invalid = |m: String| GatewayError::invalid("messages", m);
+    let (meta, data) =
+        rest.split_once(',').ok_or_else(|| invalid("image_url: a data URL needs a ',' before its data".to_owned()))?;
+    let media_type = meta
+        .strip_suffix(";base64")
+        .ok_or_else(|| invalid(format!("image_url: only base64 data URLs can be sent to {provider}")))?;
+    Ok(Some((media_type, data)))
+}
+
 /// The provider's message in an error body shaped `{"error": {"message": ...}}` (OpenAI,
 /// Anthropic, Google), else the body's text.
 pub fn error_message(body: &serde_json::Value, bytes: &[u8]) -> String {
