@@ -109,4 +109,13 @@ pub enum KeysCommand {
 pub enum ConfigCommand {
     /// Validate a config file: print every problem and warning, exit non-zero on problems.
     Check { file: PathBuf },
+    /// Show what applying a config file would change in its database (organizations, teams,
+    /// users, keys, customers, budgets), without changing anything.
+    Diff { file: PathBuf },
+    /// Make a running gateway read its config file again and apply it, as SIGHUP does; prints
+    /// what changed.
+    Apply {
+        #[command(flatten)]
+        remote: Remote,
+    },
 }

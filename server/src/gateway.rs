@@ -36,7 +36,11 @@ pub struct Gateway {
     pub customers: CustomerCache,
     pub tags: crate::governance::tags::TagCache,
     pub rates: Rates,
-    pub models: ModelRegistry,
+    /// The deployments and router settings; swapped whole by a reload, so a call in flight
+    /// finishes on the registry it started with.
+    pub registry: arc_swap::ArcSwap<ModelRegistry>,
+    /// One reload at a time (SIGHUP and `POST /config/reload` may overlap).
+    pub reloading: tokio::sync::Mutex<()>,
     pub upstreams: Upstreams,
     pub ledger: Ledger,
     pub prices: PriceTable,
@@ -128,6 +132,11 @@ const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
 const DEFAULT_TPM_OUTPUT_TOKENS: u64 = 256;
 
 impl Gateway {
+    /// The model registry in force now.
+    pub fn models(&self) -> Arc<ModelRegistry> {
+        self.registry.load_full()
+    }
+
     /// Forgets what a management change made stale, here at once and on every other instance.
     pub fn invalidate(&self, inv: crate::sync::Invalidation) {
         crate::sync::apply(self, &inv);
@@ -160,24 +169,25 @@ impl Gateway {
     /// Stages 2 and 3: resolve the model, check access, and admit the call against every
     /// rate limit and budget it answers to (reserving its worst case in strict mode).
     async fn begin_call(&self, caller: &Caller, ask: &Ask<'_>, started: Instant) -> Result<Call, GatewayError> {
-        let model = self.models.alias(governance::resolve_alias(caller, ask.model));
+        let models = self.models();
+        let model = models.alias(governance::resolve_alias(caller, ask.model));
         // An unknown model is a 404 before it is anyone's 403.
-        let picked = self.models.pick(model, &[]);
+        let picked = models.pick(model, &[]);
         if let Err(e) = &picked
             && e.code == crate::error::ErrorCode::NotFound
         {
             return Err(e.clone());
         }
-        governance::admit(caller, model, self.models.access_groups())?;
+        governance::admit(caller, model, models.access_groups())?;
         // Every deployment cooling down: start on the first fallback the caller may use.
         let mut fallbacks = 0;
         let deployment = match picked {
             Ok(d) => d,
             Err(e) if e.reason == Some("NO_DEPLOYMENT_AVAILABLE") => {
                 let mut found = None;
-                for name in self.models.fallbacks(model, crate::config::routing::FailureKind::RateLimit) {
+                for name in models.fallbacks(model, crate::config::routing::FailureKind::RateLimit) {
                     if self.may_use(caller, ask.user, &name).await
-                        && let Ok(d) = self.models.pick(&name, &[])
+                        && let Ok(d) = models.pick(&name, &[])
                     {
                         found = Some(d);
                         break;
@@ -193,7 +203,7 @@ impl Gateway {
             None => None,
         };
         if let Some(c) = &customer {
-            governance::admit_customer(&c.customer, model, self.models.access_groups())?;
+            governance::admit_customer(&c.customer, model, models.access_groups())?;
         }
         let identity = caller.identity();
         let tag_names = governance::tags::merge([
@@ -219,7 +229,7 @@ impl Gateway {
             0
         };
         // A call may end on a fallback: reserve the dearest of the deployments it could reach.
-        let candidates = self.models.candidates(model);
+        let candidates = models.candidates(model);
         let worst = |prompt| {
             candidates
                 .iter()
@@ -329,10 +339,11 @@ impl Gateway {
         F: Fn(Arc<Deployment>) -> Fut,
         Fut: std::future::Future<Output = Result<T, GatewayError>>,
     {
+        let models = self.models();
         let mut model = call.model.clone();
         let mut tried: Vec<String> = Vec::new();
         let mut retried = 0u32;
-        let mut wait = self.models.settings().retry_after;
+        let mut wait = models.settings().retry_after;
         let mut fallbacks: Option<std::collections::VecDeque<String>> = None;
         loop {
             let deployment = call.deployment.clone();
@@ -343,16 +354,16 @@ impl Gateway {
             };
             let err = match result {
                 Ok(v) => {
-                    self.models.succeeded(&deployment, started.elapsed());
+                    models.succeeded(&deployment, started.elapsed());
                     return Ok(v);
                 }
                 Err(e) => e,
             };
-            self.models.failed(&deployment, &err);
+            models.failed(&deployment, &err);
             let kind = crate::router::classify(&err);
             tried.push(deployment.config.id.clone());
-            if retried < self.models.retries(kind)
-                && let Ok(next) = self.models.pick(&model, &tried)
+            if retried < models.retries(kind)
+                && let Ok(next) = models.pick(&model, &tried)
             {
                 retried += 1;
                 call.retries += 1;
@@ -364,7 +375,7 @@ impl Gateway {
                 call.deployment = next;
                 continue;
             }
-            let queue = fallbacks.get_or_insert_with(|| self.models.fallbacks(&call.model, kind).into());
+            let queue = fallbacks.get_or_insert_with(|| models.fallbacks(&call.model, kind).into());
             let mut next = None;
             while let Some(name) = queue.pop_front() {
                 // A fallback is a model like any other: the caller (and the customer) must be
@@ -372,7 +383,7 @@ impl Gateway {
                 if !self.may_use(caller, call.end_user.as_deref(), &name).await {
                     continue;
                 }
-                if let Ok(d) = self.models.pick(&name, &[]) {
+                if let Ok(d) = models.pick(&name, &[]) {
                     next = Some((name, d));
                     break;
                 }
@@ -389,7 +400,8 @@ impl Gateway {
 
     /// Whether `caller` (calling for `customer`) may use the model name `model`.
     async fn may_use(&self, caller: &Caller, customer: Option<&str>, model: &str) -> bool {
-        let groups = self.models.access_groups();
+        let models = self.models();
+        let groups = models.access_groups();
         if governance::admit(caller, model, groups).is_err() {
             return false;
         }
@@ -583,7 +595,7 @@ impl Gateway {
         });
         let elapsed = call.started.elapsed();
         let ended_at = Utc::now();
-        self.models.used_tokens(&call.deployment, usage.prompt_tokens + usage.completion_tokens);
+        self.models().used_tokens(&call.deployment, usage.prompt_tokens + usage.completion_tokens);
         let counted = self.ledger.counters().settle(call.reservation.take().unwrap_or_default(), &call.charges, cost);
         let seq = self.ledger.record(
             SpendRecord {

@@ -20,6 +20,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pricing;
 pub mod providers;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod store;

@@ -49,6 +49,8 @@ async fn run(command: Command) -> ExitCode {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(arg) => migrate(arg.config.as_deref()).await,
         Command::Config(ConfigCommand::Check { file }) => config_check(&file),
+        Command::Config(ConfigCommand::Diff { file }) => config_diff(&file).await,
+        Command::Config(ConfigCommand::Apply { remote }) => config_apply(&remote).await,
         Command::Keys(cmd) => keys(cmd).await,
         Command::Audit(AuditCommand::Verify(arg)) => audit_verify(arg.config.as_deref()).await,
     };
@@ -100,11 +102,12 @@ async fn serve(args: ferryman_server::cli::ServeArgs) -> Result<(), String> {
         Some(_) => {}
     }
     let gateway = server::build(config).await.map_err(|e| e.to_string())?;
+    ferryman_server::reload::on_sighup(gateway.clone());
     let listener = TcpListener::bind((args.host.as_str(), args.port))
         .await
         .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(models = gateway.models.names().len(), "ferryman listening on {addr}");
+    tracing::info!(models = gateway.models().names().len(), "ferryman listening on {addr}");
     server::serve(gateway, listener, server::shutdown_signal()).await.map_err(|e| e.to_string())?;
     tracing::info!("ferryman stopped");
     Ok(())
@@ -142,10 +145,18 @@ fn config_check(file: &Path) -> Result<(), String> {
             for w in &loaded.warnings {
                 out(&format!("warning: {w}"));
             }
+            let g = &loaded.config.governance;
             out(&format!(
-                "{}: OK ({} deployment(s), {} warning(s))",
+                "{}: OK ({} deployment(s), {} organization(s), {} team(s), {} user(s), {} key(s), {} customer(s), \
+                 {} budget(s), {} warning(s))",
                 file.display(),
                 loaded.config.deployments.len(),
+                g.organizations.len(),
+                g.teams.len(),
+                g.users.len(),
+                g.keys.len(),
+                g.customers.len(),
+                g.budgets.len(),
                 loaded.warnings.len()
             ));
             Ok(())
@@ -160,6 +171,69 @@ fn config_check(file: &Path) -> Result<(), String> {
             Err(format!("{}: {} problem(s)", file.display(), e.problems.len()))
         }
     }
+}
+
+/// Prints what applying `file` would change in the database it names.
+async fn config_diff(file: &Path) -> Result<(), String> {
+    let loaded = match Config::load(file, &ProcessEnv) {
+        Ok(l) => l,
+        Err(e) => {
+            for p in &e.problems {
+                out(&format!("error: {p}"));
+            }
+            return Err(format!("{}: {} problem(s)", file.display(), e.problems.len()));
+        }
+    };
+    let config = loaded.config;
+    let url = server::database_url(&config);
+    let store = store::connect(&url).await.map_err(|e| format!("cannot open {}: {e}", redact_url(&url)))?;
+    let plan = ferryman_server::admin::reconcile::plan(
+        store.as_ref(),
+        &config.governance,
+        config.general.config_prune,
+        chrono::Utc::now(),
+    )
+    .await
+    .map_err(|e| match e {
+        ferryman_server::admin::reconcile::ReconcileError::Store(e) => format!(
+            "cannot read the current state from {} (has `ferryman migrate` or `ferryman serve` run on it?): {e}",
+            redact_url(&url)
+        ),
+        conflicts => format!("{} cannot be applied: {conflicts}", file.display()),
+    })?;
+    for line in plan.lines.iter().chain(&plan.kept) {
+        out(line);
+    }
+    if plan.lines.is_empty() {
+        out("no changes");
+    }
+    Ok(())
+}
+
+/// Asks a running gateway to reload its configuration.
+async fn config_apply(remote: &Remote) -> Result<(), String> {
+    let url = format!("{}/config/reload", remote.url.trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&remote.master_key)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach {}: {e}", remote.url))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.map_err(|e| format!("unreadable answer from {url}: {e}"))?;
+    if !status.is_success() {
+        let message = body["error"]["message"].as_str().unwrap_or("no message");
+        return Err(format!("reload refused ({status}): {message}"));
+    }
+    let lines = |k: &str| body[k].as_array().cloned().unwrap_or_default();
+    for line in lines("changes").iter().chain(lines("kept").iter()) {
+        out(line.as_str().unwrap_or_default());
+    }
+    if lines("changes").is_empty() {
+        out("no changes");
+    }
+    out(&format!("reloaded: {} model name(s)", body["models"]));
+    Ok(())
 }
 
 async fn client(

@@ -50,6 +50,8 @@ pub enum StartError {
     Spool(#[from] crate::ledger::SpoolError),
     #[error("cannot replay spooled spend records into the database: {0}")]
     Replay(store::StoreError),
+    #[error("cannot apply the governance the config file declares: {0}")]
+    Reconcile(crate::admin::reconcile::ReconcileError),
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
@@ -112,7 +114,9 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
         }
         None => None,
     };
-    Ok(Arc::new(Gateway {
+    let governance = config.governance.clone();
+    let prune = config.general.config_prune;
+    let gateway = Arc::new(Gateway {
         cache,
         config,
         store,
@@ -120,13 +124,18 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
         customers,
         tags,
         rates,
-        models,
+        registry: arc_swap::ArcSwap::from_pointee(models),
+        reloading: Default::default(),
         upstreams,
         ledger,
         prices,
         recorded: Default::default(),
         sync: Default::default(),
-    }))
+    });
+    // The file's governance becomes the stored state before the first request.
+    let plan = crate::admin::reconcile::apply(&gateway, &governance, prune).await.map_err(StartError::Reconcile)?;
+    crate::reload::log_plan(&plan);
+    Ok(gateway)
 }
 
 /// The whole router: HTTP routes, gRPC (and gRPC-web) services, and the layers around them.

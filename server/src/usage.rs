@@ -94,7 +94,7 @@ impl RecentIds {
 impl Gateway {
     /// The price of a model: its first deployment's, else the price table's entry.
     fn price_of(&self, model: &str) -> Result<(Price, String), GatewayError> {
-        if let Ok(d) = self.models.pick(model, &[]) {
+        if let Ok(d) = self.models().pick(model, &[]) {
             return Ok((d.price, d.config.provider.as_str().to_owned()));
         }
         match self.prices.lookup("", model) {
@@ -140,7 +140,7 @@ impl Gateway {
                 self.ledger.load_counters(missing).await?;
             }
         }
-        let deployment = self.models.pick(model, &[]).ok();
+        let deployment = self.models().pick(model, &[]).ok();
         let rate = governance::rates::scopes(
             identity,
             customer.as_ref().map(|c| (c.customer.user_id.as_str(), &c.limits)),
@@ -168,7 +168,7 @@ impl Gateway {
         let now = Utc::now();
         let scopes = self.scopes_for(caller, model, customer, tags, now).await?;
         let tokens = input.saturating_add(output);
-        let mut refusal = governance::admit(caller, model, self.models.access_groups()).err();
+        let mut refusal = governance::admit(caller, model, self.models().access_groups()).err();
         if refusal.is_none() {
             refusal = self.rates.check(&scopes.rate, tokens, now).await.err();
         }

@@ -23,6 +23,7 @@ pub async fn create(ctx: &Ctx<'_>, f: BudgetFields, limits: LimitsFields) -> Res
         budget_id: id,
         limits: Default::default(),
         created_by: ctx.actor_name(),
+        managed_by: None,
         meta: Meta::new(ctx.now),
     };
     limits.apply(&mut b.limits)?;
@@ -44,6 +45,7 @@ pub async fn update(
 ) -> Result<BudgetTier, GatewayError> {
     ctx.who.require_admin("only a proxy admin may change budgets")?;
     let before: BudgetTier = load(ctx.gw, id).await?;
+    super::check_managed(ctx, &before)?;
     check_etag(f.etag, before.meta.version, &format!("budget {id:?}"))?;
     let mut b = before.clone();
     limits.apply(&mut b.limits)?;
@@ -92,6 +94,7 @@ async fn users_of(ctx: &Ctx<'_>, budget_id: &str) -> Result<Option<String>, Gate
 pub async fn delete(ctx: &Ctx<'_>, id: &str) -> Result<BudgetTier, GatewayError> {
     ctx.who.require_admin("only a proxy admin may delete budgets")?;
     let b: BudgetTier = load(ctx.gw, id).await?;
+    super::check_managed(ctx, &b)?;
     if let Some(user) = users_of(ctx, id).await? {
         return Err(GatewayError::invalid("id", format!("budget {id:?} is still linked from {user}; unlink it first")));
     }

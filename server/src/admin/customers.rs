@@ -54,6 +54,7 @@ pub async fn create(ctx: &Ctx<'_>, f: CustomerFields, limits: LimitsFields) -> R
         allowed_model_region: f.allowed_model_region.flatten(),
         default_model: f.default_model.flatten(),
         metadata: f.metadata.unwrap_or_default(),
+        managed_by: None,
         meta: Meta::new(ctx.now),
     };
     check_models("models", &c.models)?;
@@ -77,6 +78,7 @@ pub async fn update(
 ) -> Result<Customer, GatewayError> {
     ctx.who.require_admin("only a proxy admin may change customers")?;
     let before: Customer = load(ctx.gw, id).await?;
+    super::check_managed(ctx, &before)?;
     check_etag(f.etag, before.meta.version, &format!("customer {id:?}"))?;
     let limits_given = limits.max_budget.is_some();
     let mut c = before.clone();
@@ -109,6 +111,7 @@ pub async fn set_blocked(ctx: &Ctx<'_>, ids: &[String], blocked: bool) -> Result
     let mut out = Vec::new();
     for id in ids {
         let before: Customer = load(ctx.gw, id).await?;
+        super::check_managed(ctx, &before)?;
         let mut c = before.clone();
         c.blocked = blocked;
         c.meta.version += 1;
@@ -135,6 +138,7 @@ pub async fn delete(ctx: &Ctx<'_>, ids: &[String]) -> Result<Vec<Customer>, Gate
     let mut out = Vec::new();
     for id in ids {
         let c: Customer = load(ctx.gw, id).await?;
+        super::check_managed(ctx, &c)?;
         changes.push(Change::Delete(Table::Customers, id.clone()));
         audit.push(ctx.audit("deleted", "customer", id, Some(snapshot(&c)), None));
         out.push(c);

@@ -162,6 +162,7 @@ pub async fn build(
         created_by: ctx.actor_name(),
         rotation_count: 0,
         last_rotated_at: None,
+        managed_by: None,
         meta: Meta::new(ctx.now),
     };
     if let Some(a) = &key.key_alias {
@@ -290,6 +291,7 @@ pub async fn update(
     limits: LimitsFields,
 ) -> Result<KeyRecord, GatewayError> {
     let before = find(ctx, id_or_secret).await?;
+    super::check_managed(ctx, &before)?;
     check_etag(f.etag, before.meta.version, &format!("key {:?}", before.key_id))?;
     if f.key.is_some() {
         return Err(GatewayError::invalid("key", "key: use /key/regenerate to change a key's secret"));
@@ -364,6 +366,7 @@ pub async fn delete(ctx: &Ctx<'_>, ids: &[String]) -> Result<Vec<KeyRecord>, Gat
     let mut keys = Vec::new();
     for id in ids {
         let key = find(ctx, id).await?;
+        super::check_managed(ctx, &key)?;
         let team = team_of(ctx, &key).await?;
         may_manage(ctx, &key, team.as_ref(), "/key/delete")?;
         changes.push(Change::Delete(Table::Keys, key.key_id.clone()));
@@ -387,6 +390,7 @@ pub async fn regenerate(
     grace_period: Option<String>,
 ) -> Result<(KeyRecord, String), GatewayError> {
     let before = find(ctx, id_or_secret).await?;
+    super::check_managed(ctx, &before)?;
     let team = team_of(ctx, &before).await?;
     may_manage(ctx, &before, team.as_ref(), "/key/regenerate")?;
     // The new secret acts as the key's owner: only the owner (or a proxy admin) may take it.
@@ -436,6 +440,7 @@ pub async fn regenerate(
 /// Blocks or unblocks a key. Owners may not (a blocked key's owner must not unblock it).
 pub async fn set_blocked(ctx: &Ctx<'_>, id_or_secret: &str, blocked: bool) -> Result<KeyRecord, GatewayError> {
     let before = find(ctx, id_or_secret).await?;
+    super::check_managed(ctx, &before)?;
     let team = team_of(ctx, &before).await?;
     if !may_manage(ctx, &before, team.as_ref(), "/key/block")? {
         return Err(deny(&ctx.who, "only admins (proxy, organization, team) may block or unblock keys"));

@@ -11,6 +11,7 @@ pub mod customers;
 pub mod fields;
 pub mod keys;
 pub mod orgs;
+pub mod reconcile;
 pub mod tags;
 pub mod teams;
 pub mod users;
@@ -81,6 +82,28 @@ impl<'a> Ctx<'a> {
             .or_else(|| self.who.key_id.clone())
             .or_else(|| Some(access::MASTER_KEY_ACTOR.to_owned()))
     }
+}
+
+/// Refuses an API change to a resource config.yaml declares, naming the file; with
+/// `general_settings.config_managed_fields: advisory` the change is allowed (and the next
+/// apply puts the file's settings back).
+pub fn check_managed<R: Resource>(ctx: &Ctx<'_>, r: &R) -> Result<(), GatewayError> {
+    use crate::config::governance::{MANAGED_BY, ManagedFields};
+    let config = &ctx.gw.config;
+    if r.managed_by() != Some(MANAGED_BY) || config.general.config_managed_fields == ManagedFields::Advisory {
+        return Ok(());
+    }
+    let file = config.source.as_ref().map_or_else(|| "the config file".to_owned(), |p| p.display().to_string());
+    Err(GatewayError::new(
+        crate::error::ErrorCode::PermissionDenied,
+        format!(
+            "{} {:?} is declared in {file} and managed from there; change it in the file and reload \
+             (SIGHUP or `ferryman config apply`), or set general_settings.config_managed_fields: advisory",
+            R::TABLE.object_type(),
+            r.id()
+        ),
+    )
+    .with_reason("CONFIG_MANAGED"))
 }
 
 /// A resource as the audit log records it: its settings and version, secrets redacted.

@@ -51,6 +51,7 @@ pub async fn create(ctx: &Ctx<'_>, f: OrgFields, limits: LimitsFields) -> Result
         blocked: f.blocked.unwrap_or(false),
         created_by: ctx.actor_name(),
         updated_by: ctx.actor_name(),
+        managed_by: None,
         meta: Meta::new(ctx.now),
     };
     check_models("models", &org.models)?;
@@ -89,6 +90,7 @@ pub async fn get(ctx: &Ctx<'_>, id: &str) -> Result<Organization, GatewayError> 
 
 pub async fn update(ctx: &Ctx<'_>, id: &str, f: OrgFields, limits: LimitsFields) -> Result<Organization, GatewayError> {
     let before: Organization = load(ctx.gw, id).await?;
+    super::check_managed(ctx, &before)?;
     check_manage(ctx, id)?;
     check_etag(f.etag, before.meta.version, &format!("organization {id:?}"))?;
     if f.organization_id.as_deref().is_some_and(|new| new != id) {
@@ -135,6 +137,7 @@ pub async fn delete(ctx: &Ctx<'_>, ids: &[String]) -> Result<Vec<Organization>, 
     let mut deleted = Vec::new();
     for id in ids {
         let org: Organization = load(ctx.gw, id).await?;
+        super::check_managed(ctx, &org)?;
         let teams = ctx
             .gw
             .store
@@ -207,6 +210,7 @@ pub async fn member_add(
     members: Vec<MemberSpec>,
 ) -> Result<Vec<Membership>, GatewayError> {
     let _org: Organization = load(ctx.gw, org_id).await?;
+    super::check_managed(ctx, &_org)?;
     check_manage(ctx, org_id)?;
     if members.is_empty() {
         return Err(GatewayError::invalid("member", "member: name at least one member"));
@@ -256,6 +260,7 @@ pub async fn member_update(
     role: Option<&str>,
 ) -> Result<Membership, GatewayError> {
     let _org: Organization = load(ctx.gw, org_id).await?;
+    super::check_managed(ctx, &_org)?;
     check_manage(ctx, org_id)?;
     let role = org_role("role", role)?;
     if role == OrgRole::OrgAdmin && !ctx.who.is_admin() {
@@ -278,6 +283,7 @@ pub async fn member_update(
 
 pub async fn member_delete(ctx: &Ctx<'_>, org_id: &str, user_id: &str) -> Result<(), GatewayError> {
     let _org: Organization = load(ctx.gw, org_id).await?;
+    super::check_managed(ctx, &_org)?;
     check_manage(ctx, org_id)?;
     let before = members_of(ctx, org_id).await?.into_iter().find(|m| m.user_id == user_id).ok_or_else(|| {
         GatewayError::not_found(format!("user {user_id:?} is not a member of organization {org_id:?}"))

@@ -41,6 +41,7 @@ pub async fn create(ctx: &Ctx<'_>, f: TagFields, limits: LimitsFields) -> Result
         limits: Default::default(),
         metadata: f.metadata.unwrap_or_default(),
         created_by: ctx.actor_name(),
+        managed_by: None,
         meta: Meta::new(ctx.now),
     };
     limits.apply(&mut tag.limits)?;

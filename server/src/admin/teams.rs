@@ -178,6 +178,7 @@ pub async fn create(ctx: &Ctx<'_>, f: TeamFields, limits: LimitsFields) -> Resul
         team_member_permissions: f.team_member_permissions.unwrap_or_default(),
         created_by: ctx.actor_name(),
         updated_by: ctx.actor_name(),
+        managed_by: None,
         meta: Meta::new(ctx.now),
     };
     check_models("models", &team.models)?;
@@ -210,6 +211,7 @@ pub async fn get(ctx: &Ctx<'_>, id: &str) -> Result<Team, GatewayError> {
 
 pub async fn update(ctx: &Ctx<'_>, id: &str, f: TeamFields, limits: LimitsFields) -> Result<Team, GatewayError> {
     let before: Team = load(ctx.gw, id).await?;
+    super::check_managed(ctx, &before)?;
     check_etag(f.etag, before.meta.version, &format!("team {id:?}"))?;
     if f.team_id.as_deref().is_some_and(|new| new != id) {
         return Err(GatewayError::invalid("team_id", "team_id: a team's id cannot change"));
@@ -274,6 +276,7 @@ pub async fn update(ctx: &Ctx<'_>, id: &str, f: TeamFields, limits: LimitsFields
 /// Blocks or unblocks a team: its keys stop (or resume) on their next request.
 pub async fn set_blocked(ctx: &Ctx<'_>, id: &str, blocked: bool) -> Result<Team, GatewayError> {
     let before: Team = load(ctx.gw, id).await?;
+    super::check_managed(ctx, &before)?;
     if !is_org_or_proxy_admin(ctx, &before) {
         return Err(deny(
             &ctx.who,
@@ -302,6 +305,7 @@ pub async fn delete(ctx: &Ctx<'_>, ids: &[String]) -> Result<Vec<Team>, GatewayE
     let mut teams = Vec::new();
     for id in ids {
         let team: Team = load(ctx.gw, id).await?;
+        super::check_managed(ctx, &team)?;
         if !is_org_or_proxy_admin(ctx, &team) {
             return Err(deny(
                 &ctx.who,
@@ -356,6 +360,7 @@ pub async fn member_add(
     members: Vec<MemberSpec>,
 ) -> Result<Vec<Membership>, GatewayError> {
     let team: Team = load(ctx.gw, team_id).await?;
+    super::check_managed(ctx, &team)?;
     if !can_manage_members(ctx, &team) {
         return Err(deny(
             &ctx.who,
@@ -396,6 +401,7 @@ pub async fn member_add(
 
 pub async fn member_update(ctx: &Ctx<'_>, team_id: &str, spec: MemberSpec) -> Result<Membership, GatewayError> {
     let team: Team = load(ctx.gw, team_id).await?;
+    super::check_managed(ctx, &team)?;
     if !can_manage_members(ctx, &team) {
         return Err(deny(
             &ctx.who,
@@ -459,6 +465,7 @@ pub async fn member_update(ctx: &Ctx<'_>, team_id: &str, spec: MemberSpec) -> Re
 
 pub async fn member_delete(ctx: &Ctx<'_>, team_id: &str, user_id: &str) -> Result<(), GatewayError> {
     let team: Team = load(ctx.gw, team_id).await?;
+    super::check_managed(ctx, &team)?;
     if !can_manage_members(ctx, &team) {
         return Err(deny(
             &ctx.who,

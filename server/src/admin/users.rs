@@ -78,6 +78,7 @@ pub async fn resolve_member(
         tags: vec![],
         blocked: false,
         created_by: ctx.actor_name(),
+        managed_by: None,
         meta: Meta::new(ctx.now),
     };
     let audit = ctx.audit("created", "user", &user.user_id, None, Some(snapshot(&user)));
@@ -170,6 +171,7 @@ pub async fn create(ctx: &Ctx<'_>, f: UserFields, limits: LimitsFields) -> Resul
         tags: f.tags.unwrap_or_default(),
         blocked: f.blocked.unwrap_or(false),
         created_by: ctx.actor_name(),
+        managed_by: None,
         meta: Meta::new(ctx.now),
     };
     if let Some(e) = &user.user_email {
@@ -269,6 +271,7 @@ pub async fn get(ctx: &Ctx<'_>, id: &str) -> Result<User, GatewayError> {
 
 pub async fn update(ctx: &Ctx<'_>, id: &str, f: UserFields, limits: LimitsFields) -> Result<User, GatewayError> {
     let before: User = load(ctx.gw, id).await?;
+    super::check_managed(ctx, &before)?;
     check_etag(f.etag, before.meta.version, &format!("user {id:?}"))?;
     if f.user_id.as_deref().is_some_and(|new| new != id) {
         return Err(GatewayError::invalid("user_id", "user_id: a user's id cannot change"));
@@ -342,6 +345,7 @@ pub async fn delete(ctx: &Ctx<'_>, ids: &[String]) -> Result<Vec<User>, GatewayE
     let mut users = Vec::new();
     for id in ids {
         let user: User = load(ctx.gw, id).await?;
+        super::check_managed(ctx, &user)?;
         for key in keys::of_user(ctx, id).await? {
             changes.push(Change::Delete(Table::Keys, key.key_id.clone()));
             changes.push(Change::DeleteKeyGrace(key.key_id.clone()));

@@ -6,6 +6,7 @@
 //! problem (path and reason) and warning about every key this version does not read. A file
 //! with any problem is rejected whole.
 
+pub mod governance;
 mod reader;
 pub mod routing;
 mod secret;
@@ -45,6 +46,11 @@ pub struct Config {
     pub routing: routing::RouterSettings,
     /// The response cache (`litellm_settings.cache: true` with `cache_params`), if on.
     pub cache: Option<crate::cache::CacheConfig>,
+    /// Organizations, teams, users, keys, customers and budget tiers the file declares.
+    pub governance: governance::Declared,
+    /// The file this was read from (none for a configuration given as text); reloads read it
+    /// again, and refusals of config-managed changes name it.
+    pub source: Option<std::path::PathBuf>,
 }
 
 /// `general_settings`.
@@ -72,6 +78,11 @@ pub struct GeneralSettings {
     pub redis_lease: std::time::Duration,
     /// The bound on every Redis call on the request path (`redis_timeout_ms`, default 250).
     pub redis_timeout: std::time::Duration,
+    /// Whether config-managed resources removed from the file are deleted (`config_prune`,
+    /// default true) or left and reported.
+    pub config_prune: bool,
+    /// What the API does with config-managed resources (`config_managed_fields`).
+    pub config_managed_fields: governance::ManagedFields,
 }
 
 /// `general_settings.redis_failure_policy`.
@@ -183,7 +194,9 @@ impl Config {
             }],
             warnings: vec![],
         })?;
-        Self::parse(&text, env)
+        let mut loaded = Self::parse(&text, env)?;
+        loaded.config.source = Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
+        Ok(loaded)
     }
 
     /// Parses, resolves and validates a configuration text, reporting every problem at once.
@@ -206,7 +219,16 @@ impl Config {
         overlay_env(&mut root, env, &mut r);
         let file_env = read_file_env(&root, &mut r);
         resolve_env_refs(&mut root, "", env, &file_env, &mut r);
-        let config = read_config(&root, env, &file_env, &mut r);
+        let (config, plain) = read_config(&root, env, &file_env, &mut r);
+        for p in plain {
+            // Name the line, never the secret.
+            let line = text.lines().position(|l| l.contains(p.secret.as_str())).map(|n| n + 1);
+            let at = line.map(|n| format!("line {n}: ")).unwrap_or_default();
+            r.warn(
+                p.path,
+                format!("{at}a plain secret in the file; use os.environ/NAME or a sha256:<hex> hash of the key"),
+            );
+        }
         if r.problems.is_empty() {
             Ok(Loaded { config, warnings: r.warnings })
         } else {
@@ -278,7 +300,10 @@ fn resolve_env_refs(value: &mut Value, path: &str, env: &dyn Env, file_env: &BTr
                     None => (reference, None),
                 };
                 match lookup_env(name, env, file_env).or(default.map(str::to_owned)) {
-                    Some(v) => *s = v,
+                    Some(v) => {
+                        *s = v;
+                        r.env_refs.insert(path.to_owned());
+                    }
                     None => {
                         r.problem(path, format!("environment variable {name} is not set"));
                         // Reported once: the setting then reads as absent.
@@ -304,8 +329,19 @@ fn resolve_env_refs(value: &mut Value, path: &str, env: &dyn Env, file_env: &BTr
     }
 }
 
-const TOP_LEVEL: &[&str] =
-    &["model_list", "general_settings", "litellm_settings", "router_settings", "environment_variables"];
+const TOP_LEVEL: &[&str] = &[
+    "model_list",
+    "general_settings",
+    "litellm_settings",
+    "router_settings",
+    "environment_variables",
+    "budgets",
+    "organizations",
+    "users",
+    "teams",
+    "virtual_keys",
+    "customers",
+];
 const GENERAL: &[&str] = &[
     "master_key",
     "database_url",
@@ -319,6 +355,8 @@ const GENERAL: &[&str] = &[
     "redis_failure_policy",
     "redis_lease_seconds",
     "redis_timeout_ms",
+    "config_prune",
+    "config_managed_fields",
 ];
 const LITELLM: &[&str] = &[
     "request_timeout",
@@ -368,7 +406,12 @@ fn section(root: &Map<String, Value>, key: &str, r: &mut Reader) -> Map<String, 
     root.get(key).and_then(|v| r.object(key, v)).cloned().unwrap_or_default()
 }
 
-fn read_config(root: &Value, env: &dyn Env, file_env: &BTreeMap<String, String>, r: &mut Reader) -> Config {
+fn read_config(
+    root: &Value,
+    env: &dyn Env,
+    file_env: &BTreeMap<String, String>,
+    r: &mut Reader,
+) -> (Config, Vec<governance::PlainSecret>) {
     let empty = Map::new();
     let root = r.object("", root).unwrap_or(&empty);
     r.unknown_keys("", root, TOP_LEVEL);
@@ -459,7 +502,11 @@ fn read_config(root: &Value, env: &dyn Env, file_env: &BTreeMap<String, String>,
             );
         }
     }
-    Config { deployments, general, customer_defaults, global_budget, routing, cache }
+    let env_refs = std::mem::take(&mut r.env_refs);
+    let (governance, plain) = governance::read(root, &env_refs, r);
+    let config =
+        Config { deployments, general, customer_defaults, global_budget, routing, cache, governance, source: None };
+    (config, plain)
 }
 
 /// `litellm_settings.cache` and `cache_params` (type `local` or `redis`, `ttl` seconds, and
@@ -602,7 +649,25 @@ fn read_general(
     };
     let redis_lease = std::time::Duration::from_secs(positive("redis_lease_seconds", 30));
     let redis_timeout = std::time::Duration::from_millis(positive("redis_timeout_ms", 250));
+    let config_prune = match map.get("config_prune") {
+        None | Some(Value::Null) | Some(Value::Bool(true)) => true,
+        Some(Value::Bool(false)) => false,
+        Some(_) => {
+            r.problem(join(path, "config_prune"), "expected true or false");
+            true
+        }
+    };
+    let config_managed_fields = match r.string(path, map, "config_managed_fields").as_deref() {
+        None | Some("locked") => governance::ManagedFields::Locked,
+        Some("advisory") => governance::ManagedFields::Advisory,
+        Some(other) => {
+            r.problem(join(path, "config_managed_fields"), format!("{other:?} is not locked or advisory"));
+            governance::ManagedFields::Locked
+        }
+    };
     GeneralSettings {
+        config_prune,
+        config_managed_fields,
         master_key,
         database_url: database_url.map(Secret::new),
         redis_url: redis_url.map(Secret::new),

@@ -26,6 +26,8 @@ impl std::fmt::Display for ConfigProblem {
 pub struct Reader {
     pub problems: Vec<ConfigProblem>,
     pub warnings: Vec<ConfigProblem>,
+    /// Paths whose value came from an `os.environ/NAME` reference.
+    pub env_refs: std::collections::HashSet<String>,
 }
 
 pub fn join(path: &str, key: &str) -> String {

@@ -135,6 +135,7 @@ fn provisional(id: &str) -> Customer {
         allowed_model_region: None,
         default_model: None,
         metadata: Default::default(),
+        managed_by: None,
         meta: Meta::new(Utc::now()),
     }
 }

@@ -55,6 +55,8 @@ pub trait Resource: Serialize + DeserializeOwned + Clone + Send + Sync {
     fn id(&self) -> &str;
     fn columns(&self) -> Columns;
     fn meta(&self) -> &Meta;
+    /// Who owns the resource's settings besides the API: `config` when config.yaml declares it.
+    fn managed_by(&self) -> Option<&str>;
     fn meta_mut(&mut self) -> &mut Meta;
 }
 

@@ -165,6 +165,9 @@ pub struct Organization {
     pub created_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_by: Option<String>,
+    /// `config` for resources declared in config.yaml (see `config::governance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
     #[serde(skip)]
     pub meta: Meta,
 }
@@ -198,6 +201,9 @@ pub struct Team {
     pub created_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_by: Option<String>,
+    /// `config` for resources declared in config.yaml (see `config::governance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
     #[serde(skip)]
     pub meta: Meta,
 }
@@ -224,6 +230,9 @@ pub struct User {
     pub blocked: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
+    /// `config` for resources declared in config.yaml (see `config::governance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
     #[serde(skip)]
     pub meta: Meta,
 }
@@ -264,6 +273,9 @@ pub struct KeyRecord {
     pub rotation_count: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotated_at: Option<DateTime<Utc>>,
+    /// `config` for resources declared in config.yaml (see `config::governance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
     #[serde(skip)]
     pub meta: Meta,
 }
@@ -289,6 +301,9 @@ pub struct Customer {
     pub default_model: Option<String>,
     #[serde(default)]
     pub metadata: Map<String, Value>,
+    /// `config` for resources declared in config.yaml (see `config::governance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
     #[serde(skip)]
     pub meta: Meta,
 }
@@ -301,6 +316,9 @@ pub struct BudgetTier {
     pub limits: Limits,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
+    /// `config` for resources declared in config.yaml (see `config::governance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
     #[serde(skip)]
     pub meta: Meta,
 }
@@ -318,6 +336,9 @@ pub struct Tag {
     pub metadata: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
+    /// `config` for resources declared in config.yaml (see `config::governance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
     #[serde(skip)]
     pub meta: Meta,
 }
@@ -335,6 +356,9 @@ macro_rules! resource {
             }
             fn meta(&self) -> &Meta {
                 &self.meta
+            }
+            fn managed_by(&self) -> Option<&str> {
+                self.managed_by.as_deref()
             }
             fn meta_mut(&mut self) -> &mut Meta {
                 &mut self.meta

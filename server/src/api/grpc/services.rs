@@ -183,9 +183,9 @@ impl Services {
 
     /// The model names the caller may use.
     fn models_for(&self, caller: &Caller) -> Vec<pb::Model> {
-        let groups = self.gateway.models.access_groups();
-        self.gateway
-            .models
+        let models = self.gateway.models();
+        let groups = models.access_groups();
+        models
             .names()
             .iter()
             .filter(|name| crate::governance::admit(caller, name, groups).is_ok())

@@ -557,3 +557,19 @@ pub async fn tag_list(m: Mgmt, Query(q): Query<PageQuery>) -> Reply {
     let page = crate::admin::tags::list(&ctx, &q.page()).await?;
     Ok(Json(Value::Array(page.items.iter().map(view).collect())))
 }
+
+// ---- config ----
+
+/// `POST /config/reload`: reads the gateway's config file again and applies it (what
+/// SIGHUP does). Proxy admins only.
+pub async fn config_reload(m: Mgmt) -> Reply {
+    let ctx = m.ctx().await?;
+    ctx.who.require_admin("only proxy admins may reload the configuration")?;
+    match crate::reload::reload(ctx.gw).await {
+        Ok(done) => Ok(Json(done.to_json())),
+        Err(crate::reload::ReloadError::Reconcile(crate::admin::reconcile::ReconcileError::Store(e))) => {
+            Err(GatewayError::from(e).into())
+        }
+        Err(e) => Err(GatewayError::invalid("config", e.to_string()).into()),
+    }
+}

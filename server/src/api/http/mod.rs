@@ -112,6 +112,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/usage/record", post(usage::record))
         // Spend and audit.
         .route("/spend/logs", get(spend::logs))
+        .route("/config/reload", post(mgmt::config_reload))
         .route("/audit", get(mgmt::audit_list))
         .route("/audit/{id}", get(mgmt::audit_get))
         // Health.

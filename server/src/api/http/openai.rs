@@ -167,10 +167,9 @@ pub async fn embeddings(
 
 /// The models the caller may use, in OpenAI's list shape.
 pub async fn list_models(State(app): State<AppState>, Auth(caller): Auth) -> Json<serde_json::Value> {
-    let groups = app.gateway.models.access_groups();
-    let data: Vec<_> = app
-        .gateway
-        .models
+    let models = app.gateway.models();
+    let groups = models.access_groups();
+    let data: Vec<_> = models
         .names()
         .iter()
         .filter(|name| crate::governance::admit(&caller, name, groups).is_ok())
@@ -186,8 +185,9 @@ pub async fn get_model(
     Auth(caller): Auth,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let groups = app.gateway.models.access_groups();
-    let known = app.gateway.models.names().contains(&id);
+    let models = app.gateway.models();
+    let groups = models.access_groups();
+    let known = models.names().contains(&id);
     if known && crate::governance::admit(&caller, &id, groups).is_ok() {
         return Ok(Json(json!({"id": id, "object": "model", "created": 0, "owned_by": "ferryman"})));
     }

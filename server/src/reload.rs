@@ -1,0 +1,106 @@
+//! Reloading config.yaml while serving: on SIGHUP and on `POST /config/reload` (which
+//! `ferryman config apply` calls).
+//!
+//! A reload reads the file the gateway started with, validates all of it, reconciles the
+//! governance it declares (see `admin::reconcile`) and then swaps in a new model registry
+//! built from `model_list` and `router_settings`. Calls in flight keep the registry they
+//! started with, so nothing is dropped. A file with any problem changes nothing; a
+//! governance conflict leaves the models as they were too. Other settings (database, Redis,
+//! master key, cache, limits policy) take effect on the next start.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::admin::reconcile::{self, Plan, ReconcileError};
+use crate::config::{Config, ConfigProblem, ProcessEnv};
+use crate::gateway::Gateway;
+use crate::router::ModelRegistry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the gateway was started without a config file; there is nothing to reload")]
+    NoFile,
+    #[error("{} has {} problem(s); nothing was changed: {}", file, problems.len(), list(problems))]
+    Invalid { file: String, problems: Vec<ConfigProblem> },
+    #[error("cannot apply the governance the file declares; nothing was changed: {0}")]
+    Reconcile(#[from] ReconcileError),
+}
+
+fn list(problems: &[ConfigProblem]) -> String {
+    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub plan: Plan,
+    pub models: usize,
+    pub warnings: Vec<ConfigProblem>,
+}
+
+impl Reloaded {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "changes": self.plan.lines,
+            "kept": self.plan.kept,
+            "models": self.models,
+            "warnings": self.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Logs a reconcile's changes, one line each, with `actor=config`.
+pub fn log_plan(plan: &Plan) {
+    for line in &plan.lines {
+        tracing::info!(actor = "config", "{line}");
+    }
+    for line in &plan.kept {
+        tracing::warn!(actor = "config", "{line}");
+    }
+}
+
+/// Reads the gateway's config file again and applies it.
+pub async fn reload(gw: &Gateway) -> Result<Reloaded, ReloadError> {
+    let path = gw.config.source.clone().ok_or(ReloadError::NoFile)?;
+    let _one_at_a_time = gw.reloading.lock().await;
+    let loaded = Config::load(&path, &ProcessEnv)
+        .map_err(|e| ReloadError::Invalid { file: path.display().to_string(), problems: e.problems })?;
+    for w in &loaded.warnings {
+        tracing::warn!("config: {w}");
+    }
+    let config = loaded.config;
+    let plan = reconcile::apply(gw, &config.governance, config.general.config_prune).await?;
+    log_plan(&plan);
+    let (models, unpriced) = ModelRegistry::build(&config.deployments, &gw.prices, config.routing.clone());
+    for id in unpriced {
+        tracing::warn!(deployment = %id, "no price for this deployment in the table or config; its calls will cost 0");
+    }
+    let count = models.names().len();
+    gw.registry.store(Arc::new(models));
+    tracing::info!(file = %path.display(), changes = plan.lines.len(), models = count, "configuration reloaded");
+    Ok(Reloaded { plan, models: count, warnings: loaded.warnings })
+}
+
+/// Reloads on every SIGHUP until the process ends; a failed reload is logged and the
+/// gateway keeps running on what it had.
+pub fn on_sighup(gw: Arc<Gateway>) {
+    #[cfg(unix)]
+    crate::tasks::spawn("sighup-reload", async move {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reload with `ferryman config apply`");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            if let Err(e) = reload(&gw).await {
+                tracing::error!("reload failed: {e}");
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = gw;
+}
