@@ -299,6 +299,25 @@ impl Gateway {
         let _ = self.child.wait();
     }
 
+    /// The config file the process was started with (tests rewrite it, then reload).
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Sends SIGHUP: reload the config file.
+    pub fn signal_hangup(&self) {
+        let _ = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status();
+    }
+
+    /// Waits until the log has `needle` at least `count` times.
+    pub async fn log_count_reaches(&self, needle: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.logs().matches(needle).count() < count {
+            assert!(Instant::now() < deadline, "log never showed {needle:?} {count} time(s):\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sends SIGTERM without waiting.
     pub fn signal_terminate(&self) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
