@@ -485,7 +485,10 @@ fn read_key(
         r.problem(join(path, "duration"), "a declared key takes expires_at (a date), not a duration");
     }
     let secret_path = join(path, "api_key");
-    let (token_hash, key_name) = match r.required_string(path, map, "api_key") {
+    // An unset `os.environ/NAME` was reported when it was resolved; once is enough.
+    let unresolved = r.problems.iter().any(|p| p.path == secret_path);
+    let secret = if unresolved { None } else { r.required_string(path, map, "api_key") };
+    let (token_hash, key_name) = match secret {
         None => (None, String::new()),
         Some(value) => {
             if let Some(hex) = value.strip_prefix(HASH_PREFIX) {
@@ -541,9 +544,11 @@ fn read_key(
         managed_by: managed(),
         meta: Meta::default(),
     };
-    let token_hash = token_hash?;
+    // A key whose secret was refused is still read, so its references are checked too; the
+    // file is refused anyway.
+    let token_hash = token_hash.unwrap_or_default();
     // Without a key_id the identity follows the secret: a new secret is a new key.
-    let key_id = key_id.unwrap_or_else(|| format!("config-{}", &token_hash[..16]));
+    let key_id = key_id.unwrap_or_else(|| format!("config-{}", token_hash.get(..16).unwrap_or_default()));
     Some(KeyRecord { key_id, token_hash, ..key })
 }
 
@@ -587,7 +592,7 @@ fn check_references(d: &mut Declared, r: &mut Reader) {
     unique("users", "user_email", d.users.iter().map(|u| u.user_email.as_deref()), r);
     unique("teams", "team_id", d.teams.iter().map(|t| Some(t.team_id.as_str())), r);
     unique("virtual_keys", "key_id", d.keys.iter().map(|k| Some(k.key_id.as_str())), r);
-    unique("virtual_keys", "api_key", d.keys.iter().map(|k| Some(k.token_hash.as_str())), r);
+    unique("virtual_keys", "api_key", d.keys.iter().map(|k| Some(k.token_hash.as_str()).filter(|h| !h.is_empty())), r);
     unique("virtual_keys", "key_alias", d.keys.iter().map(|k| k.key_alias.as_deref()), r);
     unique("customers", "user_id", d.customers.iter().map(|c| Some(c.user_id.as_str())), r);
 
@@ -664,5 +669,148 @@ fn check_references(d: &mut Declared, r: &mut Reader) {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::config::Config;
+
+    const FILE: &str = r#"
+budgets:
+  - budget_id: starter
+    max_budget: 5
+    budget_duration: 30d
+organizations:
+  - organization_id: acme
+    members:
+      - user_id: alice
+        role: org_admin
+users:
+  - user_id: alice
+    user_email: alice@acme.test
+    user_role: proxy_admin_viewer
+teams:
+  - team_id: t1
+    organization_id: acme
+    max_budget: 100.5
+    soft_budget: 80
+    members_with_roles:
+      - user_id: alice
+        role: admin
+        max_budget_in_team: 10
+virtual_keys:
+  - api_key: os.environ/T1_KEY
+    team_id: t1
+    tpm: 1000
+    rpm_limit: 10
+    model_max_budget:
+      demo: {budget_limit: 0.5, time_period: 1d}
+  - api_key: sk-plain-secret-0123456789
+    key_id: plain
+    budget_id: starter
+customers:
+  - user_id: c1
+    budget_id: starter
+"#;
+
+    fn env() -> HashMap<String, String> {
+        HashMap::from([("T1_KEY".to_owned(), "sk-from-the-environment-1".to_owned())])
+    }
+
+    #[test]
+    fn reads_every_section_into_resources() {
+        let loaded = Config::parse(FILE, &env()).unwrap();
+        let d = &loaded.config.governance;
+        assert_eq!(d.budgets[0].limits.max_budget, Some(Nanos(5_000_000_000)));
+        assert_eq!(d.organizations[0].organization_alias, "acme");
+        assert_eq!(d.users[0].user_role, UserRole::ProxyAdminViewer);
+        assert_eq!(d.teams[0].limits.max_budget, Some(Nanos(100_500_000_000)));
+        let from_env = &d.keys[0];
+        assert_eq!(from_env.token_hash, crate::governance::identity::hash_secret("sk-from-the-environment-1"));
+        assert_eq!(from_env.key_id, format!("config-{}", &from_env.token_hash[..16]));
+        assert_eq!(from_env.organization_id.as_deref(), Some("acme"), "a key's organization follows its team");
+        assert_eq!((from_env.limits.tpm_limit, from_env.limits.rpm_limit), (Some(1000), Some(10)));
+        assert_eq!(from_env.limits.model_max_budget["demo"].budget_limit, Nanos(500_000_000));
+        assert_eq!(from_env.managed_by.as_deref(), Some(MANAGED_BY));
+        assert_eq!(d.keys[1].key_id, "plain");
+        assert_eq!(d.customers[0].budget_id.as_deref(), Some("starter"));
+        let members: Vec<(Scope, &str, &str)> =
+            d.members.iter().map(|m| (m.scope, m.scope_id.as_str(), m.role.as_str())).collect();
+        assert_eq!(members, [(Scope::Org, "acme", "org_admin"), (Scope::Team, "t1", "admin")]);
+        assert_eq!(d.members[1].settings["max_budget_in_team"], 10_000_000_000i64);
+        // Only the plain secret is warned about, by line, without the secret.
+        let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        let line = FILE.lines().position(|l| l.contains("sk-plain-secret")).unwrap() + 1;
+        assert!(
+            warnings[0].starts_with(&format!("virtual_keys[1].api_key: line {line}: a plain secret")),
+            "{warnings:?}"
+        );
+        assert!(!warnings[0].contains("sk-plain"));
+    }
+
+    #[test]
+    fn hashed_secrets_are_taken_as_they_are() {
+        let hash = "AB".repeat(32);
+        let text = format!("virtual_keys:\n  - api_key: sha256:{hash}\n  - api_key: sha256:1234\n");
+        let err = Config::parse(&text, &env()).unwrap_err();
+        let problems: Vec<String> = err.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(problems, ["virtual_keys[1].api_key: a sha256: hash must be 64 hexadecimal digits"]);
+        let loaded = Config::parse(&format!("virtual_keys:\n  - api_key: sha256:{hash}\n"), &env()).unwrap();
+        assert_eq!(loaded.config.governance.keys[0].token_hash, "ab".repeat(32));
+        assert!(loaded.warnings.is_empty());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let text = r#"
+users:
+  - user_id: u1
+  - user_id: u1
+    user_email: not-an-email
+  - user_role: god
+teams:
+  - team_id: "has space"
+    organization_id: nowhere
+    max_budget: 1
+    soft_budget: 2
+    tpm: 5
+    tpm_limit: 6
+virtual_keys:
+  - api_key: os.environ/UNSET_KEY_VAR
+  - api_key: short
+    duration: 30d
+    expires_at: tomorrow
+    budget_id: gold
+    organization_id: acme
+    team_id: "has space"
+customers:
+  - alias: nobody
+"#;
+        let err = Config::parse(text, &env()).unwrap_err();
+        let problems: Vec<String> = err.problems.iter().map(ToString::to_string).collect();
+        for expected in [
+            "users[2].user_id: is required",
+            "users[2].user_role: \"god\" is not a user role",
+            "users[1].user_email: \"not-an-email\" is not an email address",
+            "users[1].user_id: \"u1\" is already declared by users[0]",
+            "teams[0].team_id: \"has space\" may not contain ':' or spaces",
+            "teams[0].soft_budget: 2 USD is above max_budget 1 USD",
+            "teams[0].tpm: give tpm_limit or tpm, not both",
+            "teams[0].organization_id: no organization \"nowhere\" is declared in this file",
+            "virtual_keys[0].api_key: environment variable UNSET_KEY_VAR is not set",
+            "virtual_keys[1].api_key: a key must start with \"sk-\"",
+            "virtual_keys[1].duration: a declared key takes expires_at",
+            "virtual_keys[1].expires_at: \"tomorrow\" is not an RFC 3339 time",
+            "virtual_keys[1].budget_id: no budget \"gold\" is declared in this file",
+            "customers[0].user_id: is required",
+        ] {
+            assert!(problems.iter().any(|p| p.starts_with(expected)), "missing {expected:?} in {problems:#?}");
+        }
+        assert!(!problems.iter().any(|p| p.contains("short")), "a rejected secret is not echoed: {problems:#?}");
     }
 }
