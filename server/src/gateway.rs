@@ -41,6 +41,8 @@ pub struct Gateway {
     pub registry: arc_swap::ArcSwap<ModelRegistry>,
     /// One reload at a time (SIGHUP and `POST /config/reload` may overlap).
     pub reloading: tokio::sync::Mutex<()>,
+    /// Signalled when another instance reloaded its models (see `reload::watch`).
+    pub models_changed: tokio::sync::Notify,
     pub upstreams: Upstreams,
     pub ledger: Ledger,
     pub prices: PriceTable,

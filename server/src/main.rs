@@ -102,7 +102,7 @@ async fn serve(args: ferryman_server::cli::ServeArgs) -> Result<(), String> {
         Some(_) => {}
     }
     let gateway = server::build(config).await.map_err(|e| e.to_string())?;
-    ferryman_server::reload::on_sighup(gateway.clone());
+    ferryman_server::reload::watch(gateway.clone());
     let listener = TcpListener::bind((args.host.as_str(), args.port))
         .await
         .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
@@ -185,6 +185,14 @@ async fn config_diff(file: &Path) -> Result<(), String> {
         }
     };
     let config = loaded.config;
+    if !config.governance.present {
+        out(&format!(
+            "{} declares no {}: governance as code is off for this file, and nothing would change",
+            file.display(),
+            ferryman_server::config::governance::SECTIONS.join(", ")
+        ));
+        return Ok(());
+    }
     let url = server::database_url(&config);
     let store = store::connect(&url).await.map_err(|e| format!("cannot open {}: {e}", redact_url(&url)))?;
     let plan = ferryman_server::admin::reconcile::plan(

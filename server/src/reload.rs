@@ -7,6 +7,12 @@
 //! started with, so nothing is dropped. A file with any problem changes nothing; a
 //! governance conflict leaves the models as they were too. Other settings (database, Redis,
 //! master key, cache, limits policy) take effect on the next start.
+//!
+//! With Redis, the instance that reloaded tells the others (`Invalidation::Models`): they
+//! drop cached identities and reload their own file's models, so one `config apply` through
+//! a load balancer reaches every instance. They do not reconcile again: the governance is
+//! already in the shared database, and an instance whose copy of the file is behind must not
+//! put the old governance back.
 
 use std::sync::Arc;
 
@@ -60,47 +66,89 @@ pub fn log_plan(plan: &Plan) {
     }
 }
 
-/// Reads the gateway's config file again and applies it.
-pub async fn reload(gw: &Gateway) -> Result<Reloaded, ReloadError> {
+fn read(gw: &Gateway) -> Result<(std::path::PathBuf, crate::config::Loaded), ReloadError> {
     let path = gw.config.source.clone().ok_or(ReloadError::NoFile)?;
-    let _one_at_a_time = gw.reloading.lock().await;
     let loaded = Config::load(&path, &ProcessEnv)
         .map_err(|e| ReloadError::Invalid { file: path.display().to_string(), problems: e.problems })?;
     for w in &loaded.warnings {
         tracing::warn!("config: {w}");
     }
-    let config = loaded.config;
-    let plan = reconcile::apply(gw, &config.governance, config.general.config_prune).await?;
-    log_plan(&plan);
+    Ok((path, loaded))
+}
+
+/// Builds and swaps in the model registry a configuration declares; returns its model count.
+fn swap_models(gw: &Gateway, config: &Config) -> usize {
     let (models, unpriced) = ModelRegistry::build(&config.deployments, &gw.prices, config.routing.clone());
     for id in unpriced {
         tracing::warn!(deployment = %id, "no price for this deployment in the table or config; its calls will cost 0");
     }
     let count = models.names().len();
     gw.registry.store(Arc::new(models));
+    count
+}
+
+/// Reads the gateway's config file again and applies it.
+pub async fn reload(gw: &Gateway) -> Result<Reloaded, ReloadError> {
+    let _one_at_a_time = gw.reloading.lock().await;
+    let (path, loaded) = read(gw)?;
+    let config = loaded.config;
+    let plan = reconcile::apply(gw, &config.governance, config.general.config_prune).await?;
+    log_plan(&plan);
+    let count = swap_models(gw, &config);
+    if let Some(sync) = gw.sync.get() {
+        sync.publish(crate::sync::Invalidation::Models);
+    }
     tracing::info!(file = %path.display(), changes = plan.lines.len(), models = count, "configuration reloaded");
     Ok(Reloaded { plan, models: count, warnings: loaded.warnings })
 }
 
-/// Reloads on every SIGHUP until the process ends; a failed reload is logged and the
-/// gateway keeps running on what it had.
-pub fn on_sighup(gw: Arc<Gateway>) {
-    #[cfg(unix)]
-    crate::tasks::spawn("sighup-reload", async move {
+/// Reloads only `model_list` and `router_settings` (another instance reloaded).
+pub async fn reload_models(gw: &Gateway) -> Result<usize, ReloadError> {
+    let _one_at_a_time = gw.reloading.lock().await;
+    let (path, loaded) = read(gw)?;
+    let count = swap_models(gw, &loaded.config);
+    tracing::info!(file = %path.display(), models = count, "models reloaded: another instance reloaded its configuration");
+    Ok(count)
+}
+
+/// Reloads on every SIGHUP, and reloads the models whenever another instance reloaded, until
+/// the process ends. A failed reload is logged; the gateway keeps running on what it had.
+pub fn watch(gw: Arc<Gateway>) {
+    crate::tasks::spawn("config-reload", async move {
+        #[cfg(unix)]
         let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => s,
+            Ok(s) => Some(s),
             Err(e) => {
                 tracing::error!(error = %e, "cannot listen for SIGHUP; reload with `ferryman config apply`");
-                return;
+                None
             }
         };
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the configuration");
-            if let Err(e) = reload(&gw).await {
-                tracing::error!("reload failed: {e}");
+        loop {
+            #[cfg(unix)]
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hangup = std::future::pending::<Option<()>>();
+            tokio::select! {
+                signal = hangup => {
+                    if signal.is_none() {
+                        return;
+                    }
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    if let Err(e) = reload(&gw).await {
+                        tracing::error!("reload failed: {e}");
+                    }
+                }
+                () = gw.models_changed.notified() => {
+                    if let Err(e) = reload_models(&gw).await {
+                        tracing::error!("model reload failed: {e}");
+                    }
+                }
             }
         }
     });
-    #[cfg(not(unix))]
-    let _ = gw;
 }

@@ -126,6 +126,7 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
         rates,
         registry: arc_swap::ArcSwap::from_pointee(models),
         reloading: Default::default(),
+        models_changed: Default::default(),
         upstreams,
         ledger,
         prices,

@@ -34,6 +34,9 @@ pub enum Invalidation {
     Tag(String),
     /// Budget tiers and anything else whose reach is not tracked.
     All,
+    /// Another instance reloaded its config file: reload `model_list` and `router_settings`
+    /// from this instance's own file (governance is already in the shared database).
+    Models,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -67,6 +70,7 @@ pub fn apply(gw: &Gateway, inv: &Invalidation) {
             gw.identities.invalidate_all();
             gw.customers.invalidate_all();
         }
+        Invalidation::Models => gw.models_changed.notify_one(),
     }
 }
 

@@ -412,3 +412,43 @@ async fn prune_off_advisory_fields_and_api_made_conflicts() {
     assert!(team_info(&gw, "red").await["team_info"].get("managed_by").is_none());
     gw.terminate().await;
 }
+
+/// With Redis, one `config apply` through one instance reaches every instance: the others drop
+/// the removed key at once and serve the new model list from their own copy of the file.
+#[tokio::test]
+async fn a_reload_through_one_instance_reaches_every_instance() {
+    let redis = std::env::var("FERRYMAN_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let general = "  database_url: \"{database_url}\"\n";
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let file = models("").replace(general, &format!("{general}  redis_url: {redis}\n  redis_key_prefix: {prefix}\n"))
+        + "teams:\n  - team_id: t1\nvirtual_keys:\n  - api_key: os.environ/MARKETING_KEY\n    team_id: t1\n";
+    let env = vec![("MARKETING_KEY".to_owned(), MARKETING_KEY.to_owned())];
+    let a = Gateway::start(Options { backend: Backend::Postgres, config: file.clone(), env }).await;
+    let b = a.another_instance().await;
+    assert_eq!(chat(&b, MARKETING_KEY, "demo").await.0, 200);
+    assert_eq!(chat(&b, MARKETING_KEY, "demo-2").await.0, 404);
+
+    let second = file.replace("virtual_keys:\n  - api_key: os.environ/MARKETING_KEY\n    team_id: t1\n", "").replace(
+        "general_settings:",
+        "  - model_name: demo-2\n    litellm_params:\n      model: mock/demo-2\n      input_cost_per_token: 0.0000001\n      output_cost_per_token: 0.0000002\ngeneral_settings:",
+    );
+    write_config(&a, &second);
+    let (ok, stdout, stderr) = cli(&["config", "apply", "--url", &a.url], &[("FERRYMAN_MASTER_KEY", MASTER_KEY)]);
+    assert!(ok, "{stderr}");
+    let key_id = format!("config-{}", &sha256_hex(MARKETING_KEY)[..16]);
+    assert!(stdout.contains(&format!("- key {key_id}")), "{stdout}");
+
+    b.log_count_reaches("models reloaded: another instance reloaded its configuration", 1).await;
+    assert_eq!(chat(&b, MARKETING_KEY, "demo").await.0, 401, "the removed key is refused on the other instance");
+    let (status, _, body) = b
+        .http()
+        .post(
+            "/v1/chat/completions",
+            MASTER_KEY,
+            json!({"model": "demo-2", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "the other instance serves the new model: {body}");
+    b.terminate().await;
+    a.terminate().await;
+}

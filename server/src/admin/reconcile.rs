@@ -391,6 +391,9 @@ pub async fn plan(
     prune: bool,
     now: DateTime<Utc>,
 ) -> Result<Plan, ReconcileError> {
+    if !declared.present {
+        return Ok(Plan::default());
+    }
     let mut rows = HashMap::new();
     for table in [Table::Budgets, Table::Organizations, Table::Users, Table::Teams, Table::Keys, Table::Customers] {
         rows.insert(table, all_rows(store, table).await?);

@@ -35,6 +35,10 @@ pub const HASH_PREFIX: &str = "sha256:";
 /// takes spend, versions and times from the store.
 #[derive(Debug, Clone, Default)]
 pub struct Declared {
+    /// Whether the file has any governance section at all (an empty list counts). A file
+    /// without one leaves config-managed resources as they are, so a file meant for models
+    /// only cannot delete what another file declared.
+    pub present: bool,
     pub budgets: Vec<BudgetTier>,
     pub organizations: Vec<Organization>,
     pub users: Vec<User>,
@@ -126,7 +130,7 @@ pub struct PlainSecret {
 
 /// Reads the governance sections of the file's root mapping.
 pub fn read(root: &Map<String, Value>, env_refs: &HashSet<String>, r: &mut Reader) -> (Declared, Vec<PlainSecret>) {
-    let mut d = Declared::default();
+    let mut d = Declared { present: SECTIONS.iter().any(|s| root.contains_key(*s)), ..Declared::default() };
     let mut plain = Vec::new();
     for (i, entry) in entries(root, "budgets", r) {
         let path = format!("budgets[{i}]");
