@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         PathBuf::from("ferryman/v1/tenancy.proto"),
         PathBuf::from("ferryman/v1/audit.proto"),
         PathBuf::from("ferryman/v1/usage.proto"),
+        PathBuf::from("ferryman/v1/config.proto"),
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());

@@ -218,29 +218,26 @@ async fn config_diff(file: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Asks a running gateway to reload its configuration.
+/// Asks a running gateway to reload its configuration (gRPC `ConfigService.ReloadConfig`).
 async fn config_apply(remote: &Remote) -> Result<(), String> {
-    let url = format!("{}/config/reload", remote.url.trim_end_matches('/'));
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(&remote.master_key)
-        .send()
+    let channel = tonic::transport::Endpoint::from_shared(remote.url.clone())
+        .map_err(|e| format!("bad --url: {e}"))?
+        .connect()
         .await
         .map_err(|e| format!("cannot reach {}: {e}", remote.url))?;
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.map_err(|e| format!("unreadable answer from {url}: {e}"))?;
-    if !status.is_success() {
-        let message = body["error"]["message"].as_str().unwrap_or("no message");
-        return Err(format!("reload refused ({status}): {message}"));
+    let req = authed(remote, pb::ReloadConfigRequest {})?;
+    let done = pb::config_service_client::ConfigServiceClient::new(channel)
+        .reload_config(req)
+        .await
+        .map_err(|s| format!("reload refused ({:?}): {}", s.code(), s.message()))?
+        .into_inner();
+    for line in done.changes.iter().chain(&done.kept) {
+        out(line);
     }
-    let lines = |k: &str| body[k].as_array().cloned().unwrap_or_default();
-    for line in lines("changes").iter().chain(lines("kept").iter()) {
-        out(line.as_str().unwrap_or_default());
-    }
-    if lines("changes").is_empty() {
+    if done.changes.is_empty() {
         out("no changes");
     }
-    out(&format!("reloaded: {} model name(s)", body["models"]));
+    out(&format!("reloaded: {} model name(s)", done.model_count));
     Ok(())
 }
 

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use crate::admin::reconcile::{self, Plan, ReconcileError};
 use crate::config::{Config, ConfigProblem, ProcessEnv};
+use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::router::ModelRegistry;
 
@@ -31,6 +32,15 @@ pub enum ReloadError {
     Invalid { file: String, problems: Vec<ConfigProblem> },
     #[error("cannot apply the governance the file declares; nothing was changed: {0}")]
     Reconcile(#[from] ReconcileError),
+}
+
+impl From<ReloadError> for GatewayError {
+    fn from(e: ReloadError) -> Self {
+        match e {
+            ReloadError::Reconcile(ReconcileError::Store(s)) => s.into(),
+            other => GatewayError::invalid("config", other.to_string()),
+        }
+    }
 }
 
 fn list(problems: &[ConfigProblem]) -> String {

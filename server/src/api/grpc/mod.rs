@@ -1,6 +1,7 @@
 //! The gRPC surface: Ferryman's services, `grpc.health.v1` and reflection, as one axum router
 //! that also answers gRPC-web (tonic-web).
 
+mod config;
 mod convert;
 mod services;
 mod status;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use ferryman_proto::v1::audit_service_server::AuditServiceServer;
 use ferryman_proto::v1::budget_service_server::BudgetServiceServer;
+use ferryman_proto::v1::config_service_server::ConfigServiceServer;
 use ferryman_proto::v1::customer_service_server::CustomerServiceServer;
 use ferryman_proto::v1::inference_service_server::InferenceServiceServer;
 use ferryman_proto::v1::key_service_server::KeyServiceServer;
@@ -42,6 +44,7 @@ pub async fn routes(gateway: Arc<Gateway>) -> Result<axum::Router, tonic_reflect
     health_reporter.set_serving::<BudgetServiceServer<Services>>().await;
     health_reporter.set_serving::<AuditServiceServer<Services>>().await;
     health_reporter.set_serving::<UsageServiceServer<Services>>().await;
+    health_reporter.set_serving::<ConfigServiceServer<Services>>().await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ferryman_proto::FILE_DESCRIPTOR_SET)
@@ -61,7 +64,8 @@ pub async fn routes(gateway: Arc<Gateway>) -> Result<axum::Router, tonic_reflect
         .add_service(CustomerServiceServer::new(services.clone()).max_decoding_message_size(max_message))
         .add_service(BudgetServiceServer::new(services.clone()).max_decoding_message_size(max_message))
         .add_service(AuditServiceServer::new(services.clone()).max_decoding_message_size(max_message))
-        .add_service(UsageServiceServer::new(services).max_decoding_message_size(max_message))
+        .add_service(UsageServiceServer::new(services.clone()).max_decoding_message_size(max_message))
+        .add_service(ConfigServiceServer::new(services).max_decoding_message_size(max_message))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

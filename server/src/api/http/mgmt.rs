@@ -565,11 +565,6 @@ pub async fn tag_list(m: Mgmt, Query(q): Query<PageQuery>) -> Reply {
 pub async fn config_reload(m: Mgmt) -> Reply {
     let ctx = m.ctx().await?;
     ctx.who.require_admin("only proxy admins may reload the configuration")?;
-    match crate::reload::reload(ctx.gw).await {
-        Ok(done) => Ok(Json(done.to_json())),
-        Err(crate::reload::ReloadError::Reconcile(crate::admin::reconcile::ReconcileError::Store(e))) => {
-            Err(GatewayError::from(e).into())
-        }
-        Err(e) => Err(GatewayError::invalid("config", e.to_string()).into()),
-    }
+    let done = crate::reload::reload(ctx.gw).await.map_err(GatewayError::from)?;
+    Ok(Json(done.to_json()))
 }
