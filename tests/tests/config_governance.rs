@@ -6,7 +6,15 @@
 
 use std::process::Command;
 
+use ferryman_proto::v1 as pb;
 use ferryman_tests::{Backend, Gateway, MASTER_KEY, Options, TempDir, Value, ferryman_bin, json, openai_error};
+use tonic_types::StatusExt;
+
+fn authed<T>(msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut().insert("authorization", format!("Bearer {MASTER_KEY}").parse().unwrap());
+    req
+}
 
 const MARKETING_KEY: &str = "sk-marketing-from-env-0123456789";
 const RESEARCH_KEY: &str = "sk-research-plain-in-file-0123";
@@ -208,6 +216,21 @@ async fn declared_governance_follows_the_file(backend: Backend) {
     assert!(err["message"].as_str().unwrap().contains(&path.display().to_string()), "{body}");
     let (status, _, body) = gw.http().post("/key/delete", MASTER_KEY, json!({"keys": ["research-key"]})).await;
     assert_eq!(status, 403, "{body}");
+    // The same over gRPC: the state says who manages the team, and an update is refused.
+    let mut teams = pb::team_service_client::TeamServiceClient::new(gw.channel().await);
+    let got = teams.get_team(authed(pb::GetTeamRequest { team_id: "marketing-team".into() })).await.unwrap();
+    let team = got.into_inner().team.unwrap();
+    assert_eq!(team.state.unwrap().managed_by.as_deref(), Some("config"));
+    let refused = teams
+        .update_team(authed(pb::UpdateTeamRequest {
+            team: Some(pb::Team { team_id: "marketing-team".into(), blocked: true, ..Default::default() }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["blocked".into()] }),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    let info = refused.get_error_details().error_info().cloned().unwrap();
+    assert_eq!(info.reason, "CONFIG_MANAGED");
     let api_key = gw.create_key(json!({"team_id": "marketing-team", "key_alias": "made-by-api"})).await;
     let api_secret = api_key["key"].as_str().unwrap().to_owned();
     assert_eq!(chat(&gw, &api_secret, "demo").await.0, 200);

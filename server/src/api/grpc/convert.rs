@@ -344,6 +344,7 @@ pub fn key(k: &KeyRecord) -> pb::Key {
         create_time: Some(timestamp(k.meta.created_at)),
         organization_id: k.organization_id.clone(),
         etag: k.meta.version.to_string(),
+        managed_by: k.managed_by.clone(),
     }
 }
 
@@ -368,6 +369,7 @@ pub fn new_key(
         create_time: _,
         organization_id,
         etag: _,
+        managed_by: _,
     } = k;
     if let Some(b) = max_budget_nanos
         && b < 0

@@ -170,11 +170,13 @@ fn limits_pb(l: &Limits) -> pb::Limits {
     }
 }
 
-fn state(m: &crate::tenancy::Meta) -> pb::ResourceState {
+fn state<R: crate::tenancy::Resource>(r: &R) -> pb::ResourceState {
+    let m = r.meta();
     pb::ResourceState {
         spend_nanos: m.spend.0,
         create_time: Some(timestamp(m.created_at)),
         update_time: Some(timestamp(m.updated_at)),
+        managed_by: r.managed_by().map(str::to_owned),
     }
 }
 
@@ -209,7 +211,7 @@ fn org_pb(o: &Organization) -> pb::Organization {
         tags: o.tags.clone(),
         blocked: o.blocked,
         etag: o.meta.version.to_string(),
-        state: Some(state(&o.meta)),
+        state: Some(state(o)),
     }
 }
 
@@ -255,7 +257,7 @@ fn team_pb(t: &Team) -> pb::Team {
         model_aliases: t.model_aliases.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         team_member_permissions: t.team_member_permissions.clone(),
         etag: t.meta.version.to_string(),
-        state: Some(state(&t.meta)),
+        state: Some(state(t)),
     }
 }
 
@@ -308,7 +310,7 @@ fn user_pb(u: &User) -> pb::User {
         tags: u.tags.clone(),
         blocked: u.blocked,
         etag: u.meta.version.to_string(),
-        state: Some(state(&u.meta)),
+        state: Some(state(u)),
     }
 }
 
@@ -357,7 +359,7 @@ fn customer_pb(c: &Customer) -> pb::Customer {
         default_model: c.default_model.clone(),
         metadata: Some(map_to_struct(&c.metadata)),
         etag: c.meta.version.to_string(),
-        state: Some(state(&c.meta)),
+        state: Some(state(c)),
     }
 }
 
@@ -394,7 +396,7 @@ fn budget_pb(b: &BudgetTier) -> pb::Budget {
         budget_id: b.budget_id.clone(),
         limits: Some(limits_pb(&b.limits)),
         etag: b.meta.version.to_string(),
-        state: Some(state(&b.meta)),
+        state: Some(state(b)),
     }
 }
 
@@ -466,6 +468,7 @@ pub fn key_update(k: pb::Key, mask: Option<FieldMask>) -> Result<(keys::KeyField
         models,
         max_budget_nanos,
         spend_nanos: _,
+        managed_by: _,
         metadata: md,
         expire_time,
         blocked,
