@@ -43,6 +43,11 @@ pub struct Gateway {
     pub reloading: tokio::sync::Mutex<()>,
     /// Signalled when another instance reloaded its models (see `reload::watch`).
     pub models_changed: tokio::sync::Notify,
+    /// `general_settings.config_managed_fields: advisory`, as the last start or reload read it.
+    pub advisory: std::sync::atomic::AtomicBool,
+    /// The start-up reconcile changed something other instances must hear about once
+    /// invalidations can be published.
+    pub announce: std::sync::atomic::AtomicBool,
     pub upstreams: Upstreams,
     pub ledger: Ledger,
     pub prices: PriceTable,
@@ -134,6 +139,15 @@ const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
 const DEFAULT_TPM_OUTPUT_TOKENS: u64 = 256;
 
 impl Gateway {
+    /// What the API does with config-managed resources now.
+    pub fn managed_fields(&self) -> crate::config::governance::ManagedFields {
+        if self.advisory.load(std::sync::atomic::Ordering::Relaxed) {
+            crate::config::governance::ManagedFields::Advisory
+        } else {
+            crate::config::governance::ManagedFields::Locked
+        }
+    }
+
     /// The model registry in force now.
     pub fn models(&self) -> Arc<ModelRegistry> {
         self.registry.load_full()

@@ -101,8 +101,9 @@ async fn serve(args: ferryman_server::cli::ServeArgs) -> Result<(), String> {
         }
         Some(_) => {}
     }
+    let hangups = ferryman_server::reload::hangups();
     let gateway = server::build(config).await.map_err(|e| e.to_string())?;
-    ferryman_server::reload::watch(gateway.clone());
+    ferryman_server::reload::watch(gateway.clone(), hangups);
     let listener = TcpListener::bind((args.host.as_str(), args.port))
         .await
         .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;

@@ -32,6 +32,8 @@ pub enum ReloadError {
     Invalid { file: String, problems: Vec<ConfigProblem> },
     #[error("cannot apply the governance the file declares; nothing was changed: {0}")]
     Reconcile(#[from] ReconcileError),
+    #[error("the reload stopped unexpectedly: {0}")]
+    Aborted(String),
 }
 
 impl From<ReloadError> for GatewayError {
@@ -97,14 +99,24 @@ fn swap_models(gw: &Gateway, config: &Config) -> usize {
     count
 }
 
-/// Reads the gateway's config file again and applies it.
-pub async fn reload(gw: &Gateway) -> Result<Reloaded, ReloadError> {
+/// Reads the gateway's config file again and applies it. The work runs as its own task, so
+/// a caller that hangs up cannot stop it between the commit and the model swap.
+pub async fn reload(gw: Arc<Gateway>) -> Result<Reloaded, ReloadError> {
+    match crate::tasks::spawn("config-reload", async move { reload_here(&gw).await }).await {
+        Ok(done) => done,
+        Err(e) => Err(ReloadError::Aborted(e.to_string())),
+    }
+}
+
+async fn reload_here(gw: &Gateway) -> Result<Reloaded, ReloadError> {
     let _one_at_a_time = gw.reloading.lock().await;
     let (path, loaded) = read(gw)?;
     let config = loaded.config;
     let plan = reconcile::apply(gw, &config.governance, config.general.config_prune).await?;
     log_plan(&plan);
     let count = swap_models(gw, &config);
+    let advisory = config.general.config_managed_fields == crate::config::governance::ManagedFields::Advisory;
+    gw.advisory.store(advisory, std::sync::atomic::Ordering::Relaxed);
     if let Some(sync) = gw.sync.get() {
         sync.publish(crate::sync::Invalidation::Models);
     }
@@ -121,35 +133,45 @@ pub async fn reload_models(gw: &Gateway) -> Result<usize, ReloadError> {
     Ok(count)
 }
 
+/// SIGHUP, listened for from the start: before the first reload can run, a SIGHUP is not
+/// the end of the process. `None` where signals cannot be had.
+pub struct Hangups(#[cfg(unix)] Option<tokio::signal::unix::Signal>);
+
+pub fn hangups() -> Hangups {
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Hangups(Some(s)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; reload with `ferryman config apply`");
+            Hangups(None)
+        }
+    }
+    #[cfg(not(unix))]
+    Hangups()
+}
+
+impl Hangups {
+    async fn next(&mut self) -> Option<()> {
+        #[cfg(unix)]
+        if let Some(s) = self.0.as_mut() {
+            return s.recv().await;
+        }
+        std::future::pending().await
+    }
+}
+
 /// Reloads on every SIGHUP, and reloads the models whenever another instance reloaded, until
 /// the process ends. A failed reload is logged; the gateway keeps running on what it had.
-pub fn watch(gw: Arc<Gateway>) {
-    crate::tasks::spawn("config-reload", async move {
-        #[cfg(unix)]
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGHUP; reload with `ferryman config apply`");
-                None
-            }
-        };
+pub fn watch(gw: Arc<Gateway>, mut hangups: Hangups) {
+    crate::tasks::spawn("config-watch", async move {
         loop {
-            #[cfg(unix)]
-            let hangup = async {
-                match hup.as_mut() {
-                    Some(h) => h.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let hangup = std::future::pending::<Option<()>>();
             tokio::select! {
-                signal = hangup => {
+                signal = hangups.next() => {
                     if signal.is_none() {
                         return;
                     }
                     tracing::info!("SIGHUP: reloading the configuration");
-                    if let Err(e) = reload(&gw).await {
+                    if let Err(e) = reload(gw.clone()).await {
                         tracing::error!("reload failed: {e}");
                     }
                 }

@@ -116,6 +116,7 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
     };
     let governance = config.governance.clone();
     let prune = config.general.config_prune;
+    let config_managed_fields = config.general.config_managed_fields;
     let gateway = Arc::new(Gateway {
         cache,
         config,
@@ -127,6 +128,8 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
         registry: arc_swap::ArcSwap::from_pointee(models),
         reloading: Default::default(),
         models_changed: Default::default(),
+        advisory: (config_managed_fields == crate::config::governance::ManagedFields::Advisory).into(),
+        announce: Default::default(),
         upstreams,
         ledger,
         prices,
@@ -136,6 +139,7 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
     // The file's governance becomes the stored state before the first request.
     let plan = crate::admin::reconcile::apply(&gateway, &governance, prune).await.map_err(StartError::Reconcile)?;
     crate::reload::log_plan(&plan);
+    gateway.announce.store(!plan.is_empty(), std::sync::atomic::Ordering::Relaxed);
     Ok(gateway)
 }
 
@@ -174,6 +178,10 @@ pub async fn serve(
     if let Some(url) = &gateway.config.general.redis_url {
         match crate::sync::start(&gateway, url.expose(), &gateway.config.general.redis_prefix) {
             Ok(sync) => {
+                // Instances already running drop what the start-up reconcile changed.
+                if gateway.announce.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    sync.publish(crate::sync::Invalidation::All);
+                }
                 let _ = gateway.sync.set(sync);
             }
             Err(e) => tracing::error!(error = %e, "cannot use redis_url for cache invalidation"),

@@ -147,6 +147,7 @@ pub fn start(gateway: &Arc<Gateway>, redis_url: &str, prefix: &str) -> Result<Sy
                         if !first {
                             // Messages may have been missed while disconnected.
                             apply(&gateway, &Invalidation::All);
+                            apply(&gateway, &Invalidation::Models);
                         }
                         first = false;
                         seen.store(read_version(&client, &version_key_sub).await.unwrap_or(0), Ordering::SeqCst);
@@ -212,6 +213,7 @@ async fn version_check(
             if received < version {
                 tracing::warn!(version, received, "missed a cache invalidation; forgetting cached identities");
                 apply(&gateway, &Invalidation::All);
+                apply(&gateway, &Invalidation::Models);
                 // Count the missing ones as received, keeping any that arrived meanwhile.
                 seen.fetch_add(version - received, Ordering::SeqCst);
             }

@@ -88,12 +88,20 @@ impl<'a> Ctx<'a> {
 /// `general_settings.config_managed_fields: advisory` the change is allowed (and the next
 /// apply puts the file's settings back).
 pub fn check_managed<R: Resource>(ctx: &Ctx<'_>, r: &R) -> Result<(), GatewayError> {
-    use crate::config::governance::{MANAGED_BY, ManagedFields};
-    let config = &ctx.gw.config;
-    if r.managed_by() != Some(MANAGED_BY) || config.general.config_managed_fields == ManagedFields::Advisory {
+    use crate::config::governance::MANAGED_BY;
+    use crate::config::governance::ManagedFields;
+    if r.managed_by() != Some(MANAGED_BY) || ctx.gw.managed_fields() == ManagedFields::Advisory {
         return Ok(());
     }
-    let file = config.source.as_ref().map_or_else(|| "the config file".to_owned(), |p| p.display().to_string());
+    // The file's name, not its path: the caller may not be one who should learn the layout of
+    // the gateway's disk.
+    let file = ctx
+        .gw
+        .config
+        .source
+        .as_ref()
+        .and_then(|p| p.file_name())
+        .map_or_else(|| "the config file".to_owned(), |n| n.to_string_lossy().into_owned());
     Err(GatewayError::new(
         crate::error::ErrorCode::PermissionDenied,
         format!(

@@ -126,8 +126,10 @@ struct Planner<'a> {
     audit: Vec<AuditDraft>,
     lines: Vec<String>,
     kept: Vec<String>,
-    /// Users this plan deletes (with all their memberships).
-    pruned_users: HashSet<String>,
+    /// What this plan deletes.
+    deleted: HashSet<(Table, String)>,
+    /// Every stored membership.
+    memberships: Vec<Membership>,
     declared: &'a Declared,
 }
 
@@ -180,6 +182,20 @@ impl Planner<'_> {
                     }
                     row.spend = cur.spend;
                     row.version = cur.version + 1;
+                    // A unique column (an alias, an email, a secret) that moves between two
+                    // declared rows is let go first, so the order of updates cannot clash.
+                    let moved = |old: &Option<String>, new: &Option<String>| old.is_some() && old != new;
+                    if moved(&cur.alias, &row.alias) || moved(&cur.token_hash, &row.token_hash) {
+                        let released = Row {
+                            alias: None,
+                            token_hash: None,
+                            version: cur.version + 1,
+                            updated_at: self.now,
+                            ..cur.clone()
+                        };
+                        self.deletes.push(Change::Update(R::TABLE, released));
+                        row.version = cur.version + 2;
+                    }
                     row.created_at = cur.created_at;
                     row.updated_at = self.now;
                     let verb = if is_managed(&cur) { "updated" } else { "adopted" };
@@ -208,27 +224,46 @@ impl Planner<'_> {
         }
         if !blockers.is_empty() {
             self.kept.push(format!(
-                "{kind} {} is no longer in the file; kept because API-made resources depend on it: {}",
+                "{kind} {} is no longer in the file; kept because resources that stay depend on it: {}",
                 row.id,
                 blockers.join(", ")
             ));
             return;
         }
         self.lines.push(format!("- {kind} {}", row.id));
-        if table == Table::Users {
-            self.pruned_users.insert(row.id.clone());
-        }
+        self.deleted.insert((table, row.id.clone()));
         self.audit("deleted", kind, &row.id, Some(snapshot(row)), None);
         self.deletes.extend(cascade);
         self.deletes.push(Change::Delete(table, row.id.clone()));
     }
 
-    /// API-made rows of `table` whose `column` names `id`.
-    fn api_dependents(&self, table: Table, id: &str, column: fn(&Row) -> Option<&str>) -> Vec<String> {
+    /// Rows of `table` that stay (this plan does not delete them) and whose `column` names
+    /// `id`: they would be left pointing at nothing.
+    fn dependents(&self, table: Table, id: &str, column: fn(&Row) -> Option<&str>) -> Vec<String> {
         let mut out: Vec<String> = self
             .rows(table)
-            .filter(|r| !is_managed(r) && column(r) == Some(id))
+            .filter(|r| column(r) == Some(id) && !self.deleted.contains(&(table, r.id.clone())))
             .map(|r| format!("{} {}", table.object_type(), r.id))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Memberships of `user` in teams and organizations this plan neither declares nor
+    /// deletes (those made through the API).
+    fn foreign_memberships(&self, user: &str) -> Vec<String> {
+        let d = self.declared;
+        let declared = |m: &Membership| match m.scope {
+            Scope::Team => d.teams.iter().any(|t| t.team_id == m.scope_id),
+            Scope::Org => d.organizations.iter().any(|o| o.organization_id == m.scope_id),
+        };
+        let table = |s: Scope| if s == Scope::Team { Table::Teams } else { Table::Organizations };
+        let mut out: Vec<String> = self
+            .memberships
+            .iter()
+            .filter(|m| m.user_id == user && !declared(m))
+            .filter(|m| !self.deleted.contains(&(table(m.scope), m.scope_id.clone())))
+            .map(|m| format!("membership of {} {}", table(m.scope).object_type(), m.scope_id))
             .collect();
         out.sort();
         out
@@ -243,20 +278,21 @@ impl Planner<'_> {
         }
         let teams: HashSet<&str> = d.teams.iter().map(|t| t.team_id.as_str()).collect();
         for row in self.dropped(Table::Teams, &teams) {
-            let blockers = self.api_dependents(Table::Keys, &row.id, |r| r.team_id.as_deref());
+            let blockers = self.dependents(Table::Keys, &row.id, |r| r.team_id.as_deref());
             let cascade = vec![Change::DeleteMembershipsOfScope { scope: Scope::Team, scope_id: row.id.clone() }];
             self.prune(Table::Teams, &row, blockers, cascade);
         }
         let users: HashSet<&str> = d.users.iter().map(|u| u.user_id.as_str()).collect();
         for row in self.dropped(Table::Users, &users) {
-            let blockers = self.api_dependents(Table::Keys, &row.id, |r| r.user_id.as_deref());
+            let mut blockers = self.dependents(Table::Keys, &row.id, |r| r.user_id.as_deref());
+            blockers.extend(self.foreign_memberships(&row.id));
             let cascade = vec![Change::DeleteMembershipsOfUser(row.id.clone())];
             self.prune(Table::Users, &row, blockers, cascade);
         }
         let orgs: HashSet<&str> = d.organizations.iter().map(|o| o.organization_id.as_str()).collect();
         for row in self.dropped(Table::Organizations, &orgs) {
-            let mut blockers = self.api_dependents(Table::Teams, &row.id, |r| r.organization_id.as_deref());
-            blockers.extend(self.api_dependents(Table::Keys, &row.id, |r| r.organization_id.as_deref()));
+            let mut blockers = self.dependents(Table::Teams, &row.id, |r| r.organization_id.as_deref());
+            blockers.extend(self.dependents(Table::Keys, &row.id, |r| r.organization_id.as_deref()));
             let cascade = vec![Change::DeleteMembershipsOfScope { scope: Scope::Org, scope_id: row.id.clone() }];
             self.prune(Table::Organizations, &row, blockers, cascade);
         }
@@ -268,9 +304,24 @@ impl Planner<'_> {
         for row in self.dropped(Table::Budgets, &budgets) {
             let mut blockers = Vec::new();
             for table in [Table::Organizations, Table::Teams, Table::Users, Table::Keys, Table::Customers] {
-                blockers
-                    .extend(self.api_dependents(table, &row.id, |r| r.data.get("budget_id").and_then(Value::as_str)));
+                // Declared rows name only declared budgets (the file is checked), so they are
+                // not left pointing at this one.
+                let declared: HashSet<&str> = match table {
+                    Table::Organizations => d.organizations.iter().map(|o| o.organization_id.as_str()).collect(),
+                    Table::Teams => d.teams.iter().map(|t| t.team_id.as_str()).collect(),
+                    Table::Users => d.users.iter().map(|u| u.user_id.as_str()).collect(),
+                    Table::Keys => d.keys.iter().map(|k| k.key_id.as_str()).collect(),
+                    _ => d.customers.iter().map(|c| c.user_id.as_str()).collect(),
+                };
+                let refs: Vec<String> = self
+                    .rows(table)
+                    .filter(|r| r.data.get("budget_id").and_then(Value::as_str) == Some(row.id.as_str()))
+                    .filter(|r| !declared.contains(r.id.as_str()) && !self.deleted.contains(&(table, r.id.clone())))
+                    .map(|r| format!("{} {}", table.object_type(), r.id))
+                    .collect();
+                blockers.extend(refs);
             }
+            blockers.sort();
             self.prune(Table::Budgets, &row, blockers, Vec::new());
         }
     }
@@ -322,7 +373,7 @@ impl Planner<'_> {
             }));
         }
         for ((scope, scope_id, user_id), cur) in have {
-            if self.pruned_users.contains(&user_id) {
+            if self.deleted.contains(&(Table::Users, user_id.clone())) {
                 continue;
             }
             let kind = object_type(scope);
@@ -398,6 +449,7 @@ pub async fn plan(
     for table in [Table::Budgets, Table::Organizations, Table::Users, Table::Teams, Table::Keys, Table::Customers] {
         rows.insert(table, all_rows(store, table).await?);
     }
+    let memberships = store.memberships(&MembershipFilter::default()).await?;
     let mut p = Planner {
         now,
         request_id: format!("config-{}", uuid::Uuid::new_v4()),
@@ -409,7 +461,8 @@ pub async fn plan(
         audit: Vec::new(),
         lines: Vec::new(),
         kept: Vec::new(),
-        pruned_users: HashSet::new(),
+        deleted: HashSet::new(),
+        memberships,
         declared,
     };
     p.check_unique();
@@ -418,7 +471,7 @@ pub async fn plan(
     p.upsert(&declared.organizations);
     p.upsert(&declared.users);
     p.upsert(&declared.teams);
-    let current = store.memberships(&MembershipFilter::default()).await?;
+    let current = std::mem::take(&mut p.memberships);
     p.members(&current);
     p.upsert(&declared.keys);
     p.upsert(&declared.customers);
@@ -431,8 +484,9 @@ pub async fn plan(
 }
 
 /// Plans and commits, then drops every cached identity so the change is seen at once (on
-/// every instance, when Redis is configured). A concurrent API change makes the commit
-/// conflict; the plan is then made again, once.
+/// every instance, when Redis is configured). A concurrent change (an admin, or another
+/// instance reconciling the same file at start) makes the commit conflict; the plan is then
+/// made again, at most twice.
 pub async fn apply(gw: &Gateway, declared: &Declared, prune: bool) -> Result<Plan, ReconcileError> {
     let mut attempt = 0;
     loop {
@@ -445,7 +499,8 @@ pub async fn apply(gw: &Gateway, declared: &Declared, prune: bool) -> Result<Pla
                 gw.invalidate(Invalidation::All);
                 return Ok(plan);
             }
-            Err(StoreError::Conflict(_)) if attempt == 0 => attempt += 1,
+            // Another instance (or an admin) changed the same rows meanwhile: plan again.
+            Err(StoreError::Conflict(_) | StoreError::NotFound(_)) if attempt < 2 => attempt += 1,
             Err(e) => return Err(e.into()),
         }
     }

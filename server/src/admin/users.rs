@@ -140,7 +140,12 @@ pub async fn create(ctx: &Ctx<'_>, f: UserFields, limits: LimitsFields) -> Resul
     let role = parse_role(f.user_role.as_deref().unwrap_or("internal_user"))?;
     // Proxy admins create anyone; org admins create internal users in their organization.
     let join_org = match &f.organization_id {
-        Some(org) => Some(load_ref::<Organization>(ctx.gw, "organization_id", org).await?.organization_id),
+        Some(org) => {
+            let org = load_ref::<Organization>(ctx.gw, "organization_id", org).await?;
+            // Its members are the file's to declare.
+            super::check_managed(ctx, &org)?;
+            Some(org.organization_id)
+        }
         None => None,
     };
     if !ctx.who.is_admin() {
@@ -186,6 +191,7 @@ pub async fn create(ctx: &Ctx<'_>, f: UserFields, limits: LimitsFields) -> Resul
     let mut audit = vec![ctx.audit("created", "user", &user.user_id, None, Some(snapshot(&user)))];
     for (i, team_id) in f.teams.unwrap_or_default().iter().enumerate() {
         let team: Team = load_ref(ctx.gw, &format!("teams[{i}]"), team_id).await?;
+        super::check_managed(ctx, &team)?;
         if !ctx.who.is_admin() && !ctx.who.is_org_admin_of(team.organization_id.as_deref()) {
             return Err(deny(
                 &ctx.who,

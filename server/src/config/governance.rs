@@ -583,9 +583,11 @@ fn check_references(d: &mut Declared, r: &mut Reader) {
             if let Some(id) = id
                 && let Some(first) = seen.insert(id, i)
             {
+                // A secret's hash is not shown either.
+                let what = if field == "api_key" { "the same secret".to_owned() } else { format!("{id:?}") };
                 r.problem(
                     format!("{section}[{i}].{field}"),
-                    format!("{id:?} is already declared by {section}[{first}]"),
+                    format!("{what} is already declared by {section}[{first}]"),
                 );
             }
         }
@@ -767,6 +769,16 @@ customers:
         let loaded = Config::parse(&format!("virtual_keys:\n  - api_key: sha256:{hash}\n"), &env()).unwrap();
         assert_eq!(loaded.config.governance.keys[0].token_hash, "ab".repeat(32));
         assert!(loaded.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_secret_written_in_the_file_is_plain_however_it_is_spelt() {
+        let text = "environment_variables:\n  FILE_KEY: sk-written-in-the-file-1\nvirtual_keys:\n  - api_key: os.environ/FILE_KEY\n  - api_key: os.environ/UNSET_VAR:-sk-default-in-the-file-2\n  - api_key: os.environ/T1_KEY\n";
+        let loaded = Config::parse(text, &env()).unwrap();
+        let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].starts_with("virtual_keys[0].api_key: line 2: a plain secret"), "{warnings:?}");
+        assert!(warnings[1].starts_with("virtual_keys[1].api_key: line 5: a plain secret"), "{warnings:?}");
     }
 
     #[test]

@@ -195,7 +195,9 @@ impl Config {
             warnings: vec![],
         })?;
         let mut loaded = Self::parse(&text, env)?;
-        loaded.config.source = Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
+        // Absolute, but through any symlinks as given: a Kubernetes ConfigMap swaps the target
+        // of `config.yaml`, and reloads must follow it.
+        loaded.config.source = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
         Ok(loaded)
     }
 
@@ -299,10 +301,15 @@ fn resolve_env_refs(value: &mut Value, path: &str, env: &dyn Env, file_env: &BTr
                     Some((n, d)) => (n, Some(d)),
                     None => (reference, None),
                 };
-                match lookup_env(name, env, file_env).or(default.map(str::to_owned)) {
+                // Only a value from the process environment keeps a secret out of the file; one
+                // from `environment_variables` or a `:-default` is written in it.
+                let from_process = env.var(name);
+                if from_process.is_some() {
+                    r.env_refs.insert(path.to_owned());
+                }
+                match from_process.or_else(|| file_env.get(name).cloned()).or(default.map(str::to_owned)) {
                     Some(v) => {
                         *s = v;
-                        r.env_refs.insert(path.to_owned());
                     }
                     None => {
                         r.problem(path, format!("environment variable {name} is not set"));

@@ -17,7 +17,7 @@ impl ConfigService for Services {
         let ctx = self.ctx(&req).await?;
         ctx.who.require_admin("only proxy admins may reload the configuration").map_err(to_status)?;
         let pb::ReloadConfigRequest {} = req.into_inner();
-        let done = crate::reload::reload(&self.gateway).await.map_err(|e| to_status(e.into()))?;
+        let done = crate::reload::reload(self.gateway.clone()).await.map_err(|e| to_status(e.into()))?;
         Ok(Response::new(pb::ReloadConfigResponse {
             changes: done.plan.lines,
             kept: done.plan.kept,

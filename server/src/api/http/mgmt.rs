@@ -565,6 +565,6 @@ pub async fn tag_list(m: Mgmt, Query(q): Query<PageQuery>) -> Reply {
 pub async fn config_reload(m: Mgmt) -> Reply {
     let ctx = m.ctx().await?;
     ctx.who.require_admin("only proxy admins may reload the configuration")?;
-    let done = crate::reload::reload(ctx.gw).await.map_err(GatewayError::from)?;
+    let done = crate::reload::reload(m.app.gateway.clone()).await.map_err(GatewayError::from)?;
     Ok(Json(done.to_json()))
 }
