@@ -90,7 +90,9 @@ fn read(gw: &Gateway) -> Result<(std::path::PathBuf, crate::config::Loaded), Rel
 
 /// Builds and swaps in the model registry a configuration declares; returns its model count.
 fn swap_models(gw: &Gateway, config: &Config) -> usize {
-    let (models, unpriced) = ModelRegistry::build(&config.deployments, &gw.prices, config.routing.clone());
+    let previous = gw.models();
+    let (models, unpriced) =
+        ModelRegistry::rebuild(&config.deployments, &gw.prices, config.routing.clone(), Some(&previous));
     for id in unpriced {
         tracing::warn!(deployment = %id, "no price for this deployment in the table or config; its calls will cost 0");
     }

@@ -45,7 +45,9 @@ pub struct Deployment {
     pub priced: bool,
     /// The most output tokens a call can produce (config, else the price table).
     pub max_output: Option<u64>,
-    health: Health,
+    /// Shared with the same deployment in the registry a reload replaced, so cooldowns, usage
+    /// counts and calls in flight carry over.
+    health: Arc<Health>,
 }
 
 /// Counts a deployment's call in flight until dropped.
@@ -58,7 +60,7 @@ impl Drop for Busy {
 }
 
 impl Deployment {
-    fn new(config: DeploymentConfig, table: &PriceTable) -> Self {
+    fn new(config: DeploymentConfig, table: &PriceTable, health: Arc<Health>) -> Self {
         let entry = table.lookup(config.provider.as_str(), &config.upstream_model);
         let listed = entry.map(|m| m.price());
         let max_output = config.max_output_tokens.or_else(|| entry.and_then(|m| m.max_output_tokens));
@@ -70,7 +72,7 @@ impl Deployment {
             output: config.output_cost_per_token.unwrap_or(base.output),
             cache_read: if config.input_cost_per_token.is_some() { None } else { base.cache_read },
         };
-        Self { config, price, priced, max_output, health: Health::default() }
+        Self { config, price, priced, max_output, health }
     }
 
     /// Marks a call in flight on this deployment (for least-busy).
@@ -169,6 +171,23 @@ impl ModelRegistry {
         table: &PriceTable,
         settings: RouterSettings,
     ) -> (Self, Vec<String>) {
+        Self::rebuild(deployments, table, settings, None)
+    }
+
+    /// [`ModelRegistry::build`], keeping what `previous` learnt about deployments whose id
+    /// both have (a reload must not forget a cooldown or a minute's usage).
+    pub fn rebuild(
+        deployments: &[DeploymentConfig],
+        table: &PriceTable,
+        settings: RouterSettings,
+        previous: Option<&ModelRegistry>,
+    ) -> (Self, Vec<String>) {
+        let known: HashMap<&str, &Arc<Health>> = previous
+            .into_iter()
+            .flat_map(|p| p.groups.values())
+            .flat_map(|g| g.deployments.iter())
+            .map(|d| (d.config.id.as_str(), &d.health))
+            .collect();
         let mut groups: HashMap<String, Group> = HashMap::new();
         let mut names = Vec::new();
         let mut unpriced = Vec::new();
@@ -180,7 +199,8 @@ impl ModelRegistry {
                     members.push(d.model_name.clone());
                 }
             }
-            let deployment = Deployment::new(d.clone(), table);
+            let health = known.get(d.id.as_str()).map_or_else(Arc::default, |h| Arc::clone(h));
+            let deployment = Deployment::new(d.clone(), table, health);
             if !deployment.priced && !d.upstream_model.contains('*') {
                 unpriced.push(d.id.clone());
             }
@@ -264,7 +284,7 @@ impl ModelRegistry {
             let mut config = d.config.clone();
             config.upstream_model = config.upstream_model.replace('*', matched);
             config.model_name = model.to_owned();
-            let made = Arc::new(Deployment::new(config, &self.table));
+            let made = Arc::new(Deployment::new(config, &self.table, Arc::default()));
             // A name nobody priced would be free: refuse it rather than give it away.
             if !made.priced {
                 return Err(GatewayError::invalid(
@@ -447,5 +467,34 @@ impl ModelRegistry {
             return Vec::new();
         }
         s.fallbacks.get(model).or_else(|| s.fallbacks.get("*")).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn a_rebuild_keeps_what_the_router_learnt_about_each_deployment() {
+        let text = "model_list:\n  - {model_name: m, litellm_params: {model: mock/a}, model_info: {id: a}}\n  - {model_name: m, litellm_params: {model: mock/b}, model_info: {id: b}}\n";
+        let config = crate::config::Config::parse(text, &HashMap::new()).unwrap().config;
+        let table = PriceTable::builtin().unwrap();
+        let (old, _) = ModelRegistry::build(&config.deployments, &table, config.routing.clone());
+        let a = old.candidates("m").into_iter().find(|d| d.config.id == "a").unwrap();
+        a.health.failures.lock().unwrap().2 = Some(Instant::now() + Duration::from_secs(60));
+        let busy = a.busy();
+
+        // The new file drops b and adds c.
+        let text = text.replace("mock/b}, model_info: {id: b}", "mock/c}, model_info: {id: c}");
+        let config = crate::config::Config::parse(&text, &HashMap::new()).unwrap().config;
+        let (new, _) = ModelRegistry::rebuild(&config.deployments, &table, config.routing.clone(), Some(&old));
+        let by_id = |id: &str| new.candidates("m").into_iter().find(|d| d.config.id == id).unwrap();
+        assert!(by_id("a").cooling(Instant::now()).is_some(), "a cooldown survives the reload");
+        assert_eq!(by_id("a").health.in_flight.load(Ordering::Relaxed), 1, "so does a call in flight");
+        drop(busy);
+        assert_eq!(by_id("a").health.in_flight.load(Ordering::Relaxed), 0);
+        assert!(by_id("c").cooling(Instant::now()).is_none());
     }
 }
