@@ -39,6 +39,8 @@ pub struct Gateway {
     /// The deployments and router settings; swapped whole by a reload, so a call in flight
     /// finishes on the registry it started with.
     pub registry: arc_swap::ArcSwap<ModelRegistry>,
+    /// The MCP servers behind `/mcp`.
+    pub mcp: crate::mcp::Hub,
     /// One reload at a time (SIGHUP and `POST /config/reload` may overlap).
     pub reloading: tokio::sync::Mutex<()>,
     /// Signalled when another instance reloaded its models (see `reload::watch`).

@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod governance;
 pub mod ledger;
 pub mod limits;
+pub mod mcp;
 pub mod metrics;
 pub mod pricing;
 pub mod providers;

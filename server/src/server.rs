@@ -114,6 +114,7 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
         }
         None => None,
     };
+    let mcp = crate::mcp::Hub::new(&config.mcp_servers).map_err(StartError::Gateway)?;
     let governance = config.governance.clone();
     let prune = config.general.config_prune;
     let config_managed_fields = config.general.config_managed_fields;
@@ -126,6 +127,7 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
         tags,
         rates,
         registry: arc_swap::ArcSwap::from_pointee(models),
+        mcp,
         reloading: Default::default(),
         models_changed: Default::default(),
         advisory: (config_managed_fields == crate::config::governance::ManagedFields::Advisory).into(),
@@ -150,11 +152,13 @@ pub async fn router(gateway: Arc<Gateway>) -> Result<Router, StartError> {
         .await?
         // gRPC-web requests are translated to gRPC; other requests pass through untouched.
         .layer(tonic_web::GrpcWebLayer::new());
+    let mcp = crate::mcp::endpoint::routes(gateway.clone());
     let http = http::routes(AppState { gateway })
         // The OpenAI shim refuses bodies over the configured size before reading them whole.
         .layer(DefaultBodyLimit::max(body_limit));
     Ok(http
         .merge(grpc)
+        .merge(mcp)
         .fallback(not_found)
         // Outermost: stamp the arrival time, so the overhead figure covers every layer.
         .layer(middleware::from_fn(stamp_start)))

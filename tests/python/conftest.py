@@ -52,7 +52,7 @@ def psql(sql):
 
 
 class Gateway:
-    def __init__(self, backend):
+    def __init__(self, backend, extra_config=""):
         self.backend = backend
         self.dir = tempfile.mkdtemp(prefix="ferryman-py-")
         self.pg_name = None
@@ -63,7 +63,7 @@ class Gateway:
         else:
             database_url = f"sqlite://{self.dir}/ferryman.db"
         config = pathlib.Path(self.dir) / "config.yaml"
-        config.write_text(CONFIG.format(master_key=MASTER_KEY, database_url=database_url))
+        config.write_text(CONFIG.format(master_key=MASTER_KEY, database_url=database_url) + extra_config)
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "FERRYMAN_MASTER_KEY")}
         env["NO_COLOR"] = "1"
         self.proc = subprocess.Popen(

@@ -7,6 +7,7 @@
 //! with any problem is rejected whole.
 
 pub mod governance;
+pub mod mcp;
 mod reader;
 pub mod routing;
 mod secret;
@@ -48,6 +49,8 @@ pub struct Config {
     pub cache: Option<crate::cache::CacheConfig>,
     /// Organizations, teams, users, keys, customers and budget tiers the file declares.
     pub governance: governance::Declared,
+    /// `mcp_servers`: the MCP tool servers behind `/mcp`.
+    pub mcp_servers: Vec<mcp::McpServerConfig>,
     /// The file this was read from (none for a configuration given as text); reloads read it
     /// again, and refusals of config-managed changes name it.
     pub source: Option<std::path::PathBuf>,
@@ -348,6 +351,7 @@ const TOP_LEVEL: &[&str] = &[
     "teams",
     "virtual_keys",
     "customers",
+    "mcp_servers",
 ];
 const GENERAL: &[&str] = &[
     "master_key",
@@ -511,8 +515,18 @@ fn read_config(
     }
     let env_refs = std::mem::take(&mut r.env_refs);
     let (governance, plain) = governance::read(root, &env_refs, r);
-    let config =
-        Config { deployments, general, customer_defaults, global_budget, routing, cache, governance, source: None };
+    let mcp_servers = mcp::read(root, r);
+    let config = Config {
+        deployments,
+        general,
+        customer_defaults,
+        global_budget,
+        routing,
+        cache,
+        governance,
+        mcp_servers,
+        source: None,
+    };
     (config, plain)
 }
 

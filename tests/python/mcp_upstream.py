@@ -1,0 +1,47 @@
+"""A small MCP server the gateway suites put behind Ferryman, built with the official Python
+SDK: `echo`, `add`, `whoami` (the Authorization header it was sent, so a test can see which
+credential reached it), and a tool whose name is too long to prefix as it is.
+
+    python mcp_upstream.py http PORT     Streamable HTTP on 127.0.0.1:PORT/mcp
+    python mcp_upstream.py stdio         stdio
+"""
+
+import sys
+
+from mcp.server.mcpserver import Context, MCPServer
+
+server = MCPServer("ferryman-test-upstream")
+
+LONG_NAME = "summarize_every_document_in_the_shared_drive_" + "x" * 30
+
+
+@server.tool()
+def echo(text: str) -> str:
+    """Returns the text it was given."""
+    return text
+
+
+@server.tool()
+def add(a: int, b: int) -> int:
+    """Adds two integers."""
+    return a + b
+
+
+@server.tool()
+def whoami(ctx: Context) -> str:
+    """The Authorization header this server received."""
+    headers = ctx.headers or {}
+    return headers.get("authorization", "(none)")
+
+
+@server.tool(name=LONG_NAME)
+def long_named() -> str:
+    """A tool with a 75-character name."""
+    return "long"
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "http":
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        server.run("stdio")

@@ -1,0 +1,164 @@
+"""The MCP gateway through the official Python SDK (`mcp`), in both protocol generations: the
+`initialize`/session one (mode="legacy") and the stateless 2026-07-28 one.
+
+Behind Ferryman: `echo`, a Streamable HTTP server written with the same SDK
+(`mcp_upstream.py`, which reports the Authorization header it receives), and `time`, the
+`mcp-server-time` package over stdio.
+"""
+
+import asyncio
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+import httpx2
+import pytest
+from mcp.client.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from conftest import Gateway
+
+HERE = pathlib.Path(__file__).resolve().parent
+UPSTREAM_TOKEN = "upstream-secret-token-42"
+LONG_NAME = "summarize_every_document_in_the_shared_drive_" + "x" * 30
+MODES = ["legacy", "2026-07-28"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def upstream():
+    """The Python SDK's Streamable HTTP server on a free port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "mcp_upstream.py"), "http", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "the upstream MCP server did not start"
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}/mcp"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def mcp_config(upstream_url):
+    time_server = pathlib.Path(sys.executable).parent / "mcp-server-time"
+    return f"""
+mcp_servers:
+  echo:
+    url: {upstream_url}
+    auth_type: bearer_token
+    authentication_token: {UPSTREAM_TOKEN}
+    disallowed_tools: [add]
+  time:
+    transport: stdio
+    command: {time_server}
+    args: ["--local-timezone", "UTC"]
+"""
+
+
+@pytest.fixture
+def gateway(upstream):
+    gw = Gateway("sqlite", extra_config=mcp_config(upstream))
+    try:
+        yield gw
+    finally:
+        gw.close()
+
+
+def client(url, key, mode, headers=None):
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}", **(headers or {})}, timeout=30)
+    return Client(streamable_http_client(url, http_client=http), mode=mode)
+
+
+async def tool_names(url, key, mode, headers=None):
+    async with client(url, key, mode, headers) as c:
+        names = []
+        cursor = None
+        while True:
+            page = await c.list_tools(cursor=cursor)
+            names += [t.name for t in page.tools]
+            cursor = page.next_cursor
+            if not cursor:
+                return names
+
+
+def leaves(error):
+    """The exceptions inside (possibly nested) exception groups."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for e in error.exceptions for leaf in leaves(e)]
+    return [error]
+
+
+def text_of(result):
+    return "".join(getattr(block, "text", "") for block in result.content)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tools_are_aggregated_prefixed_and_filtered(gateway, mode):
+    key = gateway.create_key()["key"]
+    names = asyncio.run(tool_names(f"{gateway.url}/mcp", key, mode))
+    assert "echo-echo" in names
+    assert "echo-whoami" in names
+    assert "echo-add" not in names, "disallowed_tools hides a tool"
+    assert "time-get_current_time" in names and "time-convert_time" in names
+    long = [n for n in names if n.startswith("echo-summarize_every_document")]
+    assert len(long) == 1 and len(long[0]) == 64, long
+
+    async def calls():
+        async with client(f"{gateway.url}/mcp", key, mode) as c:
+            echoed = await c.call_tool("echo-echo", {"text": "through the gateway"})
+            who = await c.call_tool("echo-whoami", {})
+            now = await c.call_tool("time-get_current_time", {"timezone": "UTC"})
+            shortened = await c.call_tool(long[0], {})
+            return echoed, who, now, shortened
+
+    echoed, who, now, shortened = asyncio.run(calls())
+    assert text_of(echoed) == "through the gateway"
+    # The upstream sees Ferryman's credential for it, never the client's key.
+    assert text_of(who) == f"Bearer {UPSTREAM_TOKEN}"
+    assert key not in text_of(who)
+    assert '"timezone": "UTC"' in text_of(now) or '"timezone":"UTC"' in text_of(now), text_of(now)
+    assert text_of(shortened) == "long"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_one_server_by_path_or_header(gateway, mode):
+    key = gateway.create_key()["key"]
+    only_time = asyncio.run(tool_names(f"{gateway.url}/mcp/time", key, mode))
+    assert only_time and all(n.startswith("time-") for n in only_time)
+    narrowed = asyncio.run(tool_names(f"{gateway.url}/mcp", key, mode, {"x-mcp-servers": "echo"}))
+    assert narrowed and all(n.startswith("echo-") for n in narrowed)
+
+
+def test_unknown_tools_keys_and_servers_are_refused_clearly(gateway):
+    key = gateway.create_key()["key"]
+
+    async def unknown_tool():
+        async with client(f"{gateway.url}/mcp", key, "2026-07-28") as c:
+            return await c.call_tool("echo-nope", {})
+
+    with pytest.raises(BaseException) as raised:
+        asyncio.run(unknown_tool())
+    errors = leaves(raised.value)
+    assert any(isinstance(e, MCPError) and 'unknown tool "echo-nope"' in str(e) for e in errors), errors
+    r = httpx2.post(f"{gateway.url}/mcp", json={}, headers={"Authorization": "Bearer sk-not-a-key-0000000000"})
+    assert r.status_code == 401
+    r = httpx2.post(f"{gateway.url}/mcp/nosuch", json={}, headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 404
+    assert "nosuch" in r.json()["error"]["message"]
