@@ -20,7 +20,7 @@ from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from conftest import Gateway
+from conftest import MASTER_KEY, Gateway
 
 HERE = pathlib.Path(__file__).resolve().parent
 UPSTREAM_TOKEN = "upstream-secret-token-42"
@@ -162,3 +162,68 @@ def test_unknown_tools_keys_and_servers_are_refused_clearly(gateway):
     r = httpx2.post(f"{gateway.url}/mcp/nosuch", json={}, headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 404
     assert "nosuch" in r.json()["error"]["message"]
+
+
+def post(gw, path, body):
+    r = httpx2.post(f"{gw.url}{path}", json=body, headers={"Authorization": f"Bearer {MASTER_KEY}"})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def list_error(url, key):
+    with pytest.raises(BaseException) as raised:
+        asyncio.run(tool_names(url, key, "2026-07-28"))
+    return " ".join(str(e) for e in leaves(raised.value))
+
+
+def test_object_permission_narrows_by_key_team_and_organization(gateway):
+    only_time = gateway.create_key(object_permission={"mcp_servers": ["time"]})["key"]
+    names = asyncio.run(tool_names(f"{gateway.url}/mcp", only_time, "2026-07-28"))
+    assert names and all(n.startswith("time-") for n in names)
+    r = httpx2.post(f"{gateway.url}/mcp/echo", json={}, headers={"Authorization": f"Bearer {only_time}"})
+    assert r.status_code == 403 and 'MCP server "echo"' in r.json()["error"]["message"], r.text
+
+    # The team allows echo and time; its key narrows to echo's `echo` tool.
+    post(gateway, "/team/new", {"team_id": "tools", "object_permission": {"mcp_servers": ["echo", "time"]}})
+    narrow = gateway.create_key(
+        team_id="tools", object_permission={"mcp_servers": ["echo"], "mcp_tool_permissions": {"echo": ["echo"]}}
+    )["key"]
+    assert asyncio.run(tool_names(f"{gateway.url}/mcp", narrow, "legacy")) == ["echo-echo"]
+
+    async def hidden_tool():
+        async with client(f"{gateway.url}/mcp", narrow, "legacy") as c:
+            return await c.call_tool("echo-whoami", {})
+
+    with pytest.raises(BaseException) as raised:
+        asyncio.run(hidden_tool())
+    assert any('unknown tool "echo-whoami"' in str(e) for e in leaves(raised.value))
+
+    # A key never widens its team: the organization allows only time, the key asks for both.
+    post(gateway, "/organization/new", {"organization_alias": "acme", "organization_id": "acme", "object_permission": {"mcp_access_groups": []}})
+    post(gateway, "/team/update", {"team_id": "tools", "organization_id": "acme"})
+    post(gateway, "/organization/update", {"organization_id": "acme", "object_permission": {"mcp_servers": ["time"]}})
+    wide = gateway.create_key(team_id="tools", object_permission={"mcp_servers": ["echo", "time"]})["key"]
+    names = asyncio.run(tool_names(f"{gateway.url}/mcp", wide, "2026-07-28"))
+    assert names and all(n.startswith("time-") for n in names)
+
+    nothing = gateway.create_key(object_permission={"mcp_servers": []})["key"]
+    assert "this key may use no MCP server" in list_error(f"{gateway.url}/mcp", nothing)
+
+    r = httpx2.post(
+        f"{gateway.url}/key/generate",
+        json={"object_permission": {"mcp_servers": ["no spaces allowed"]}},
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+    )
+    assert r.status_code == 400 and "object_permission.mcp_servers[0]" in r.json()["error"]["message"], r.text
+
+
+def test_default_access_none_makes_mcp_opt_in(upstream):
+    gw = Gateway("sqlite", extra_config="  mcp_default_access: none\n" + mcp_config(upstream))
+    try:
+        plain = gw.create_key()["key"]
+        assert "this key may use no MCP server" in list_error(f"{gw.url}/mcp", plain)
+        granted = gw.create_key(object_permission={"mcp_access_groups": [], "mcp_servers": ["echo"]})["key"]
+        names = asyncio.run(tool_names(f"{gw.url}/mcp", granted, "2026-07-28"))
+        assert names and all(n.startswith("echo-") for n in names)
+    finally:
+        gw.close()

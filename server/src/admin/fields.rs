@@ -164,6 +164,32 @@ impl LimitsFields {
     }
 }
 
+/// Names in an `object_permission`: server names as `mcp_servers` allows them, and no empty
+/// access group or tool.
+pub fn check_object_permission(p: &crate::tenancy::ObjectPermission) -> Result<(), GatewayError> {
+    let field = "object_permission";
+    for (i, s) in p.mcp_servers.iter().flatten().enumerate() {
+        crate::config::mcp::check_name(s)
+            .map_err(|e| GatewayError::invalid(field, format!("{field}.mcp_servers[{i}]: {e}")))?;
+    }
+    for (i, g) in p.mcp_access_groups.iter().flatten().enumerate() {
+        if g.trim().is_empty() {
+            return Err(GatewayError::invalid(field, format!("{field}.mcp_access_groups[{i}]: must not be empty")));
+        }
+    }
+    for (server, tools) in p.mcp_tool_permissions.iter().flatten() {
+        crate::config::mcp::check_name(server)
+            .map_err(|e| GatewayError::invalid(field, format!("{field}.mcp_tool_permissions: {e}")))?;
+        if tools.iter().any(|t| t.trim().is_empty()) {
+            return Err(GatewayError::invalid(
+                field,
+                format!("{field}.mcp_tool_permissions.{server}: tool names must not be empty"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn check_duration(field: &str, text: &str) -> Result<(), GatewayError> {
     parse_period(text).map(|_| ()).map_err(|e| GatewayError::invalid(field, format!("{field}: {e}")))
 }

@@ -85,8 +85,17 @@ const LIMIT_KEYS: &[&str] = &[
     "model_tpm_limit",
 ];
 const BUDGET_KEYS: &[&str] = &["budget_id"];
-const ORG_KEYS: &[&str] =
-    &["organization_id", "organization_alias", "models", "budget_id", "metadata", "tags", "blocked", "members"];
+const ORG_KEYS: &[&str] = &[
+    "organization_id",
+    "organization_alias",
+    "models",
+    "budget_id",
+    "metadata",
+    "tags",
+    "blocked",
+    "members",
+    "object_permission",
+];
 const ORG_MEMBER_KEYS: &[&str] = &["user_id", "role"];
 const USER_KEYS: &[&str] =
     &["user_id", "user_email", "user_alias", "user_role", "models", "budget_id", "metadata", "tags", "blocked"];
@@ -102,6 +111,7 @@ const TEAM_KEYS: &[&str] = &[
     "model_aliases",
     "team_member_permissions",
     "members_with_roles",
+    "object_permission",
 ];
 const TEAM_MEMBER_KEYS: &[&str] =
     &["user_id", "role", "max_budget_in_team", "budget_duration", "tpm_limit", "rpm_limit", "allowed_models"];
@@ -118,6 +128,7 @@ const KEY_KEYS: &[&str] = &[
     "team_id",
     "organization_id",
     "expires_at",
+    "object_permission",
 ];
 const CUSTOMER_KEYS: &[&str] =
     &["user_id", "alias", "blocked", "budget_id", "models", "allowed_model_region", "default_model", "metadata"];
@@ -232,6 +243,24 @@ fn strings(path: &str, map: &Map<String, Value>, key: &str, r: &mut Reader) -> V
     out
 }
 
+/// `object_permission`, checked like the API checks it.
+fn object_permission(path: &str, map: &Map<String, Value>, r: &mut Reader) -> crate::tenancy::ObjectPermission {
+    let p = join(path, "object_permission");
+    let Some(v) = map.get("object_permission").filter(|v| !v.is_null()) else { return Default::default() };
+    match serde_json::from_value::<crate::tenancy::ObjectPermission>(v.clone()) {
+        Ok(op) => {
+            if let Err(e) = crate::admin::fields::check_object_permission(&op) {
+                r.problem(&p, e.message.trim_start_matches("object_permission").trim_start_matches(['.', ':', ' ']));
+            }
+            op
+        }
+        Err(e) => {
+            r.problem(&p, e.to_string());
+            Default::default()
+        }
+    }
+}
+
 fn metadata(path: &str, map: &Map<String, Value>, r: &mut Reader) -> Map<String, Value> {
     map.get("metadata").and_then(|v| r.object(&join(path, "metadata"), v)).cloned().unwrap_or_default()
 }
@@ -340,6 +369,7 @@ fn read_org(
         budget_id: optional_id(path, map, "budget_id", r),
         metadata: metadata(path, map, r),
         tags: strings(path, map, "tags", r),
+        object_permission: object_permission(path, map, r),
         blocked: boolean(path, map, "blocked", r),
         created_by: managed(),
         updated_by: managed(),
@@ -436,6 +466,7 @@ fn read_team(path: &str, map: &Map<String, Value>, members: &mut Vec<DeclaredMem
         budget_id: optional_id(path, map, "budget_id", r),
         metadata: metadata(path, map, r),
         tags: strings(path, map, "tags", r),
+        object_permission: object_permission(path, map, r),
         blocked: boolean(path, map, "blocked", r),
         model_aliases,
         team_member_permissions: permissions,
@@ -537,6 +568,7 @@ fn read_key(
         budget_id: optional_id(path, map, "budget_id", r),
         metadata: metadata(path, map, r),
         tags: strings(path, map, "tags", r),
+        object_permission: object_permission(path, map, r),
         expires_at,
         blocked: boolean(path, map, "blocked", r),
         user_id: optional_id(path, map, "user_id", r),

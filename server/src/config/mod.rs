@@ -86,6 +86,9 @@ pub struct GeneralSettings {
     pub config_prune: bool,
     /// What the API does with config-managed resources (`config_managed_fields`).
     pub config_managed_fields: governance::ManagedFields,
+    /// `mcp_default_access: none`: a key whose chain sets no MCP permission may use no MCP
+    /// server (the default, `all`, lets it use every one).
+    pub mcp_default_none: bool,
 }
 
 /// `general_settings.redis_failure_policy`.
@@ -368,6 +371,7 @@ const GENERAL: &[&str] = &[
     "redis_timeout_ms",
     "config_prune",
     "config_managed_fields",
+    "mcp_default_access",
 ];
 const LITELLM: &[&str] = &[
     "request_timeout",
@@ -686,7 +690,16 @@ fn read_general(
             governance::ManagedFields::Locked
         }
     };
+    let mcp_default_none = match r.string(path, map, "mcp_default_access").as_deref() {
+        None | Some("all") => false,
+        Some("none") => true,
+        Some(other) => {
+            r.problem(join(path, "mcp_default_access"), format!("{other:?} is not all or none"));
+            false
+        }
+    };
     GeneralSettings {
+        mcp_default_none,
         config_prune,
         config_managed_fields,
         master_key,

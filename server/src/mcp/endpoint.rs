@@ -39,6 +39,7 @@ const PAGE_SIZE: usize = 100;
 pub struct McpCall {
     pub caller: Caller,
     pub servers: Vec<Arc<Upstream>>,
+    pub access: super::Access,
 }
 
 /// The routes: `/mcp` (every server the caller may use) and `/mcp/{servers}`.
@@ -66,19 +67,31 @@ async fn authenticate(State(gw): State<Arc<Gateway>>, mut req: Request, next: Ne
 
 async fn addressed(gw: &Gateway, headers: &http::HeaderMap, path: &str) -> Result<McpCall, GatewayError> {
     let caller = gw.authenticate(presented_secret(headers)).await?;
+    let access = gw.mcp.access(&caller, gw.config.general.mcp_default_none);
     let path = path.trim_start_matches("/mcp").trim_matches('/');
-    let mut servers = if path.is_empty() {
+    let mut servers: Vec<Arc<Upstream>> = if path.is_empty() {
         gw.mcp.all().cloned().collect()
     } else {
         let decoded = percent_decode(path);
-        gw.mcp.select(&decoded).map_err(GatewayError::not_found)?
+        let selected = gw.mcp.select(&decoded).map_err(GatewayError::not_found)?;
+        // A server named outright that the key may not use is refused, not silently dropped.
+        for name in decoded.split(',').map(str::trim) {
+            if selected.iter().any(|s| s.name() == name) && !access.server(name) {
+                return Err(GatewayError::permission_denied(format!(
+                    "this key may not use MCP server {name:?} (object_permission of its key, team or organization)"
+                ))
+                .with_reason("MCP_SERVER_NOT_ALLOWED"));
+            }
+        }
+        selected
     };
+    servers.retain(|s| access.server(s.name()));
     // The header narrows; it never widens.
     if let Some(header) = headers.get("x-mcp-servers").and_then(|v| v.to_str().ok()) {
         let named = gw.mcp.select(header).map_err(|m| GatewayError::invalid("x-mcp-servers", m))?;
         servers.retain(|s| named.iter().any(|n| Arc::ptr_eq(n, s)));
     }
-    Ok(McpCall { caller, servers })
+    Ok(McpCall { caller, servers, access })
 }
 
 /// `%2C` and friends in a path segment.
@@ -116,7 +129,7 @@ fn call_of(ctx: &RequestContext<RoleServer>) -> Result<McpCall, McpError> {
 
 /// The tools of `servers` that the servers' own filters offer, renamed; servers that fail are
 /// left out (and reported in the second list).
-async fn catalog(servers: &[Arc<Upstream>]) -> (Vec<(Arc<Upstream>, Tool)>, Vec<String>) {
+async fn catalog(servers: &[Arc<Upstream>], access: &super::Access) -> (Vec<(Arc<Upstream>, Tool)>, Vec<String>) {
     let listed =
         futures_util::future::join_all(servers.iter().map(|s| async move { (s.clone(), s.tools().await) })).await;
     let mut tools = Vec::new();
@@ -124,7 +137,7 @@ async fn catalog(servers: &[Arc<Upstream>]) -> (Vec<(Arc<Upstream>, Tool)>, Vec<
     for (server, result) in listed {
         match result {
             Ok(list) => {
-                for t in list.iter().filter(|t| server.config.offers(&t.name)) {
+                for t in list.iter().filter(|t| server.config.offers(&t.name) && access.tool(server.name(), &t.name)) {
                     tools.push((server.clone(), t.clone()));
                 }
             }
@@ -163,7 +176,7 @@ impl ServerHandler for Aggregator {
         if call.servers.is_empty() {
             return Err(McpError::invalid_request("this key may use no MCP server here", None));
         }
-        let (tools, failed) = catalog(&call.servers).await;
+        let (tools, failed) = catalog(&call.servers, &call.access).await;
         if tools.is_empty() {
             let message = if failed.len() == call.servers.len() {
                 format!("no MCP server answered ({})", failed.join(", "))
@@ -197,7 +210,7 @@ impl ServerHandler for Aggregator {
         let name = request.name.to_string();
         let candidates: Vec<Arc<Upstream>> =
             call.servers.iter().filter(|s| name.starts_with(&format!("{}-", s.name()))).cloned().collect();
-        let (tools, _) = catalog(&candidates).await;
+        let (tools, _) = catalog(&candidates, &call.access).await;
         let Some((server, tool)) = tools.into_iter().find(|(s, t)| prefixed(s.name(), &t.name) == name) else {
             return Err(McpError::invalid_params(format!("unknown tool {name:?}"), None));
         };

@@ -11,12 +11,32 @@ pub mod endpoint;
 pub mod names;
 pub mod upstream;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::config::mcp::McpServerConfig;
 use crate::error::GatewayError;
+use crate::governance::Caller;
 pub use upstream::{Upstream, UpstreamError};
+
+/// What one caller may use.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// The servers; `None` means all.
+    pub servers: Option<BTreeSet<String>>,
+    /// Per server, the tools allowed (by upstream or prefixed name); absent means all.
+    pub tools: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Access {
+    pub fn server(&self, name: &str) -> bool {
+        self.servers.as_ref().is_none_or(|s| s.contains(name))
+    }
+
+    pub fn tool(&self, server: &str, tool: &str) -> bool {
+        self.tools.get(server).is_none_or(|t| t.contains(tool) || t.contains(&names::prefixed(server, tool)))
+    }
+}
 
 /// The registered MCP servers.
 #[derive(Default)]
@@ -44,6 +64,46 @@ impl Hub {
     /// Every server, by name.
     pub fn all(&self) -> impl Iterator<Item = &Arc<Upstream>> {
         self.servers.values()
+    }
+
+    /// What `caller` may use: the intersection of what its key, team and organization each
+    /// allow (`object_permission`). Where no level says anything, every server
+    /// (`general_settings.mcp_default_access: all`, the default) or none (`none`). The master
+    /// key may use everything.
+    pub fn access(&self, caller: &Caller, default_none: bool) -> Access {
+        let Caller::Key(id) = caller else { return Access::default() };
+        let levels = [
+            Some(&id.key.object_permission),
+            id.team.as_ref().map(|t| &t.object_permission),
+            id.org.as_ref().map(|o| &o.object_permission),
+        ];
+        let mut access = Access::default();
+        for p in levels.into_iter().flatten() {
+            if p.restricts_servers() {
+                let mut here: BTreeSet<String> = p.mcp_servers.iter().flatten().cloned().collect();
+                for group in p.mcp_access_groups.iter().flatten() {
+                    for s in self.servers.values().filter(|s| s.config.access_groups.contains(group)) {
+                        here.insert(s.name().to_owned());
+                    }
+                }
+                access.servers = Some(match access.servers.take() {
+                    None => here,
+                    Some(before) => before.intersection(&here).cloned().collect(),
+                });
+            }
+            for (server, tools) in p.mcp_tool_permissions.iter().flatten() {
+                let here: BTreeSet<String> = tools.iter().cloned().collect();
+                access
+                    .tools
+                    .entry(server.clone())
+                    .and_modify(|t| *t = t.intersection(&here).cloned().collect())
+                    .or_insert(here);
+            }
+        }
+        if access.servers.is_none() && default_none {
+            access.servers = Some(BTreeSet::new());
+        }
+        access
     }
 
     /// The servers a selection names: a comma-separated list of server names and access

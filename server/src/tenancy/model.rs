@@ -42,6 +42,33 @@ pub struct Limits {
     pub model_tpm_limit: BTreeMap<String, u64>,
 }
 
+/// What an object grants beyond models (LiteLLM's `object_permission`): the MCP servers, MCP
+/// access groups and per-server tools a key, team or organization may use. A level that sets
+/// `mcp_servers` or `mcp_access_groups` restricts the levels below it; unset means "no
+/// restriction here". The most restrictive level wins, so a key never widens its team.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectPermission {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_servers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_access_groups: Option<Vec<String>>,
+    /// Server name → the tools allowed on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_tool_permissions: Option<BTreeMap<String, Vec<String>>>,
+}
+
+impl ObjectPermission {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+
+    /// Whether this level restricts which MCP servers may be used.
+    pub fn restricts_servers(&self) -> bool {
+        self.mcp_servers.is_some() || self.mcp_access_groups.is_some()
+    }
+}
+
 /// A user's proxy-wide role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -159,6 +186,8 @@ pub struct Organization {
     pub metadata: Map<String, Value>,
     #[serde(default)]
     pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "ObjectPermission::is_empty")]
+    pub object_permission: ObjectPermission,
     #[serde(default)]
     pub blocked: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,6 +218,8 @@ pub struct Team {
     pub metadata: Map<String, Value>,
     #[serde(default)]
     pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "ObjectPermission::is_empty")]
+    pub object_permission: ObjectPermission,
     #[serde(default)]
     pub blocked: bool,
     /// Team-level model aliases: `{"cheap": "gpt-4o-mini"}`.
@@ -258,6 +289,8 @@ pub struct KeyRecord {
     pub tags: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "ObjectPermission::is_empty")]
+    pub object_permission: ObjectPermission,
     #[serde(default)]
     pub blocked: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

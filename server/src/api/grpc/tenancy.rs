@@ -229,6 +229,8 @@ fn org_fields(o: pb::Organization, mask: &Mask) -> Result<(orgs::OrgFields, Limi
         state: _,
     } = o;
     let fields = orgs::OrgFields {
+        // Not in the proto yet: set through the HTTP routes or config.yaml.
+        object_permission: None,
         organization_id: (!organization_id.is_empty()).then_some(organization_id),
         organization_alias: mask
             .set("organization_alias", organization_alias)
@@ -278,6 +280,8 @@ fn team_fields(t: pb::Team, mask: &Mask) -> Result<(teams::TeamFields, LimitsFie
         state: _,
     } = t;
     let fields = teams::TeamFields {
+        // Not in the proto yet: set through the HTTP routes or config.yaml.
+        object_permission: None,
         team_id: (!team_id.is_empty()).then_some(team_id),
         team_alias: mask.opt("team_alias", team_alias),
         organization_id: mask.opt("organization_id", organization_id),
