@@ -308,7 +308,7 @@ impl Gateway {
 
     /// Admits a call against its rate limits and budgets, all or nothing: in Redis in one
     /// round trip when shared, else on the local limiter and counters (loaded first).
-    async fn admit(
+    pub(crate) async fn admit(
         &self,
         rate_scopes: &[RateScope],
         tokens: u64,

@@ -57,6 +57,23 @@ impl Histogram {
 pub static OVERHEAD_CALL: Histogram = Histogram::new();
 /// What the gateway added before a stream's upstream was asked.
 pub static OVERHEAD_STREAM: Histogram = Histogram::new();
+/// MCP tool calls and their spend, by server, tool and outcome. The labels are registered
+/// names (servers and their tools), never a tenant.
+static MCP_CALLS: std::sync::Mutex<std::collections::BTreeMap<McpLabels, (u64, i64)>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// (server, tool, outcome).
+type McpLabels = (String, String, &'static str);
+
+/// Counts a settled MCP tool call.
+pub fn mcp_tool_call(server: &str, tool: &str, status: &'static str, cost: crate::pricing::Nanos) {
+    if let Ok(mut m) = MCP_CALLS.lock() {
+        let e = m.entry((server.to_owned(), tool.to_owned(), status)).or_default();
+        e.0 += 1;
+        e.1 = e.1.saturating_add(cost.0);
+    }
+}
+
 static CALLS_OK: AtomicU64 = AtomicU64::new(0);
 static CALLS_FAILED: AtomicU64 = AtomicU64::new(0);
 
@@ -77,7 +94,39 @@ pub fn render() -> String {
     out.push_str("# TYPE ferryman_calls_total counter\n");
     let _ = writeln!(out, "ferryman_calls_total{{status=\"success\"}} {}", CALLS_OK.load(Ordering::Relaxed));
     let _ = writeln!(out, "ferryman_calls_total{{status=\"failure\"}} {}", CALLS_FAILED.load(Ordering::Relaxed));
+    if let Ok(m) = MCP_CALLS.lock() {
+        out.push_str("# HELP ferryman_mcp_tool_calls_total MCP tool calls, by server, tool and outcome.\n");
+        out.push_str("# TYPE ferryman_mcp_tool_calls_total counter\n");
+        for ((server, tool, status), (n, _)) in m.iter() {
+            let _ = writeln!(
+                out,
+                "ferryman_mcp_tool_calls_total{{server=\"{}\",tool=\"{}\",status=\"{status}\"}} {n}",
+                escape(server),
+                escape(tool)
+            );
+        }
+        out.push_str("# HELP ferryman_mcp_tool_spend_usd_total What MCP tool calls cost, by server and tool.\n");
+        out.push_str("# TYPE ferryman_mcp_tool_spend_usd_total counter\n");
+        let mut spend: std::collections::BTreeMap<(&str, &str), i64> = std::collections::BTreeMap::new();
+        for ((server, tool, _), (_, nanos)) in m.iter() {
+            *spend.entry((server, tool)).or_default() += nanos;
+        }
+        for ((server, tool), nanos) in spend {
+            let _ = writeln!(
+                out,
+                "ferryman_mcp_tool_spend_usd_total{{server=\"{}\",tool=\"{}\"}} {}",
+                escape(server),
+                escape(tool),
+                crate::pricing::Nanos(nanos)
+            );
+        }
+    }
     out
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -65,6 +65,10 @@ mcp_servers:
     auth_type: bearer_token
     authentication_token: {UPSTREAM_TOKEN}
     disallowed_tools: [add]
+    mcp_info:
+      mcp_server_cost_info:
+        default_cost_per_query: 0.001
+        tool_name_to_cost_per_query: {{echo: 0.01}}
   time:
     transport: stdio
     command: {time_server}
@@ -227,3 +231,39 @@ def test_default_access_none_makes_mcp_opt_in(upstream):
         assert names and all(n.startswith("echo-") for n in names)
     finally:
         gw.close()
+
+
+def test_tool_calls_are_charged_recorded_and_counted(gateway):
+    key_info = gateway.create_key(max_budget=0.015)
+    key = key_info["key"]
+
+    async def calls():
+        async with client(f"{gateway.url}/mcp", key, "2026-07-28") as c:
+            first = await c.call_tool("echo-echo", {"text": "one"})
+            free = await c.call_tool("time-get_current_time", {"timezone": "UTC"})
+            cheap = await c.call_tool("echo-whoami", {})
+            refused = await c.call_tool("echo-echo", {"text": "two"})
+            return first, free, cheap, refused
+
+    first, free, cheap, refused = asyncio.run(calls())
+    assert text_of(first) == "one" and not first.is_error
+    assert not free.is_error and not cheap.is_error
+    # 0.01 + 0 + 0.001 spent of 0.015: another 0.01 call would overspend, so it is refused.
+    assert refused.is_error and "budget" in text_of(refused).lower(), text_of(refused)
+
+    rows = gateway.spend_logs({"api_key": key_info["key_id"]}, 3)
+    assert {r["call_type"] for r in rows} == {"mcp_tool_call"}
+    assert {r["api_key"] for r in rows} == {key_info["key_id"]}
+    assert sorted((r["model"], r["spend"]) for r in rows) == [
+        ("echo-echo", 0.01),
+        ("echo-whoami", 0.001),
+        ("time-get_current_time", 0.0),
+    ], rows
+    info = httpx2.get(
+        f"{gateway.url}/key/info", params={"key": key}, headers={"Authorization": f"Bearer {MASTER_KEY}"}
+    ).json()
+    assert info["info"]["spend"] == pytest.approx(0.011)
+
+    metrics = httpx2.get(f"{gateway.url}/metrics").text
+    assert 'ferryman_mcp_tool_calls_total{server="echo",tool="echo-echo",status="ok"} 1' in metrics, metrics
+    assert 'ferryman_mcp_tool_spend_usd_total{server="echo",tool="echo-echo"} 0.01' in metrics

@@ -24,6 +24,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 
 use super::Upstream;
+use super::calls::Outcome;
 use super::names::prefixed;
 use crate::api::http::ApiError;
 use crate::api::http::presented_secret;
@@ -49,7 +50,12 @@ pub fn routes(gateway: Arc<Gateway>) -> axum::Router {
         // the gateway runs behind names the SDK cannot know.
         .disable_allowed_hosts()
         .with_legacy_session_mode(true);
-    let service = StreamableHttpService::new(|| Ok(Aggregator), Arc::new(LocalSessionManager::default()), config);
+    let gw = gateway.clone();
+    let service = StreamableHttpService::new(
+        move || Ok(Aggregator { gateway: gw.clone() }),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
     axum::Router::new().nest_service("/mcp", service).layer(axum::middleware::from_fn_with_state(gateway, authenticate))
 }
 
@@ -117,7 +123,9 @@ fn percent_decode(s: &str) -> String {
 /// The MCP server clients talk to: the tools of every addressed server, renamed, and calls
 /// routed back to their servers.
 #[derive(Clone)]
-pub struct Aggregator;
+pub struct Aggregator {
+    gateway: Arc<Gateway>,
+}
 
 fn call_of(ctx: &RequestContext<RoleServer>) -> Result<McpCall, McpError> {
     ctx.extensions
@@ -214,19 +222,29 @@ impl ServerHandler for Aggregator {
         let Some((server, tool)) = tools.into_iter().find(|(s, t)| prefixed(s.name(), &t.name) == name) else {
             return Err(McpError::invalid_params(format!("unknown tool {name:?}"), None));
         };
+        let cost = server.config.cost(&tool.name);
+        let admitted = match self.gateway.begin_tool_call(&call.caller, server.name(), &name, cost).await {
+            Ok(a) => a,
+            // The caller (a model, often) reads a tool error; a protocol error would hide why.
+            Err(e) => return Ok(CallToolResult::error(vec![ContentBlock::text(e.message)]).into()),
+        };
         let started = std::time::Instant::now();
         let outcome = server.call(&tool.name, request.arguments).await;
         let status = match &outcome {
-            Ok(r) if r.is_error == Some(true) => "tool_error",
-            Ok(_) => "ok",
-            Err(_) => "upstream_error",
+            Ok(r) if r.is_error == Some(true) => Outcome::ToolError,
+            Ok(_) => Outcome::Ok,
+            Err(_) => Outcome::UpstreamError,
         };
+        let call_id = admitted.id.clone();
+        let charged = self.gateway.finish_tool_call(admitted, status);
         tracing::info!(
+            call_id = %call_id,
             server = %server.name(),
             tool = %tool.name,
-            status,
-            duration_ms = started.elapsed().as_millis() as u64,
-            key = call.caller.key().map(|k| k.key_id.as_str()).unwrap_or("master"),
+            status = status.as_str(),
+            duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            cost_usd = %charged,
+            key_id = call.caller.key_id(),
             "mcp tool call"
         );
         match outcome {

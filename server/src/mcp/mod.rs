@@ -7,6 +7,7 @@
 //! `<server>-<tool>` names ([`names`]) and routes each call to its server with Ferryman's
 //! credential, never the client's.
 
+pub mod calls;
 pub mod endpoint;
 pub mod names;
 pub mod upstream;

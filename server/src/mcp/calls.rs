@@ -1,0 +1,144 @@
+//! The governance of one tool call: admitted against the caller's budgets (its price
+//! reserved in strict mode, like a model call's worst case), then settled: the cost lands on
+//! every budget the caller answers to, a spend record (`call_type: mcp_tool_call`, the
+//! server as `deployment`, `<server>-<tool>` as `model`) is written through the ledger, and
+//! the Prometheus counters move.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::governance::{Caller, budgets};
+use crate::limits::rates::{RateStatus, Ticket};
+use crate::limits::{Remaining, Reservation};
+use crate::pricing::Nanos;
+use crate::store::{Charge, SpendRecord, SpendStatus};
+
+/// A tool call admitted and under way.
+pub struct ToolCall {
+    pub id: String,
+    name: String,
+    server: String,
+    cost: Nanos,
+    key_id: String,
+    user_id: Option<String>,
+    team_id: Option<String>,
+    organization_id: Option<String>,
+    tags: Vec<String>,
+    charges: Vec<Charge>,
+    reservation: Option<Reservation>,
+    ticket: Option<Ticket>,
+    started_at: DateTime<Utc>,
+    started: Instant,
+}
+
+/// How a tool call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The tool answered.
+    Ok,
+    /// The tool answered with `isError`: it ran, so it is charged.
+    ToolError,
+    /// The server could not be reached or did not answer: nothing is charged.
+    UpstreamError,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::ToolError => "tool_error",
+            Outcome::UpstreamError => "upstream_error",
+        }
+    }
+}
+
+impl Gateway {
+    /// Admits `caller`'s call of `tool` on `server` (named `name` to the client), whose price
+    /// is `cost`.
+    pub async fn begin_tool_call(
+        &self,
+        caller: &Caller,
+        server: &str,
+        name: &str,
+        cost: Nanos,
+    ) -> Result<ToolCall, GatewayError> {
+        let identity = caller.identity();
+        let tag_names = crate::governance::tags::merge([
+            identity.map_or(&[][..], |i| i.key.tags.as_slice()),
+            identity.and_then(|i| i.team.as_ref()).map_or(&[][..], |t| t.tags.as_slice()),
+        ])?;
+        let mut tags = Vec::with_capacity(tag_names.len());
+        for t in tag_names {
+            let record = self.tags.get(&t).await?;
+            tags.push((t, record));
+        }
+        let now = Utc::now();
+        let mut scopes = budgets::scopes(identity, None, &tags, name, now);
+        if let Some(g) = &self.config.global_budget {
+            scopes.push(budgets::global(g, now));
+        }
+        let (ticket, _rate, reservation, _remaining): (Ticket, RateStatus, Option<Reservation>, Option<Remaining>) =
+            self.admit(&[], 0, &scopes, cost).await?;
+        Ok(ToolCall {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.to_owned(),
+            server: server.to_owned(),
+            cost,
+            key_id: caller.key_id().to_owned(),
+            user_id: identity.and_then(|i| i.key.user_id.clone()),
+            team_id: identity.and_then(|i| i.key.team_id.clone()),
+            organization_id: identity.and_then(|i| {
+                i.key.organization_id.clone().or_else(|| i.org.as_ref().map(|o| o.organization_id.clone()))
+            }),
+            tags: tags.into_iter().map(|(t, _)| t).collect(),
+            charges: scopes.into_iter().map(|s| s.charge).collect(),
+            reservation,
+            ticket: Some(ticket),
+            started_at: now,
+            started: Instant::now(),
+        })
+    }
+
+    /// Settles a tool call: charges it (unless the server never answered), records it and
+    /// counts it. Returns what it cost.
+    pub fn finish_tool_call(&self, mut call: ToolCall, outcome: Outcome) -> Nanos {
+        let cost = if outcome == Outcome::UpstreamError { Nanos::ZERO } else { call.cost };
+        let counted = self.ledger.counters().settle(call.reservation.take().unwrap_or_default(), &call.charges, cost);
+        let ended = Utc::now();
+        let seq = self.ledger.record(
+            SpendRecord {
+                request_id: call.id.clone(),
+                call_type: "mcp_tool_call".to_owned(),
+                key_id: call.key_id.clone(),
+                model: call.name.clone(),
+                deployment: call.server.clone(),
+                provider: "mcp".to_owned(),
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                total_tokens: 0,
+                spend: cost,
+                status: if outcome == Outcome::UpstreamError { SpendStatus::Failure } else { SpendStatus::Success },
+                error_code: (outcome != Outcome::Ok).then(|| outcome.as_str().to_owned()),
+                start_time: call.started_at,
+                end_time: ended,
+                duration_ms: i64::try_from(call.started.elapsed().as_millis()).unwrap_or(i64::MAX),
+                end_user: None,
+                user_id: call.user_id.clone(),
+                team_id: call.team_id.clone(),
+                organization_id: call.organization_id.clone(),
+                tags: call.tags.clone(),
+                charges: call.charges.clone(),
+                cache_hit: false,
+            },
+            counted,
+        );
+        if let Some(ticket) = call.ticket.take() {
+            self.rates.settle(ticket, 0, cost, seq);
+        }
+        crate::metrics::mcp_tool_call(&call.server, &call.name, outcome.as_str(), cost);
+        cost
+    }
+}
