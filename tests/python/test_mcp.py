@@ -34,10 +34,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def upstream():
-    """The Python SDK's Streamable HTTP server on a free port."""
-    port = free_port()
+def start_upstream(port):
+    """The Python SDK's Streamable HTTP server on `port`, once it accepts connections."""
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "mcp_upstream.py"), "http", str(port)],
         stdout=subprocess.DEVNULL,
@@ -47,13 +45,24 @@ def upstream():
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
+            return proc
         except OSError:
             assert time.monotonic() < deadline, "the upstream MCP server did not start"
             time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}/mcp"
-    proc.terminate()
-    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def upstream_proc():
+    port = free_port()
+    state = {"port": port, "proc": start_upstream(port)}
+    yield state
+    state["proc"].terminate()
+    state["proc"].wait(timeout=10)
+
+
+@pytest.fixture
+def upstream(upstream_proc):
+    return f"http://127.0.0.1:{upstream_proc['port']}/mcp"
 
 
 def mcp_config(upstream_url):
@@ -267,3 +276,29 @@ def test_tool_calls_are_charged_recorded_and_counted(gateway):
     metrics = httpx2.get(f"{gateway.url}/metrics").text
     assert 'ferryman_mcp_tool_calls_total{server="echo",tool="echo-echo",status="ok"} 1' in metrics, metrics
     assert 'ferryman_mcp_tool_spend_usd_total{server="echo",tool="echo-echo"} 0.01' in metrics
+
+
+def test_a_dead_upstream_hides_only_its_tools_and_comes_back(upstream_proc, gateway):
+    key = gateway.create_key()["key"]
+    url = f"{gateway.url}/mcp"
+    assert "echo-echo" in asyncio.run(tool_names(url, key, "2026-07-28"))
+
+    upstream_proc["proc"].kill()
+    upstream_proc["proc"].wait(timeout=10)
+
+    async def call_echo():
+        async with client(url, key, "2026-07-28") as c:
+            return await c.call_tool("echo-echo", {"text": "anyone?"})
+
+    started = time.monotonic()
+    dead = asyncio.run(call_echo())
+    assert dead.is_error and 'MCP server "echo" is unreachable' in text_of(dead), text_of(dead)
+    assert time.monotonic() - started < 15, "a dead upstream must not hang the call"
+    names = asyncio.run(tool_names(url, key, "2026-07-28"))
+    assert names and all(n.startswith("time-") for n in names), names
+    assert any("alert=\"mcp_server_unhealthy\"" in line or "alert=mcp_server_unhealthy" in line for line in gateway.log)
+
+    upstream_proc["proc"] = start_upstream(upstream_proc["port"])
+    back = asyncio.run(call_echo())
+    assert not back.is_error and text_of(back) == "anyone?"
+    assert "echo-echo" in asyncio.run(tool_names(url, key, "2026-07-28"))

@@ -162,6 +162,12 @@ impl Upstream {
     }
 
     fn mark(&self, healthy: bool) {
+        if !healthy {
+            // Its tools are not offered until it answers a listing again.
+            if let Ok(mut c) = self.catalog.lock() {
+                *c = None;
+            }
+        }
         if self.healthy.swap(healthy, Ordering::Relaxed) != healthy {
             if healthy {
                 tracing::info!(server = %self.config.name, alert = "mcp_server_recovered", "MCP server reachable again");
@@ -191,6 +197,9 @@ impl Upstream {
             let client = self.client().await?;
             match tokio::time::timeout(timeout, op(client.clone())).await {
                 Err(_) => {
+                    // Whatever the server does with the request now, this connection is suspect.
+                    self.drop_client(&client).await;
+                    self.mark(false);
                     return Err(UpstreamError::Timeout { server: self.config.name.clone(), timeout });
                 }
                 Ok(Ok(v)) => return Ok(v),
