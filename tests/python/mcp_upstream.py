@@ -1,8 +1,10 @@
 """A small MCP server the gateway suites put behind Ferryman, built with the official Python
-SDK: `echo`, `add`, `whoami` (the Authorization header it was sent, so a test can see which
-credential reached it), and a tool whose name is too long to prefix as it is.
+SDK: `echo`, `add`, `whoami` and `apikey` (the Authorization and X-API-Key headers it was
+sent, so a test can see which credential reached it), and a tool whose name is too long to
+prefix as it is.
 
     python mcp_upstream.py http PORT     Streamable HTTP on 127.0.0.1:PORT/mcp
+    python mcp_upstream.py sse PORT      the legacy HTTP+SSE transport on 127.0.0.1:PORT/sse
     python mcp_upstream.py stdio         stdio
 """
 
@@ -34,6 +36,13 @@ def whoami(ctx: Context) -> str:
     return headers.get("authorization", "(none)")
 
 
+@server.tool()
+def apikey(ctx: Context) -> str:
+    """The X-API-Key header this server received."""
+    headers = ctx.headers or {}
+    return headers.get("x-api-key", "(none)")
+
+
 @server.tool(name=LONG_NAME)
 def long_named() -> str:
     """A tool with a 75-character name."""
@@ -43,5 +52,7 @@ def long_named() -> str:
 if __name__ == "__main__":
     if sys.argv[1] == "http":
         server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    elif sys.argv[1] == "sse":
+        server.run("sse", host="127.0.0.1", port=int(sys.argv[2]))
     else:
         server.run("stdio")

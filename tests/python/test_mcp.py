@@ -34,10 +34,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_upstream(port):
-    """The Python SDK's Streamable HTTP server on `port`, once it accepts connections."""
+def start_upstream(port, transport="http"):
+    """The Python SDK's server on `port` (Streamable HTTP, or the legacy SSE transport), once it
+    accepts connections."""
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "mcp_upstream.py"), "http", str(port)],
+        [sys.executable, str(HERE / "mcp_upstream.py"), transport, str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -302,3 +303,41 @@ def test_a_dead_upstream_hides_only_its_tools_and_comes_back(upstream_proc, gate
     back = asyncio.run(call_echo())
     assert not back.is_error and text_of(back) == "anyone?"
     assert "echo-echo" in asyncio.run(tool_names(url, key, "2026-07-28"))
+
+
+def test_a_legacy_sse_server_behind_the_gateway():
+    port = free_port()
+    proc = start_upstream(port, "sse")
+    gw = Gateway(
+        "sqlite",
+        extra_config=f"""
+mcp_servers:
+  legacy:
+    url: http://127.0.0.1:{port}/sse
+    transport: sse
+    auth_type: api_key
+    authentication_token: sse-upstream-key
+""",
+    )
+    try:
+        key = gw.create_key()["key"]
+        for mode in MODES:
+            names = asyncio.run(tool_names(f"{gw.url}/mcp", key, mode))
+            assert "legacy-echo" in names and "legacy-add" in names, names
+
+        async def calls():
+            async with client(f"{gw.url}/mcp", key, "legacy") as c:
+                return (
+                    await c.call_tool("legacy-add", {"a": 2, "b": 40}),
+                    await c.call_tool("legacy-whoami", {}),
+                    await c.call_tool("legacy-apikey", {}),
+                )
+
+        added, who, api_key = asyncio.run(calls())
+        assert text_of(added) == "42"
+        assert text_of(api_key) == "sse-upstream-key"
+        assert text_of(who) == "(none)", "an api_key credential goes in X-API-Key, and the client's key nowhere"
+    finally:
+        gw.close()
+        proc.terminate()
+        proc.wait(timeout=10)

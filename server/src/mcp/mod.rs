@@ -10,6 +10,7 @@
 pub mod calls;
 pub mod endpoint;
 pub mod names;
+pub mod sse;
 pub mod upstream;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -77,9 +77,23 @@ impl Upstream {
             match &self.config.transport {
                 McpTransport::Http { url } => {
                     let mut cfg = StreamableHttpClientTransportConfig::with_uri(url.as_str());
-                    self.credential(&mut cfg)?;
+                    cfg.custom_headers = self.credential()?.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
                     let transport = StreamableHttpClientTransport::with_client(self.http.clone(), cfg);
                     ().serve_with_lifecycle(transport, lifecycle).await.map_err(|e| self.unreachable(e))
+                }
+                McpTransport::Sse { url } => {
+                    let transport = super::sse::SseTransport::connect(
+                        self.http.clone(),
+                        url,
+                        self.credential()?,
+                        self.config.timeout,
+                    )
+                    .await
+                    .map_err(|e| self.unreachable(e))?;
+                    // The legacy transport predates server/discover: initialize directly.
+                    ().serve_with_lifecycle(transport, ClientLifecycleMode::Initialize)
+                        .await
+                        .map_err(|e| self.unreachable(e))
                 }
                 McpTransport::Stdio { command, args, env } => {
                     let mut cmd = tokio::process::Command::new(command);
@@ -99,9 +113,6 @@ impl Upstream {
                     }
                     ().serve_with_lifecycle(transport, lifecycle).await.map_err(|e| self.unreachable(e))
                 }
-                McpTransport::Sse { .. } => {
-                    Err(self.unreachable("the legacy SSE transport is not supported by this version"))
-                }
             }
         };
         match tokio::time::timeout(self.config.timeout, connecting).await {
@@ -110,16 +121,22 @@ impl Upstream {
         }
     }
 
-    /// Puts Ferryman's credential for this server on the transport.
-    fn credential(&self, cfg: &mut StreamableHttpClientTransportConfig) -> Result<(), UpstreamError> {
+    /// The headers that carry Ferryman's credential for this server.
+    fn credential(&self) -> Result<http::HeaderMap, UpstreamError> {
         let header = |v: String| {
-            http::HeaderValue::from_str(&v).map_err(|_| self.unreachable("its credential is not a valid header value"))
+            let mut v = http::HeaderValue::from_str(&v)
+                .map_err(|_| self.unreachable("its credential is not a valid header value"))?;
+            v.set_sensitive(true);
+            Ok(v)
         };
+        let mut headers = http::HeaderMap::new();
         match &self.config.auth {
             McpAuth::None => {}
-            McpAuth::Bearer(t) => cfg.auth_header = Some(t.expose().to_owned()),
+            McpAuth::Bearer(t) => {
+                headers.insert(http::header::AUTHORIZATION, header(format!("Bearer {}", t.expose()))?);
+            }
             McpAuth::ApiKey(t) => {
-                cfg.custom_headers.insert(http::HeaderName::from_static("x-api-key"), header(t.expose().to_owned())?);
+                headers.insert(http::HeaderName::from_static("x-api-key"), header(t.expose().to_owned())?);
             }
             McpAuth::Basic(t) => {
                 let raw = t.expose();
@@ -129,13 +146,13 @@ impl Upstream {
                 } else {
                     raw.to_owned()
                 };
-                cfg.custom_headers.insert(http::header::AUTHORIZATION, header(format!("Basic {encoded}"))?);
+                headers.insert(http::header::AUTHORIZATION, header(format!("Basic {encoded}"))?);
             }
             McpAuth::OAuth2 { .. } => {
                 return Err(self.unreachable("oauth2 client credentials are not supported by this version"));
             }
         }
-        Ok(())
+        Ok(headers)
     }
 
     /// The live connection, made if there is none.

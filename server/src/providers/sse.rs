@@ -17,11 +17,24 @@ use crate::error::{ErrorCode, GatewayError};
 pub struct SseDecoder {
     buf: Vec<u8>,
     data: Option<String>,
+    event: Option<String>,
+}
+
+/// One complete event: its `event:` name (if it had one) and its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub event: Option<String>,
+    pub data: String,
 }
 
 impl SseDecoder {
     /// Adds bytes; returns the data of every event they complete.
     pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.push_events(bytes).into_iter().map(|e| e.data).collect()
+    }
+
+    /// Adds bytes; returns every event they complete, with its name.
+    pub fn push_events(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
         self.buf.extend_from_slice(bytes);
         let mut events = Vec::new();
         while let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
@@ -32,8 +45,9 @@ impl SseDecoder {
             }
             let line = String::from_utf8_lossy(&line);
             if line.is_empty() {
-                if let Some(d) = self.data.take() {
-                    events.push(d);
+                let event = self.event.take();
+                if let Some(data) = self.data.take() {
+                    events.push(SseEvent { event, data });
                 }
                 continue;
             }
@@ -44,14 +58,16 @@ impl SseDecoder {
                 Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
                 None => (line.as_ref(), ""),
             };
-            if field == "data" {
-                match &mut self.data {
+            match field {
+                "data" => match &mut self.data {
                     Some(d) => {
                         d.push('\n');
                         d.push_str(value);
                     }
                     None => self.data = Some(value.to_owned()),
-                }
+                },
+                "event" => self.event = Some(value.to_owned()),
+                _ => {}
             }
         }
         events
