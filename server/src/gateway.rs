@@ -45,6 +45,8 @@ pub struct Gateway {
     pub reloading: tokio::sync::Mutex<()>,
     /// Signalled when another instance reloaded its models (see `reload::watch`).
     pub models_changed: tokio::sync::Notify,
+    /// Signalled when another instance changed the registered MCP servers.
+    pub mcp_changed: tokio::sync::Notify,
     /// `general_settings.config_managed_fields: advisory`, as the last start or reload read it.
     pub advisory: std::sync::atomic::AtomicBool,
     /// The start-up reconcile changed something other instances must hear about once

@@ -117,6 +117,7 @@ async fn reload_here(gw: &Gateway) -> Result<Reloaded, ReloadError> {
     let plan = reconcile::apply(gw, &config.governance, config.general.config_prune).await?;
     log_plan(&plan);
     let count = swap_models(gw, &config);
+    gw.mcp.replace(&config.mcp_servers, &gw.mcp.registered());
     let advisory = config.general.config_managed_fields == crate::config::governance::ManagedFields::Advisory;
     gw.advisory.store(advisory, std::sync::atomic::Ordering::Relaxed);
     if let Some(sync) = gw.sync.get() {
@@ -131,6 +132,7 @@ pub async fn reload_models(gw: &Gateway) -> Result<usize, ReloadError> {
     let _one_at_a_time = gw.reloading.lock().await;
     let (path, loaded) = read(gw)?;
     let count = swap_models(gw, &loaded.config);
+    gw.mcp.replace(&loaded.config.mcp_servers, &gw.mcp.registered());
     tracing::info!(file = %path.display(), models = count, "models reloaded: another instance reloaded its configuration");
     Ok(count)
 }
@@ -180,6 +182,11 @@ pub fn watch(gw: Arc<Gateway>, mut hangups: Hangups) {
                 () = gw.models_changed.notified() => {
                     if let Err(e) = reload_models(&gw).await {
                         tracing::error!("model reload failed: {e}");
+                    }
+                }
+                () = gw.mcp_changed.notified() => {
+                    if let Err(e) = crate::admin::mcp::refresh(&gw).await {
+                        tracing::error!("cannot read the registered MCP servers: {e}");
                     }
                 }
             }

@@ -130,6 +130,7 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
         mcp,
         reloading: Default::default(),
         models_changed: Default::default(),
+        mcp_changed: Default::default(),
         advisory: (config_managed_fields == crate::config::governance::ManagedFields::Advisory).into(),
         announce: Default::default(),
         upstreams,
@@ -138,6 +139,7 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
         recorded: Default::default(),
         sync: Default::default(),
     });
+    crate::admin::mcp::refresh(&gateway).await.map_err(StartError::Gateway)?;
     // The file's governance becomes the stored state before the first request.
     let plan = crate::admin::reconcile::apply(&gateway, &governance, prune).await.map_err(StartError::Reconcile)?;
     crate::reload::log_plan(&plan);

@@ -37,6 +37,8 @@ pub enum Invalidation {
     /// Another instance reloaded its config file: reload `model_list` and `router_settings`
     /// from this instance's own file (governance is already in the shared database).
     Models,
+    /// An MCP server was registered, changed or removed through the API: read them again.
+    McpServers,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -71,6 +73,7 @@ pub fn apply(gw: &Gateway, inv: &Invalidation) {
             gw.customers.invalidate_all();
         }
         Invalidation::Models => gw.models_changed.notify_one(),
+        Invalidation::McpServers => gw.mcp_changed.notify_one(),
     }
 }
 

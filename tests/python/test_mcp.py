@@ -341,3 +341,51 @@ mcp_servers:
         gw.close()
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_servers_registered_through_the_api(gateway, upstream):
+    admin = {"Authorization": f"Bearer {MASTER_KEY}"}
+    created = httpx2.post(
+        f"{gateway.url}/v1/mcp/server",
+        json={
+            "server_name": "dyn",
+            "url": upstream,
+            "auth_type": "bearer_token",
+            "authentication_token": "dyn-secret-token",
+            "description": "registered at run time",
+        },
+        headers=admin,
+    )
+    assert created.status_code == 200, created.text
+    assert created.json()["source"] == "api" and created.json()["auth_type"] == "bearer_token"
+    listed = httpx2.get(f"{gateway.url}/v1/mcp/server", headers=admin)
+    assert {s["server_name"]: s["source"] for s in listed.json()} == {"echo": "config", "time": "config", "dyn": "api"}
+    audit = httpx2.get(f"{gateway.url}/audit", params={"object_type": "mcp_server"}, headers=admin)
+    for secret in ["dyn-secret-token", UPSTREAM_TOKEN]:
+        assert secret not in created.text + listed.text + audit.text, "a credential was shown"
+
+    key = gateway.create_key()["key"]
+
+    async def whoami():
+        async with client(f"{gateway.url}/mcp/dyn", key, "2026-07-28") as c:
+            return text_of(await c.call_tool("dyn-whoami", {}))
+
+    assert asyncio.run(whoami()) == "Bearer dyn-secret-token"
+    changed = httpx2.put(
+        f"{gateway.url}/v1/mcp/server", json={"server_name": "dyn", "authentication_token": "rotated-token"}, headers=admin
+    )
+    assert changed.status_code == 200, changed.text
+    assert asyncio.run(whoami()) == "Bearer rotated-token", "a changed credential is used at once"
+
+    user_key = gateway.create_key()["key"]
+    r = httpx2.post(f"{gateway.url}/v1/mcp/server", json={"server_name": "x", "url": upstream}, headers={"Authorization": f"Bearer {user_key}"})
+    assert r.status_code == 403
+    r = httpx2.post(f"{gateway.url}/v1/mcp/server", json={"server_name": "echo", "url": upstream}, headers=admin)
+    assert r.status_code == 409 and "config file" in r.text
+    r = httpx2.post(f"{gateway.url}/v1/mcp/server", json={"server_name": "bad", "transport": "carrier-pigeon"}, headers=admin)
+    assert r.status_code == 400 and "transport" in r.json()["error"]["message"], r.text
+
+    assert httpx2.delete(f"{gateway.url}/v1/mcp/server/dyn", headers=admin).status_code == 200
+    assert httpx2.get(f"{gateway.url}/v1/mcp/server/dyn", headers=admin).status_code == 404
+    names = asyncio.run(tool_names(f"{gateway.url}/mcp", key, "2026-07-28"))
+    assert not any(n.startswith("dyn-") for n in names)

@@ -10,6 +10,7 @@ pub mod budgets;
 pub mod customers;
 pub mod fields;
 pub mod keys;
+pub mod mcp;
 pub mod orgs;
 pub mod reconcile;
 pub mod tags;

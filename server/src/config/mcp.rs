@@ -58,13 +58,31 @@ impl McpServerConfig {
             && !self.disallowed_tools.iter().any(|t| t == tool)
     }
 
+    /// Everything the server was configured with, credentials included (hashed): equal
+    /// fingerprints mean an unchanged server.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let mut secret = match &self.auth {
+            McpAuth::None => String::new(),
+            McpAuth::Bearer(t) | McpAuth::ApiKey(t) | McpAuth::Basic(t) => t.expose().to_owned(),
+            McpAuth::OAuth2 { client_secret, .. } => client_secret.expose().to_owned(),
+        };
+        if let McpTransport::Stdio { env, .. } = &self.transport {
+            for (k, v) in env {
+                secret.push_str(&format!("|{k}={v}"));
+            }
+        }
+        let text = format!("{self:?}|{}", hex::encode(sha2::Sha256::digest(secret.as_bytes())));
+        hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    }
+
     /// What one call of `tool` costs.
     pub fn cost(&self, tool: &str) -> Nanos {
         self.tool_costs.get(tool).copied().unwrap_or(self.default_cost)
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum McpTransport {
     /// Streamable HTTP.
     Http { url: String },
@@ -73,6 +91,22 @@ pub enum McpTransport {
     /// A child process speaking JSON-RPC on stdin/stdout. It gets only `env` (and `PATH`),
     /// never the gateway's own environment.
     Stdio { command: String, args: Vec<String>, env: BTreeMap<String, String> },
+}
+
+/// Shows a stdio server's environment by name only: its values are often credentials.
+impl std::fmt::Debug for McpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            McpTransport::Http { url } => f.debug_struct("Http").field("url", url).finish(),
+            McpTransport::Sse { url } => f.debug_struct("Sse").field("url", url).finish(),
+            McpTransport::Stdio { command, args, env } => f
+                .debug_struct("Stdio")
+                .field("command", command)
+                .field("args", args)
+                .field("env", &env.keys().collect::<Vec<_>>())
+                .finish(),
+        }
+    }
 }
 
 /// The credential Ferryman presents upstream. Clients' own tokens are never forwarded.
@@ -128,6 +162,34 @@ pub fn check_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The settings a server's mapping may hold.
+pub fn keys() -> &'static [&'static str] {
+    SERVER_KEYS
+}
+
+/// Settings that hold a secret: never shown back, never logged.
+pub const SECRET_KEYS: &[&str] = &["authentication_token", "auth_value", "client_secret"];
+
+/// Reads one server's mapping (from the management API), with every problem it has.
+pub fn read_one(name: &str, settings: &Map<String, Value>) -> Result<McpServerConfig, Vec<String>> {
+    let mut r = Reader::default();
+    if let Err(e) = check_name(name) {
+        r.problem("server_name", e);
+    }
+    for key in settings.keys() {
+        if !SERVER_KEYS.contains(&key.as_str()) {
+            r.problem(key.as_str(), "unknown field; this version of Ferryman does not support it");
+        }
+    }
+    let mut resolved = Value::Object(settings.clone());
+    super::resolve_env_refs(&mut resolved, "", &super::ProcessEnv, &Default::default(), &mut r);
+    let server = resolved.as_object().and_then(|m| read_server("", name, m, &mut r));
+    match server {
+        Some(s) if r.problems.is_empty() => Ok(s),
+        _ => Err(r.problems.iter().map(ToString::to_string).collect()),
+    }
 }
 
 /// Reads `mcp_servers`.

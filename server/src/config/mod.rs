@@ -299,7 +299,13 @@ fn lookup_env(name: &str, env: &dyn Env, file_env: &BTreeMap<String, String>) ->
 }
 
 /// Replaces every `os.environ/NAME` (or `os.environ/NAME:-default`) string in the tree.
-fn resolve_env_refs(value: &mut Value, path: &str, env: &dyn Env, file_env: &BTreeMap<String, String>, r: &mut Reader) {
+pub(crate) fn resolve_env_refs(
+    value: &mut Value,
+    path: &str,
+    env: &dyn Env,
+    file_env: &BTreeMap<String, String>,
+    r: &mut Reader,
+) {
     match value {
         Value::String(s) => {
             if let Some(reference) = s.strip_prefix("os.environ/") {

@@ -76,7 +76,7 @@ async fn addressed(gw: &Gateway, headers: &http::HeaderMap, path: &str) -> Resul
     let access = gw.mcp.access(&caller, gw.config.general.mcp_default_none);
     let path = path.trim_start_matches("/mcp").trim_matches('/');
     let mut servers: Vec<Arc<Upstream>> = if path.is_empty() {
-        gw.mcp.all().cloned().collect()
+        gw.mcp.all()
     } else {
         let decoded = percent_decode(path);
         let selected = gw.mcp.select(&decoded).map_err(GatewayError::not_found)?;

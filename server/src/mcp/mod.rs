@@ -40,10 +40,28 @@ impl Access {
     }
 }
 
-/// The registered MCP servers.
-#[derive(Default)]
+/// Where a server was declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// config.yaml's `mcp_servers` (changed by editing the file and reloading).
+    File,
+    /// The management API (`/v1/mcp/server`), stored in the database.
+    Registered,
+}
+
+type Servers = BTreeMap<String, Arc<Upstream>>;
+
+/// The MCP servers, from config.yaml and from the management API. Swapped whole when either
+/// changes; an upstream whose settings did not change keeps its connection.
 pub struct Hub {
-    servers: BTreeMap<String, Arc<Upstream>>,
+    http: reqwest::Client,
+    servers: arc_swap::ArcSwap<Servers>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self { http: reqwest::Client::new(), servers: Default::default() }
+    }
 }
 
 impl Hub {
@@ -52,20 +70,52 @@ impl Hub {
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|e| GatewayError::internal(format!("cannot build the MCP HTTP client: {e}")))?;
-        let servers = configs
-            .iter()
-            .map(|c| (c.name.clone(), Arc::new(Upstream::new(Arc::new(c.clone()), http.clone()))))
-            .collect();
-        Ok(Self { servers })
+        let hub = Self { http, servers: Default::default() };
+        hub.replace(configs, &[]);
+        Ok(hub)
+    }
+
+    /// Makes the registry `from_file` plus `registered` (a registered server never takes a
+    /// file server's name: the API refuses it).
+    pub fn replace(&self, from_file: &[McpServerConfig], registered: &[McpServerConfig]) {
+        let before = self.servers.load_full();
+        let mut next = Servers::new();
+        let all = from_file.iter().map(|c| (c, Origin::File)).chain(registered.iter().map(|c| (c, Origin::Registered)));
+        for (config, origin) in all {
+            if next.contains_key(&config.name) {
+                continue;
+            }
+            let fingerprint = config.fingerprint();
+            let upstream = match before.get(&config.name) {
+                Some(u) if u.origin == origin && u.fingerprint == fingerprint => u.clone(),
+                _ => Arc::new(Upstream::new(Arc::new(config.clone()), self.http.clone(), origin, fingerprint)),
+            };
+            next.insert(config.name.clone(), upstream);
+        }
+        self.servers.store(Arc::new(next));
+    }
+
+    /// The servers config.yaml declares, as they are now.
+    pub fn from_file(&self) -> Vec<McpServerConfig> {
+        self.servers.load().values().filter(|u| u.origin == Origin::File).map(|u| (*u.config).clone()).collect()
+    }
+
+    /// The servers registered through the API, as they are now.
+    pub fn registered(&self) -> Vec<McpServerConfig> {
+        self.servers.load().values().filter(|u| u.origin == Origin::Registered).map(|u| (*u.config).clone()).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.servers.load().get(name).cloned()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.servers.is_empty()
+        self.servers.load().is_empty()
     }
 
     /// Every server, by name.
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Upstream>> {
-        self.servers.values()
+    pub fn all(&self) -> Vec<Arc<Upstream>> {
+        self.servers.load().values().cloned().collect()
     }
 
     /// What `caller` may use: the intersection of what its key, team and organization each
@@ -84,7 +134,7 @@ impl Hub {
             if p.restricts_servers() {
                 let mut here: BTreeSet<String> = p.mcp_servers.iter().flatten().cloned().collect();
                 for group in p.mcp_access_groups.iter().flatten() {
-                    for s in self.servers.values().filter(|s| s.config.access_groups.contains(group)) {
+                    for s in self.all().iter().filter(|s| s.config.access_groups.contains(group)) {
                         here.insert(s.name().to_owned());
                     }
                 }
@@ -112,11 +162,12 @@ impl Hub {
     /// groups (`/mcp/github,dev-tools`, `x-mcp-servers: github`). An unknown name is an error
     /// naming it, never an empty selection.
     pub fn select(&self, selection: &str) -> Result<Vec<Arc<Upstream>>, String> {
+        let servers = self.servers.load();
         let mut out: Vec<Arc<Upstream>> = Vec::new();
         for name in selection.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            let found: Vec<&Arc<Upstream>> = match self.servers.get(name) {
+            let found: Vec<&Arc<Upstream>> = match servers.get(name) {
                 Some(s) => vec![s],
-                None => self.servers.values().filter(|s| s.config.access_groups.iter().any(|g| g == name)).collect(),
+                None => servers.values().filter(|s| s.config.access_groups.iter().any(|g| g == name)).collect(),
             };
             if found.is_empty() {
                 return Err(format!("no MCP server or access group is named {name:?}"));

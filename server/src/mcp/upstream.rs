@@ -38,6 +38,9 @@ pub enum UpstreamError {
 
 pub struct Upstream {
     pub config: Arc<McpServerConfig>,
+    pub origin: super::Origin,
+    /// The settings it was made from, credentials included (hashed), to tell a change.
+    pub fingerprint: String,
     http: reqwest::Client,
     conn: Mutex<Option<Arc<Client>>>,
     catalog: std::sync::Mutex<Option<(Instant, Arc<Vec<Tool>>)>>,
@@ -45,9 +48,16 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(config: Arc<McpServerConfig>, http: reqwest::Client) -> Self {
+    pub fn new(
+        config: Arc<McpServerConfig>,
+        http: reqwest::Client,
+        origin: super::Origin,
+        fingerprint: String,
+    ) -> Self {
         Self {
             config,
+            origin,
+            fingerprint,
             http,
             conn: Mutex::new(None),
             catalog: std::sync::Mutex::new(None),

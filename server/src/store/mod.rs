@@ -47,11 +47,20 @@ pub enum Table {
     Budgets,
     Keys,
     Tags,
+    McpServers,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] =
-        [Table::Organizations, Table::Teams, Table::Users, Table::Customers, Table::Budgets, Table::Keys, Table::Tags];
+    pub const ALL: [Table; 8] = [
+        Table::Organizations,
+        Table::Teams,
+        Table::Users,
+        Table::Customers,
+        Table::Budgets,
+        Table::Keys,
+        Table::Tags,
+        Table::McpServers,
+    ];
 
     /// The SQL table name (a fixed identifier, never caller input).
     pub fn name(self) -> &'static str {
@@ -63,6 +72,7 @@ impl Table {
             Table::Budgets => "budgets",
             Table::Keys => "keys",
             Table::Tags => "tags",
+            Table::McpServers => "mcp_servers",
         }
     }
 
@@ -76,6 +86,7 @@ impl Table {
             Table::Budgets => "budget",
             Table::Keys => "key",
             Table::Tags => "tag",
+            Table::McpServers => "mcp_server",
         }
     }
 }

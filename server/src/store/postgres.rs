@@ -49,6 +49,13 @@ impl PgStore {
                 include_str!("../../../migrations/postgres/0004_cache_hit.sql").into_sql_str(),
                 false,
             ),
+            Migration::new(
+                5,
+                "mcp servers".into(),
+                MigrationType::Simple,
+                include_str!("../../../migrations/postgres/0005_mcp_servers.sql").into_sql_str(),
+                false,
+            ),
         ])
     }
 }

@@ -56,6 +56,13 @@ impl SqliteStore {
                 include_str!("../../../migrations/sqlite/0004_cache_hit.sql").into_sql_str(),
                 false,
             ),
+            Migration::new(
+                5,
+                "mcp servers".into(),
+                MigrationType::Simple,
+                include_str!("../../../migrations/sqlite/0005_mcp_servers.sql").into_sql_str(),
+                false,
+            ),
         ])
     }
 }

@@ -376,6 +376,21 @@ pub struct Tag {
     pub meta: Meta,
 }
 
+/// An MCP server registered through the management API. Its settings are the mapping
+/// config.yaml's `mcp_servers.<name>` takes, checked by the same reader.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct McpServerRecord {
+    pub server_name: String,
+    #[serde(default)]
+    pub settings: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
+    #[serde(skip)]
+    pub meta: Meta,
+}
+
 macro_rules! resource {
     ($t:ty, $table:expr, $id:ident, |$s:ident| $cols:expr) => {
         impl Resource for $t {
@@ -420,3 +435,4 @@ resource!(KeyRecord, Table::Keys, key_id, |s| Columns {
 resource!(Customer, Table::Customers, user_id, |s| Columns { alias: s.alias.clone(), ..Columns::default() });
 resource!(BudgetTier, Table::Budgets, budget_id, |_s| Columns::default());
 resource!(Tag, Table::Tags, name, |_s| Columns::default());
+resource!(McpServerRecord, Table::McpServers, server_name, |_s| Columns::default());

@@ -568,3 +568,49 @@ pub async fn config_reload(m: Mgmt) -> Reply {
     let done = crate::reload::reload(m.app.gateway.clone()).await.map_err(GatewayError::from)?;
     Ok(Json(done.to_json()))
 }
+
+// ---- MCP servers ----
+
+/// The server's name: `server_name` (LiteLLM also sends `server_id` and `alias`).
+fn server_name(body: &mut Map<String, Value>) -> Result<String, GatewayError> {
+    let name = body.remove("server_name").or_else(|| body.remove("server_id"));
+    body.remove("server_id");
+    match name {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        _ => Err(GatewayError::invalid("server_name", "server_name: required")),
+    }
+}
+
+pub async fn mcp_server_new(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
+    let name = server_name(&mut body)?;
+    if let Some(groups) = body.remove("mcp_access_groups") {
+        body.insert("access_groups".to_owned(), groups);
+    }
+    Ok(Json(crate::admin::mcp::create(&ctx, &name, body).await?))
+}
+
+pub async fn mcp_server_update(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
+    let ctx = m.ctx().await?;
+    let name = server_name(&mut body)?;
+    if let Some(groups) = body.remove("mcp_access_groups") {
+        body.insert("access_groups".to_owned(), groups);
+    }
+    Ok(Json(crate::admin::mcp::update(&ctx, &name, body).await?))
+}
+
+pub async fn mcp_server_list(m: Mgmt) -> Reply {
+    let ctx = m.ctx().await?;
+    Ok(Json(Value::Array(crate::admin::mcp::list(&ctx).await?)))
+}
+
+pub async fn mcp_server_get(m: Mgmt, Path(id): Path<String>) -> Reply {
+    let ctx = m.ctx().await?;
+    Ok(Json(crate::admin::mcp::get(&ctx, &id).await?))
+}
+
+pub async fn mcp_server_delete(m: Mgmt, Path(id): Path<String>) -> Reply {
+    let ctx = m.ctx().await?;
+    crate::admin::mcp::delete(&ctx, &id).await?;
+    Ok(Json(json!({"deleted": id})))
+}

@@ -113,6 +113,8 @@ pub fn routes(state: AppState) -> Router {
         // Spend and audit.
         .route("/spend/logs", get(spend::logs))
         .route("/config/reload", post(mgmt::config_reload))
+        .route("/v1/mcp/server", get(mgmt::mcp_server_list).post(mgmt::mcp_server_new).put(mgmt::mcp_server_update))
+        .route("/v1/mcp/server/{id}", get(mgmt::mcp_server_get).delete(mgmt::mcp_server_delete))
         .route("/audit", get(mgmt::audit_list))
         .route("/audit/{id}", get(mgmt::audit_get))
         // Health.
