@@ -389,3 +389,31 @@ def test_servers_registered_through_the_api(gateway, upstream):
     assert httpx2.get(f"{gateway.url}/v1/mcp/server/dyn", headers=admin).status_code == 404
     names = asyncio.run(tool_names(f"{gateway.url}/mcp", key, "2026-07-28"))
     assert not any(n.startswith("dyn-") for n in names)
+
+
+def test_a_callers_own_credential_passes_through_for_its_server(gateway):
+    key = gateway.create_key()["key"]
+    personal = {"x-mcp-echo-authorization": "Bearer alices-own-github-token"}
+
+    async def whoami(headers):
+        async with client(f"{gateway.url}/mcp", key, "legacy", headers) as c:
+            return text_of(await c.call_tool("echo-whoami", {}))
+
+    assert asyncio.run(whoami(personal)) == "Bearer alices-own-github-token"
+    assert asyncio.run(whoami(personal)) == "Bearer alices-own-github-token"
+    assert asyncio.run(whoami({})) == f"Bearer {UPSTREAM_TOKEN}", "without the header, Ferryman's credential"
+
+
+def test_mcp_rpm_limit_per_server_on_the_key(gateway):
+    key = gateway.create_key(mcp_rpm_limit={"echo": 2})["key"]
+
+    async def calls():
+        async with client(f"{gateway.url}/mcp", key, "2026-07-28") as c:
+            echoes = [await c.call_tool("echo-echo", {"text": str(i)}) for i in range(3)]
+            other = await c.call_tool("time-get_current_time", {"timezone": "UTC"})
+            return echoes, other
+
+    echoes, other = asyncio.run(calls())
+    assert [e.is_error for e in echoes] == [False, False, True]
+    assert 'on MCP server "echo": requests per minute limit 2' in text_of(echoes[2]), text_of(echoes[2])
+    assert not other.is_error, "the limit is per server"

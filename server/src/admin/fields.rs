@@ -68,13 +68,15 @@ pub struct LimitsFields {
     pub model_rpm_limit: Option<BTreeMap<String, u64>>,
     #[serde(default)]
     pub model_tpm_limit: Option<BTreeMap<String, u64>>,
+    #[serde(default)]
+    pub mcp_rpm_limit: Option<BTreeMap<String, u64>>,
 }
 
 impl LimitsFields {
     /// The names of the fields set, for permission checks.
     pub fn set_fields(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
-        let checks: [(&'static str, bool); 9] = [
+        let checks: [(&'static str, bool); 10] = [
             ("max_budget", self.max_budget.is_some()),
             ("soft_budget", self.soft_budget.is_some()),
             ("budget_duration", self.budget_duration.is_some()),
@@ -84,6 +86,7 @@ impl LimitsFields {
             ("model_max_budget", self.model_max_budget.is_some()),
             ("model_rpm_limit", self.model_rpm_limit.is_some()),
             ("model_tpm_limit", self.model_tpm_limit.is_some()),
+            ("mcp_rpm_limit", self.mcp_rpm_limit.is_some()),
         ];
         for (name, set) in checks {
             if set {
@@ -105,6 +108,7 @@ impl LimitsFields {
             model_max_budget,
             model_rpm_limit,
             model_tpm_limit,
+            mcp_rpm_limit,
         } = self;
         if let Some(v) = max_budget {
             limits.max_budget = v;
@@ -149,6 +153,9 @@ impl LimitsFields {
         }
         if let Some(map) = model_tpm_limit {
             limits.model_tpm_limit = map;
+        }
+        if let Some(map) = mcp_rpm_limit {
+            limits.mcp_rpm_limit = map;
         }
         if let (Some(soft), Some(max)) = (limits.soft_budget, limits.max_budget)
             && soft > max

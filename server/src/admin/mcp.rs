@@ -56,6 +56,7 @@ pub fn view(gw: &Gateway, config: &McpServerConfig, record: Option<&McpServerRec
         McpAuth::ApiKey(_) => "api_key",
         McpAuth::Basic(_) => "basic",
         McpAuth::OAuth2 { .. } => "oauth2",
+        McpAuth::Passthrough(_) => "passthrough",
     };
     let mut v = json!({
         "server_id": config.name,

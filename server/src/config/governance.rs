@@ -83,6 +83,7 @@ const LIMIT_KEYS: &[&str] = &[
     "model_max_budget",
     "model_rpm_limit",
     "model_tpm_limit",
+    "mcp_rpm_limit",
 ];
 const BUDGET_KEYS: &[&str] = &["budget_id"];
 const ORG_KEYS: &[&str] = &[
@@ -308,6 +309,7 @@ fn read_limits(path: &str, map: &Map<String, Value>, r: &mut Reader) -> Limits {
         max_parallel_requests: r.u64(path, map, "max_parallel_requests"),
         model_rpm_limit: model_counts(path, map, "model_rpm_limit", r),
         model_tpm_limit: model_counts(path, map, "model_tpm_limit", r),
+        mcp_rpm_limit: model_counts(path, map, "mcp_rpm_limit", r),
         ..Limits::default()
     };
     let p = join(path, "model_max_budget");

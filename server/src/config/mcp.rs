@@ -64,7 +64,9 @@ impl McpServerConfig {
         use sha2::Digest;
         let mut secret = match &self.auth {
             McpAuth::None => String::new(),
-            McpAuth::Bearer(t) | McpAuth::ApiKey(t) | McpAuth::Basic(t) => t.expose().to_owned(),
+            McpAuth::Bearer(t) | McpAuth::ApiKey(t) | McpAuth::Basic(t) | McpAuth::Passthrough(t) => {
+                t.expose().to_owned()
+            }
             McpAuth::OAuth2 { client_secret, .. } => client_secret.expose().to_owned(),
         };
         if let McpTransport::Stdio { env, .. } = &self.transport {
@@ -119,6 +121,9 @@ pub enum McpAuth {
     ApiKey(Secret),
     /// `Authorization: Basic <base64(user:password)>`.
     Basic(Secret),
+    /// A caller's own credential for this server (`x-mcp-<server>-authorization`), sent as the
+    /// `Authorization` header exactly as given.
+    Passthrough(Secret),
     /// OAuth 2 client credentials: a token from `token_url`, renewed before it expires.
     OAuth2 {
         token_url: String,

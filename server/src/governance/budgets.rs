@@ -218,6 +218,7 @@ pub fn with_tier(own: &Limits, tier: Option<&Limits>) -> Limits {
         } else {
             own.model_tpm_limit.clone()
         },
+        mcp_rpm_limit: if own.mcp_rpm_limit.is_empty() { t.mcp_rpm_limit.clone() } else { own.mcp_rpm_limit.clone() },
     }
 }
 

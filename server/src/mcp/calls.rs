@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::governance::{Caller, budgets};
-use crate::limits::rates::{RateStatus, Ticket};
+use crate::limits::rates::{RateScope, RateStatus, Ticket};
 use crate::limits::{Remaining, Reservation};
 use crate::pricing::Nanos;
 use crate::store::{Charge, SpendRecord, SpendStatus};
@@ -80,8 +80,34 @@ impl Gateway {
         if let Some(g) = &self.config.global_budget {
             scopes.push(budgets::global(g, now));
         }
+        // `mcp_rpm_limit` on the key and its team, per server.
+        let mut rate_scopes = Vec::new();
+        if let Some(i) = identity {
+            let key = budgets::with_tier(&i.key.limits, i.key_tier.as_ref().map(|t| &t.limits));
+            if let Some(rpm) = key.mcp_rpm_limit.get(server) {
+                let alias = i.key.key_alias.as_deref().unwrap_or(&i.key.key_id);
+                rate_scopes.push(RateScope {
+                    id: format!("key_mcp:{}:{server}", i.key.key_id),
+                    label: format!("key {alias:?} on MCP server {server:?}"),
+                    rpm: Some(*rpm),
+                    tpm: None,
+                    parallel: None,
+                });
+            }
+            if let Some(t) = &i.team
+                && let Some(rpm) = t.limits.mcp_rpm_limit.get(server)
+            {
+                rate_scopes.push(RateScope {
+                    id: format!("team_mcp:{}:{server}", t.team_id),
+                    label: format!("team {:?} on MCP server {server:?}", t.team_alias.as_deref().unwrap_or(&t.team_id)),
+                    rpm: Some(*rpm),
+                    tpm: None,
+                    parallel: None,
+                });
+            }
+        }
         let (ticket, _rate, reservation, _remaining): (Ticket, RateStatus, Option<Reservation>, Option<Remaining>) =
-            self.admit(&[], 0, &scopes, cost).await?;
+            self.admit(&rate_scopes, 0, &scopes, cost).await?;
         Ok(ToolCall {
             id: uuid::Uuid::new_v4().to_string(),
             name: name.to_owned(),

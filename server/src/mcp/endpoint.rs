@@ -92,6 +92,13 @@ async fn addressed(gw: &Gateway, headers: &http::HeaderMap, path: &str) -> Resul
         selected
     };
     servers.retain(|s| access.server(s.name()));
+    // A caller's own credential for a server replaces Ferryman's on its calls.
+    for s in &mut servers {
+        let header = format!("x-mcp-{}-authorization", s.name().to_ascii_lowercase());
+        if let Some(v) = headers.get(header.as_str()).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()) {
+            *s = gw.mcp.with_credential(s, v);
+        }
+    }
     // The header narrows; it never widens.
     if let Some(header) = headers.get("x-mcp-servers").and_then(|v| v.to_str().ok()) {
         let named = gw.mcp.select(header).map_err(|m| GatewayError::invalid("x-mcp-servers", m))?;

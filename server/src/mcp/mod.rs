@@ -56,11 +56,17 @@ type Servers = BTreeMap<String, Arc<Upstream>>;
 pub struct Hub {
     http: reqwest::Client,
     servers: arc_swap::ArcSwap<Servers>,
+    /// Upstreams that carry a caller's own credential: one pooled connection per server and
+    /// credential (keyed by the credential's SHA-256, never the credential).
+    personal: std::sync::Mutex<BTreeMap<(String, String), Arc<Upstream>>>,
 }
+
+/// The most personal upstreams kept; past it, the idle ones are dropped.
+const MAX_PERSONAL: usize = 1024;
 
 impl Default for Hub {
     fn default() -> Self {
-        Self { http: reqwest::Client::new(), servers: Default::default() }
+        Self { http: reqwest::Client::new(), servers: Default::default(), personal: Default::default() }
     }
 }
 
@@ -70,7 +76,7 @@ impl Hub {
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|e| GatewayError::internal(format!("cannot build the MCP HTTP client: {e}")))?;
-        let hub = Self { http, servers: Default::default() };
+        let hub = Self { http, servers: Default::default(), personal: Default::default() };
         hub.replace(configs, &[]);
         Ok(hub)
     }
@@ -93,6 +99,31 @@ impl Hub {
             next.insert(config.name.clone(), upstream);
         }
         self.servers.store(Arc::new(next));
+    }
+
+    /// `server` presenting the caller's own credential (`x-mcp-<server>-authorization`)
+    /// instead of Ferryman's: the same pooled upstream for every call with that credential.
+    pub fn with_credential(&self, server: &Arc<Upstream>, credential: &str) -> Arc<Upstream> {
+        use sha2::Digest;
+        let key = (
+            format!("{}:{}", server.name(), server.fingerprint),
+            hex::encode(sha2::Sha256::digest(credential.as_bytes())),
+        );
+        let Ok(mut pool) = self.personal.lock() else {
+            return server.clone();
+        };
+        if let Some(u) = pool.get(&key) {
+            return u.clone();
+        }
+        if pool.len() >= MAX_PERSONAL {
+            pool.retain(|_, u| Arc::strong_count(u) > 1);
+        }
+        let mut config = (*server.config).clone();
+        config.auth = crate::config::mcp::McpAuth::Passthrough(crate::config::Secret::new(credential));
+        let fingerprint = config.fingerprint();
+        let u = Arc::new(Upstream::new(Arc::new(config), self.http.clone(), server.origin, fingerprint));
+        pool.insert(key, u.clone());
+        u
     }
 
     /// The servers config.yaml declares, as they are now.

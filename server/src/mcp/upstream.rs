@@ -158,6 +158,9 @@ impl Upstream {
                 };
                 headers.insert(http::header::AUTHORIZATION, header(format!("Basic {encoded}"))?);
             }
+            McpAuth::Passthrough(t) => {
+                headers.insert(http::header::AUTHORIZATION, header(t.expose().to_owned())?);
+            }
             McpAuth::OAuth2 { .. } => {
                 return Err(self.unreachable("oauth2 client credentials are not supported by this version"));
             }

@@ -40,6 +40,9 @@ pub struct Limits {
     pub model_rpm_limit: BTreeMap<String, u64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub model_tpm_limit: BTreeMap<String, u64>,
+    /// Tool calls a minute, per MCP server (LiteLLM's `mcp_rpm_limit`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mcp_rpm_limit: BTreeMap<String, u64>,
 }
 
 /// What an object grants beyond models (LiteLLM's `object_permission`): the MCP servers, MCP

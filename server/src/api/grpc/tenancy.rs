@@ -114,6 +114,7 @@ fn limits_fields(l: Option<pb::Limits>, mask: &Mask) -> Result<LimitsFields, Gat
         model_max_budget,
         model_rpm_limit,
         model_tpm_limit,
+        mcp_rpm_limit,
     } = l.unwrap_or_default();
     let mut model_budgets = BTreeMap::new();
     for (model, pb::ModelBudget { budget_limit_nanos, time_period }) in model_max_budget {
@@ -147,6 +148,10 @@ fn limits_fields(l: Option<pb::Limits>, mask: &Mask) -> Result<LimitsFields, Gat
             None => (!model_tpm_limit.is_empty()).then(|| model_tpm_limit.into_iter().collect()),
             Some(_) => mask.has("limits.model_tpm_limit").then(|| model_tpm_limit.into_iter().collect()),
         },
+        mcp_rpm_limit: match &mask.0 {
+            None => (!mcp_rpm_limit.is_empty()).then(|| mcp_rpm_limit.into_iter().collect()),
+            Some(_) => mask.has("limits.mcp_rpm_limit").then(|| mcp_rpm_limit.into_iter().collect()),
+        },
     })
 }
 
@@ -167,6 +172,7 @@ fn limits_pb(l: &Limits) -> pb::Limits {
             .collect(),
         model_rpm_limit: l.model_rpm_limit.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         model_tpm_limit: l.model_tpm_limit.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        mcp_rpm_limit: l.mcp_rpm_limit.iter().map(|(k, v)| (k.clone(), *v)).collect(),
     }
 }
 
