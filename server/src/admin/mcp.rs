@@ -83,26 +83,33 @@ pub fn view(gw: &Gateway, config: &McpServerConfig, record: Option<&McpServerRec
     v
 }
 
-/// Reads the registered servers from the database into the hub.
-pub async fn refresh(gw: &Gateway) -> Result<(), GatewayError> {
-    let mut registered = Vec::new();
+/// Every registered server's record, from the database.
+async fn records(gw: &Gateway) -> Result<Vec<McpServerRecord>, GatewayError> {
+    let mut out = Vec::new();
     let mut token = None;
     loop {
         let page = gw.store.list(Table::McpServers, &RowFilter::default(), &PageRequest { size: 500, token }).await?;
         for row in page.items {
-            let r: McpServerRecord = from_row(row)?;
-            match read_one(&r.server_name, &r.settings) {
-                Ok(c) => registered.push(c),
-                Err(problems) => tracing::error!(
-                    server = %r.server_name,
-                    "a registered MCP server cannot be used: {}",
-                    problems.join("; ")
-                ),
-            }
+            out.push(from_row(row)?);
         }
         match page.next_token {
             Some(t) => token = Some(t),
-            None => break,
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Reads the registered servers from the database into the hub.
+pub async fn refresh(gw: &Gateway) -> Result<(), GatewayError> {
+    let mut registered = Vec::new();
+    for r in records(gw).await? {
+        match read_one(&r.server_name, &r.settings) {
+            Ok(c) => registered.push(c),
+            Err(problems) => tracing::error!(
+                server = %r.server_name,
+                "a registered MCP server cannot be used: {}",
+                problems.join("; ")
+            ),
         }
     }
     gw.mcp.replace(&gw.mcp.from_file(), &registered);
@@ -154,21 +161,12 @@ pub async fn get(ctx: &Ctx<'_>, name: &str) -> Result<Value, GatewayError> {
 pub async fn list(ctx: &Ctx<'_>) -> Result<Vec<Value>, GatewayError> {
     ctx.who.require_read_all("only proxy admins and viewers may read MCP servers")?;
     let mut out: Vec<Value> = ctx.gw.mcp.from_file().iter().map(|c| view(ctx.gw, c, None)).collect();
-    let mut token = None;
-    loop {
-        let page =
-            ctx.gw.store.list(Table::McpServers, &RowFilter::default(), &PageRequest { size: 500, token }).await?;
-        for row in page.items {
-            let r: McpServerRecord = from_row(row)?;
-            if let Ok(c) = read_one(&r.server_name, &r.settings) {
-                out.push(view(ctx.gw, &c, Some(&r)));
-            }
-        }
-        match page.next_token {
-            Some(t) => token = Some(t),
-            None => return Ok(out),
+    for r in records(ctx.gw).await? {
+        if let Ok(c) = read_one(&r.server_name, &r.settings) {
+            out.push(view(ctx.gw, &c, Some(&r)));
         }
     }
+    Ok(out)
 }
 
 /// Changes settings: a given key replaces the stored one, `null` removes it.
