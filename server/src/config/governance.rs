@@ -142,46 +142,37 @@ pub struct PlainSecret {
 
 /// Reads the governance sections of the file's root mapping.
 pub fn read(root: &Map<String, Value>, env_refs: &HashSet<String>, r: &mut Reader) -> (Declared, Vec<PlainSecret>) {
-    let mut d = Declared { present: SECTIONS.iter().any(|s| root.contains_key(*s)), ..Declared::default() };
+    let mut members = Vec::new();
     let mut plain = Vec::new();
-    for (i, entry) in entries(root, "budgets", r) {
-        let path = format!("budgets[{i}]");
-        if let Some(b) = read_budget(&path, entry, r) {
-            d.budgets.push(b);
-        }
-    }
-    for (i, entry) in entries(root, "organizations", r) {
-        let path = format!("organizations[{i}]");
-        if let Some(o) = read_org(&path, entry, &mut d.members, r) {
-            d.organizations.push(o);
-        }
-    }
-    for (i, entry) in entries(root, "users", r) {
-        let path = format!("users[{i}]");
-        if let Some(u) = read_user(&path, entry, r) {
-            d.users.push(u);
-        }
-    }
-    for (i, entry) in entries(root, "teams", r) {
-        let path = format!("teams[{i}]");
-        if let Some(t) = read_team(&path, entry, &mut d.members, r) {
-            d.teams.push(t);
-        }
-    }
-    for (i, entry) in entries(root, "virtual_keys", r) {
-        let path = format!("virtual_keys[{i}]");
-        if let Some(k) = read_key(&path, entry, env_refs, &mut plain, r) {
-            d.keys.push(k);
-        }
-    }
-    for (i, entry) in entries(root, "customers", r) {
-        let path = format!("customers[{i}]");
-        if let Some(c) = read_customer(&path, entry, r) {
-            d.customers.push(c);
-        }
-    }
+    let mut d = Declared {
+        present: SECTIONS.iter().any(|s| root.contains_key(*s)),
+        budgets: section(root, "budgets", r, read_budget),
+        organizations: section(root, "organizations", r, |p, e, r| read_org(p, e, &mut members, r)),
+        users: section(root, "users", r, read_user),
+        teams: section(root, "teams", r, |p, e, r| read_team(p, e, &mut members, r)),
+        keys: section(root, "virtual_keys", r, |p, e, r| read_key(p, e, env_refs, &mut plain, r)),
+        customers: section(root, "customers", r, read_customer),
+        members: Vec::new(),
+    };
+    d.members = members;
     check_references(&mut d, r);
     (d, plain)
+}
+
+/// Reads each entry of one section with `read`, naming it `section[i]`.
+fn section<T>(
+    root: &Map<String, Value>,
+    name: &str,
+    r: &mut Reader,
+    mut read: impl FnMut(&str, &Map<String, Value>, &mut Reader) -> Option<T>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for (i, entry) in entries(root, name, r) {
+        if let Some(item) = read(&format!("{name}[{i}]"), entry, r) {
+            out.push(item);
+        }
+    }
+    out
 }
 
 fn entries<'a>(root: &'a Map<String, Value>, section: &str, r: &mut Reader) -> Vec<(usize, &'a Map<String, Value>)> {
