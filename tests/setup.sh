@@ -43,6 +43,14 @@ if [ ! -x .venv/bin/pytest ] || [ tests/python/requirements.txt -nt .venv/.insta
   touch .venv/.installed
 fi
 
+# Python: the MCP SDK's 1.x client, beside the 2.x one (tests/python/mcp1_client.py).
+if [ ! -x .venv-mcp1/bin/python ] || [ tests/python/requirements-mcp1.txt -nt .venv-mcp1/.installed ]; then
+  say "installing the Python MCP 1.x client"
+  python3 -m venv .venv-mcp1
+  .venv-mcp1/bin/pip install -q --disable-pip-version-check -r tests/python/requirements-mcp1.txt
+  touch .venv-mcp1/.installed
+fi
+
 # npm: buf, for proto lint and buf curl.
 if [ ! -x node_modules/.bin/buf ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "installing npm tools"

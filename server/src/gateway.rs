@@ -641,6 +641,7 @@ impl Gateway {
                 tags: call.tags.clone(),
                 charges: call.charges.clone(),
                 cache_hit: call.cache_hit,
+                metadata: None,
             },
             counted,
         );

@@ -284,6 +284,7 @@ impl Gateway {
                 tags: scopes.tags,
                 charges,
                 cache_hit: false,
+                metadata: None,
             },
             counted,
         );

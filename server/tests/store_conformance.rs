@@ -116,6 +116,7 @@ fn spend(request_id: &str, key_id: &str, nanos: i64, start_secs: i64, end_user: 
         tags: vec![],
         charges: vec![],
         cache_hit: false,
+        metadata: Some(json!({"mcp_tool_call_metadata": {"name": "echo", "arguments": {"text": "ünïcode"}}})),
     }
 }
 

@@ -21,6 +21,8 @@ const EVERYTHING = path.join(ROOT, "node_modules", "@modelcontextprotocol", "ser
 const children = [];
 let dir;
 let url;
+// The two server-everything processes, to kill and restart: { streamableHttp, sse } → { port, child }.
+const upstreams = {};
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -34,9 +36,10 @@ function freePort() {
 }
 
 /** Starts a process and waits for a line of its stderr to match `ready`. */
-function start(cmd, args, options, ready) {
+function start(cmd, args, options, ready, started = () => {}) {
   const child = spawn(cmd, args, { ...options, stdio: ["ignore", "ignore", "pipe"] });
   children.push(child);
+  started(child);
   return new Promise((resolve, reject) => {
     let log = "";
     const timer = setTimeout(() => reject(new Error(`${cmd} did not start:\n${log}`)), 60_000);
@@ -52,11 +55,27 @@ function start(cmd, args, options, ready) {
   });
 }
 
+/** server-everything over `transport` on `port`, once it listens. */
+function startEverything(transport, port) {
+  const ready = transport === "sse" ? /running on port/ : /listening/;
+  return start("node", [EVERYTHING, transport], { env: { ...process.env, PORT: String(port) } }, ready, (child) => {
+    upstreams[transport] = { port, child };
+  });
+}
+
+/** Kills server-everything over `transport` and waits until it is gone. */
+async function killEverything(transport) {
+  const { child } = upstreams[transport];
+  const gone = new Promise((resolve) => child.once("exit", resolve));
+  child.kill("SIGKILL");
+  await gone;
+}
+
 before(async () => {
   const httpPort = await freePort();
   const ssePort = await freePort();
-  await start("node", [EVERYTHING, "streamableHttp"], { env: { ...process.env, PORT: String(httpPort) } }, /listening/);
-  await start("node", [EVERYTHING, "sse"], { env: { ...process.env, PORT: String(ssePort) } }, /running on port/);
+  await startEverything("streamableHttp", httpPort);
+  await startEverything("sse", ssePort);
   dir = mkdtempSync(path.join(tmpdir(), "ferryman-node-mcp-"));
   writeFileSync(
     path.join(dir, "config.yaml"),
@@ -157,5 +176,39 @@ test("one server by path, and a key that may use none", async () => {
     await assert.rejects(c2.listTools(), /this key may use no MCP server/);
   } finally {
     await c2.close();
+  }
+});
+
+test("upstreams killed and restarted: calls fail fast while they are down, and reconnect after", async () => {
+  const key = await createKey({ key_alias: "node-mcp-restarts" });
+  const client = await connect(`${url}/mcp`, key);
+  const echo = (name, message) => client.callTool({ name, arguments: { message } });
+  try {
+    for (const [transport, tool] of [["streamableHttp", "everything-echo"], ["sse", "legacy-echo"]]) {
+      assert.match((await echo(tool, "first")).content[0].text, /first/);
+
+      // Restarted between two calls: Ferryman's session with it is stale (the new process
+      // answers 404 to it, or the stream it held ended), so the call reconnects and succeeds.
+      await killEverything(transport);
+      await startEverything(transport, upstreams[transport].port);
+      const again = await echo(tool, "after a restart");
+      assert.ok(!again.isError, JSON.stringify(again));
+      assert.match(again.content[0].text, /after a restart/);
+
+      // Down: the call comes back at once as a tool error naming the server; never a hang.
+      await killEverything(transport);
+      const started = Date.now();
+      const down = await echo(tool, "anyone?");
+      assert.equal(down.isError, true);
+      assert.match(down.content[0].text, /is unreachable|did not answer/);
+      assert.ok(Date.now() - started < 15_000, `took ${Date.now() - started} ms`);
+
+      await startEverything(transport, upstreams[transport].port);
+      const back = await echo(tool, "back");
+      assert.ok(!back.isError, JSON.stringify(back));
+      assert.match(back.content[0].text, /back/);
+    }
+  } finally {
+    await client.close();
   }
 });

@@ -6,8 +6,12 @@ prefix as it is.
     python mcp_upstream.py http PORT     Streamable HTTP on 127.0.0.1:PORT/mcp
     python mcp_upstream.py sse PORT      the legacy HTTP+SSE transport on 127.0.0.1:PORT/sse
     python mcp_upstream.py stdio         stdio
+
+With MCP_UPSTREAM_EXTRA_TOOLS=N in its environment it also offers N tools `tool_000`, … (for
+pagination).
 """
 
+import os
 import sys
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -47,6 +51,17 @@ def apikey(ctx: Context) -> str:
 def long_named() -> str:
     """A tool with a 75-character name."""
     return "long"
+
+
+def numbered(i):
+    def tool() -> str:
+        return f"tool {i}"
+
+    return tool
+
+
+for i in range(int(os.environ.get("MCP_UPSTREAM_EXTRA_TOOLS", "0"))):
+    server.add_tool(numbered(i), name=f"tool_{i:03}", description=f"Numbered tool {i}.")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Behind Ferryman: `echo`, a Streamable HTTP server written with the same SDK
 """
 
 import asyncio
+import json
 import os
 import pathlib
 import socket
@@ -34,13 +35,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_upstream(port, transport="http"):
+def start_upstream(port, transport="http", extra_tools=0):
     """The Python SDK's server on `port` (Streamable HTTP, or the legacy SSE transport), once it
     accepts connections."""
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "mcp_upstream.py"), transport, str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "MCP_UPSTREAM_EXTRA_TOOLS": str(extra_tools)},
     )
     deadline = time.monotonic() + 30
     while True:
@@ -75,6 +77,7 @@ mcp_servers:
     auth_type: bearer_token
     authentication_token: {UPSTREAM_TOKEN}
     disallowed_tools: [add]
+    log_arguments: true
     mcp_info:
       mcp_server_cost_info:
         default_cost_per_query: 0.001
@@ -274,9 +277,37 @@ def test_tool_calls_are_charged_recorded_and_counted(gateway):
     ).json()
     assert info["info"]["spend"] == pytest.approx(0.011)
 
+    # Each record says which server and tool ran, how it ended and how long it took; echo's
+    # arguments are kept (log_arguments: true on that server), time's are not (the default).
+    meta = {r["model"]: r["metadata"]["mcp_tool_call_metadata"] for r in rows}
+    assert {r["mcp_namespaced_tool_name"] for r in rows} == set(meta)
+    assert meta["echo-echo"]["mcp_server_name"] == "echo" and meta["echo-echo"]["name"] == "echo"
+    assert meta["echo-echo"]["status"] == "ok" and meta["echo-echo"]["duration_ms"] >= 0
+    assert meta["echo-echo"]["arguments"] == {"text": "one"}
+    assert meta["time-get_current_time"]["name"] == "get_current_time"
+    assert "arguments" not in meta["time-get_current_time"], meta
+
     metrics = httpx2.get(f"{gateway.url}/metrics").text
     assert 'ferryman_mcp_tool_calls_total{server="echo",tool="echo-echo",status="ok"} 1' in metrics, metrics
     assert 'ferryman_mcp_tool_spend_usd_total{server="echo",tool="echo-echo"} 0.01' in metrics
+
+
+def test_a_tool_error_is_charged_and_recorded_with_what_it_said(gateway):
+    key_info = gateway.create_key()
+
+    async def failing():
+        async with client(f"{gateway.url}/mcp", key_info["key"], "legacy") as c:
+            return await c.call_tool("echo-echo", {})
+
+    result = asyncio.run(failing())
+    assert result.is_error, "echo without its text argument is the tool's own error"
+    [row] = gateway.spend_logs({"api_key": key_info["key_id"]}, 1)
+    meta = row["metadata"]["mcp_tool_call_metadata"]
+    assert row["spend"] == 0.01 and row["error_code"] == "tool_error", row
+    assert meta["status"] == "tool_error" and "text" in meta["error"], meta
+    assert meta["arguments"] == {}
+    metrics = httpx2.get(f"{gateway.url}/metrics").text
+    assert 'ferryman_mcp_tool_calls_total{server="echo",tool="echo-echo",status="tool_error"} 1' in metrics
 
 
 def test_a_dead_upstream_hides_only_its_tools_and_comes_back(upstream_proc, gateway):
@@ -417,3 +448,163 @@ def test_mcp_rpm_limit_per_server_on_the_key(gateway):
     assert [e.is_error for e in echoes] == [False, False, True]
     assert 'on MCP server "echo": requests per minute limit 2' in text_of(echoes[2]), text_of(echoes[2])
     assert not other.is_error, "the limit is per server"
+
+
+class TokenEndpoint:
+    """An OAuth 2 token endpoint (client credentials) on a free port: it checks the client's id
+    and secret, in the form body or as HTTP Basic, and hands out `tok-1`, `tok-2`, … that live
+    `expires_in` seconds. `requests` keeps what each request sent."""
+
+    def __init__(self, client_id, client_secret, expires_in):
+        import base64
+        import http.server
+        import threading
+        import urllib.parse
+
+        self.requests = []
+        endpoint = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0))).decode()
+                form = dict(urllib.parse.parse_qsl(body))
+                basic = self.headers.get("authorization", "")
+                if basic.startswith("Basic "):
+                    user, _, password = base64.b64decode(basic[6:]).decode().partition(":")
+                    form.setdefault("client_id", urllib.parse.unquote_plus(user))
+                    form.setdefault("client_secret", urllib.parse.unquote_plus(password))
+                    form["via"] = "basic"
+                endpoint.requests.append(form)
+                if form.get("grant_type") != "client_credentials" or (
+                    form.get("client_id"),
+                    form.get("client_secret"),
+                ) != (client_id, client_secret):
+                    status, answer = 401, {"error": "invalid_client", "error_description": "bad client credentials"}
+                else:
+                    status = 200
+                    answer = {"access_token": f"tok-{len(endpoint.requests)}", "token_type": "Bearer", "expires_in": expires_in}
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/oauth/token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_oauth2_client_credentials_are_fetched_cached_and_renewed(upstream):
+    tokens = TokenEndpoint("ferryman", "client-secret-77", expires_in=2)
+    gw = Gateway(
+        "sqlite",
+        extra_config=f"""
+mcp_servers:
+  secure:
+    url: {upstream}
+    auth_type: oauth2
+    token_url: {tokens.url}
+    client_id: ferryman
+    client_secret: client-secret-77
+    scopes: [tools.read, tools.call]
+  wrongsecret:
+    url: {upstream}
+    auth_type: oauth2
+    token_url: {tokens.url}
+    token_endpoint_auth_method: client_secret_basic
+    client_id: ferryman
+    client_secret: not-the-secret-99
+""",
+    )
+    try:
+        key = gw.create_key()["key"]
+
+        async def whoami(server):
+            async with client(f"{gw.url}/mcp/{server}", key, "2026-07-28") as c:
+                result = await c.call_tool(f"{server}-whoami", {})
+                return result.is_error, text_of(result)
+
+        assert asyncio.run(whoami("secure")) == (False, "Bearer tok-1")
+        assert asyncio.run(whoami("secure")) == (False, "Bearer tok-1"), "the token is reused while it lives"
+        [first] = tokens.requests
+        assert first == {
+            "grant_type": "client_credentials",
+            "client_id": "ferryman",
+            "client_secret": "client-secret-77",
+            "scope": "tools.read tools.call",
+        }
+        time.sleep(2.5)
+        assert asyncio.run(whoami("secure")) == (False, "Bearer tok-2"), "an expired token is renewed"
+
+        # A refused client: the listing leaves its tools out, a call says why, and neither
+        # the secret nor the virtual key appears anywhere.
+        names = asyncio.run(tool_names(f"{gw.url}/mcp", key, "legacy"))
+        assert "secure-echo" in names and not any(n.startswith("wrongsecret-") for n in names), names
+        refused = tokens.requests[-1]
+        assert refused["via"] == "basic" and refused["client_secret"] == "not-the-secret-99"
+        is_error, text = asyncio.run(whoami("wrongsecret"))
+        assert is_error and "invalid_client" in text and "bad client credentials" in text, text
+        assert "not-the-secret-99" not in text and key not in text
+        admin = {"Authorization": f"Bearer {MASTER_KEY}"}
+        shown = httpx2.get(f"{gw.url}/v1/mcp/server/secure", headers=admin).json()
+        assert shown["auth_type"] == "oauth2" and shown["token_url"] == tokens.url and shown["client_id"] == "ferryman"
+        assert "client-secret-77" not in json.dumps(shown)
+        assert not any("client-secret-77" in line or "not-the-secret-99" in line for line in gw.log)
+    finally:
+        gw.close()
+        tokens.close()
+
+
+def test_a_long_tool_list_is_paginated():
+    port = free_port()
+    proc = start_upstream(port, extra_tools=150)
+    gw = Gateway("sqlite", extra_config=f"mcp_servers:\n  many:\n    url: http://127.0.0.1:{port}/mcp\n")
+    try:
+        key = gw.create_key()["key"]
+
+        async def pages(mode):
+            async with client(f"{gw.url}/mcp", key, mode) as c:
+                out, cursor = [], None
+                while True:
+                    page = await c.list_tools(cursor=cursor)
+                    out.append([t.name for t in page.tools])
+                    cursor = page.next_cursor
+                    if not cursor:
+                        return out
+
+        for mode in MODES:
+            got = asyncio.run(pages(mode))
+            # 150 numbered tools and the 5 the server always has, 100 a page, in name order.
+            assert [len(p) for p in got] == [100, 55], [len(p) for p in got]
+            names = [n for p in got for n in p]
+            assert names == sorted(names) and len(set(names)) == 155
+            assert "many-tool_000" in names and "many-tool_149" in names
+    finally:
+        gw.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_the_python_sdk_1x_client(gateway):
+    """The 1.x SDK's client, which only speaks the initialize/session protocol."""
+    python = HERE.parent.parent / ".venv-mcp1" / "bin" / "python"
+    assert python.exists(), "tests/setup.sh makes .venv-mcp1"
+    key = gateway.create_key()["key"]
+    out = subprocess.run(
+        [str(python), str(HERE / "mcp1_client.py"), f"{gateway.url}/mcp", key, "echo-echo", '{"text": "from 1.x"}'],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["protocol_version"] == "2025-11-25" and got["server"] == "ferryman"
+    assert "echo-echo" in got["tools"] and "time-get_current_time" in got["tools"] and "echo-add" not in got["tools"]
+    assert (got["is_error"], got["text"]) == (False, "from 1.x")

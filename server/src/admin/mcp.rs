@@ -74,6 +74,11 @@ pub fn view(gw: &Gateway, config: &McpServerConfig, record: Option<&McpServerRec
     if let (Value::Object(m), Value::Object(t)) = (&mut v, target) {
         m.extend(t);
     }
+    if let McpAuth::OAuth2 { token_url, client_id, scopes, .. } = &config.auth {
+        v["token_url"] = json!(token_url);
+        v["client_id"] = json!(client_id);
+        v["scopes"] = json!(scopes);
+    }
     if let Some(r) = record {
         v["created_by"] = json!(r.created_by);
         v["created_at"] = json!(r.meta.created_at.to_rfc3339());

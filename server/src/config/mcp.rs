@@ -12,6 +12,13 @@
 //!     access_groups: [dev-tools]
 //!     mcp_info:
 //!       mcp_server_cost_info: {default_cost_per_query: 0.001, tool_name_to_cost_per_query: {search: 0.01}}
+//!   jira:
+//!     url: https://jira-mcp.example.com/mcp
+//!     auth_type: oauth2                  # client credentials: a token from token_url
+//!     token_url: https://auth.example.com/oauth/token
+//!     client_id: ferryman
+//!     client_secret: os.environ/JIRA_MCP_CLIENT_SECRET
+//!     scopes: [read:jira-work]
 //!   time:
 //!     transport: stdio
 //!     command: uvx
@@ -49,6 +56,9 @@ pub struct McpServerConfig {
     /// What a call costs, by tool, and otherwise.
     pub tool_costs: BTreeMap<String, Nanos>,
     pub default_cost: Nanos,
+    /// Whether a tool call's arguments are kept in its spend record (`log_arguments`); unset
+    /// follows `general_settings.store_prompts_in_spend_logs`.
+    pub log_arguments: Option<bool>,
 }
 
 impl McpServerConfig {
@@ -130,7 +140,17 @@ pub enum McpAuth {
         client_id: String,
         client_secret: Secret,
         scopes: Vec<String>,
+        method: TokenAuthMethod,
     },
+}
+
+/// How Ferryman authenticates to an oauth2 token endpoint (`token_endpoint_auth_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAuthMethod {
+    /// `client_id` and `client_secret` in the form body (the default).
+    Post,
+    /// HTTP Basic with the client id and secret.
+    Basic,
 }
 
 const SERVER_KEYS: &[&str] = &[
@@ -148,10 +168,12 @@ const SERVER_KEYS: &[&str] = &[
     "client_secret",
     "token_url",
     "scopes",
+    "token_endpoint_auth_method",
     "allowed_tools",
     "disallowed_tools",
     "access_groups",
     "timeout",
+    "log_arguments",
     "mcp_info",
 ];
 
@@ -294,7 +316,21 @@ fn read_server(path: &str, name: &str, m: &Map<String, Value>, r: &mut Reader) -
             let token_url = r.required_string(path, m, "token_url").unwrap_or_default();
             let client_id = r.required_string(path, m, "client_id").unwrap_or_default();
             let client_secret = Secret::new(r.required_string(path, m, "client_secret").unwrap_or_default());
-            McpAuth::OAuth2 { token_url, client_id, client_secret, scopes: strings(path, m, "scopes", r) }
+            if !(token_url.is_empty() || token_url.starts_with("http://") || token_url.starts_with("https://")) {
+                r.problem(join(path, "token_url"), format!("{token_url:?} is not an http(s) URL"));
+            }
+            let method = match r.string(path, m, "token_endpoint_auth_method").as_deref() {
+                None | Some("client_secret_post") => TokenAuthMethod::Post,
+                Some("client_secret_basic") => TokenAuthMethod::Basic,
+                Some(other) => {
+                    r.problem(
+                        join(path, "token_endpoint_auth_method"),
+                        format!("{other:?} is not supported (client_secret_post, client_secret_basic)"),
+                    );
+                    TokenAuthMethod::Post
+                }
+            };
+            McpAuth::OAuth2 { token_url, client_id, client_secret, scopes: strings(path, m, "scopes", r), method }
         }
         other => {
             r.problem(
@@ -335,5 +371,6 @@ fn read_server(path: &str, name: &str, m: &Map<String, Value>, r: &mut Reader) -
         timeout: r.seconds(path, m, "timeout").unwrap_or(DEFAULT_TIMEOUT),
         tool_costs,
         default_cost,
+        log_arguments: r.bool(path, m, "log_arguments"),
     })
 }

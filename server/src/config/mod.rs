@@ -89,6 +89,9 @@ pub struct GeneralSettings {
     /// `mcp_default_access: none`: a key whose chain sets no MCP permission may use no MCP
     /// server (the default, `all`, lets it use every one).
     pub mcp_default_none: bool,
+    /// `store_prompts_in_spend_logs`: spend records keep what was sent (an MCP tool call's
+    /// arguments); off by default, since arguments often carry personal data.
+    pub store_prompts_in_spend_logs: bool,
 }
 
 /// `general_settings.redis_failure_policy`.
@@ -378,6 +381,7 @@ const GENERAL: &[&str] = &[
     "config_prune",
     "config_managed_fields",
     "mcp_default_access",
+    "store_prompts_in_spend_logs",
 ];
 const LITELLM: &[&str] = &[
     "request_timeout",
@@ -680,14 +684,7 @@ fn read_general(
     };
     let redis_lease = std::time::Duration::from_secs(positive("redis_lease_seconds", 30));
     let redis_timeout = std::time::Duration::from_millis(positive("redis_timeout_ms", 250));
-    let config_prune = match map.get("config_prune") {
-        None | Some(Value::Null) | Some(Value::Bool(true)) => true,
-        Some(Value::Bool(false)) => false,
-        Some(_) => {
-            r.problem(join(path, "config_prune"), "expected true or false");
-            true
-        }
-    };
+    let config_prune = r.bool(path, map, "config_prune").unwrap_or(true);
     let config_managed_fields = match r.string(path, map, "config_managed_fields").as_deref() {
         None | Some("locked") => governance::ManagedFields::Locked,
         Some("advisory") => governance::ManagedFields::Advisory,
@@ -706,6 +703,7 @@ fn read_general(
     };
     GeneralSettings {
         mcp_default_none,
+        store_prompts_in_spend_logs: r.bool(path, map, "store_prompts_in_spend_logs").unwrap_or(false),
         config_prune,
         config_managed_fields,
         master_key,

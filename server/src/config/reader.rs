@@ -114,6 +114,19 @@ impl Reader {
         }
     }
 
+    /// `true` or `false` (also as those words in a string, as environment references give them).
+    pub fn bool(&mut self, path: &str, map: &Map<String, Value>, key: &str) -> Option<bool> {
+        match map.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(Value::String(s)) if s == "true" || s == "false" => Some(s == "true"),
+            Some(other) => {
+                self.problem(join(path, key), format!("expected true or false, found {}", describe(other)));
+                None
+            }
+        }
+    }
+
     pub fn u64(&mut self, path: &str, map: &Map<String, Value>, key: &str) -> Option<u64> {
         match map.get(key) {
             None | Some(Value::Null) => None,

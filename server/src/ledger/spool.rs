@@ -222,6 +222,7 @@ mod tests {
             tags: vec!["t".into()],
             charges: vec![crate::store::Charge { scope: "key".into(), scope_id: "k".into(), period_start_us: 0 }],
             cache_hit: false,
+            metadata: None,
         }
     }
 

@@ -8,6 +8,10 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
+use rmcp::model::JsonObject;
+
+use super::names::prefixed;
+use crate::config::mcp::McpServerConfig;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::governance::{Caller, budgets};
@@ -19,8 +23,13 @@ use crate::store::{Charge, SpendRecord, SpendStatus};
 /// A tool call admitted and under way.
 pub struct ToolCall {
     pub id: String,
+    /// `<server>-<tool>`, as the client named it.
     name: String,
+    /// The tool's own name on its server.
+    tool: String,
     server: String,
+    /// Kept in the record only where the configuration says so.
+    arguments: Option<serde_json::Value>,
     cost: Nanos,
     key_id: String,
     user_id: Option<String>,
@@ -56,15 +65,20 @@ impl Outcome {
 }
 
 impl Gateway {
-    /// Admits `caller`'s call of `tool` on `server` (named `name` to the client), whose price
-    /// is `cost`.
+    /// Admits `caller`'s call of `tool` on `server` (named `name` to the client) with
+    /// `arguments`, at the tool's price.
     pub async fn begin_tool_call(
         &self,
         caller: &Caller,
-        server: &str,
-        name: &str,
-        cost: Nanos,
+        server: &McpServerConfig,
+        tool: &str,
+        arguments: Option<&JsonObject>,
     ) -> Result<ToolCall, GatewayError> {
+        let name = prefixed(&server.name, tool);
+        let name = name.as_str();
+        let cost = server.cost(tool);
+        let keep_arguments = server.log_arguments.unwrap_or(self.config.general.store_prompts_in_spend_logs);
+        let server = server.name.as_str();
         let identity = caller.identity();
         let tag_names = crate::governance::tags::merge([
             identity.map_or(&[][..], |i| i.key.tags.as_slice()),
@@ -111,7 +125,9 @@ impl Gateway {
         Ok(ToolCall {
             id: uuid::Uuid::new_v4().to_string(),
             name: name.to_owned(),
+            tool: tool.to_owned(),
             server: server.to_owned(),
+            arguments: keep_arguments.then(|| serde_json::Value::Object(arguments.cloned().unwrap_or_default())),
             cost,
             key_id: caller.key_id().to_owned(),
             user_id: identity.and_then(|i| i.key.user_id.clone()),
@@ -128,12 +144,29 @@ impl Gateway {
         })
     }
 
-    /// Settles a tool call: charges it (unless the server never answered), records it and
-    /// counts it. Returns what it cost.
-    pub fn finish_tool_call(&self, mut call: ToolCall, outcome: Outcome) -> Nanos {
+    /// Settles a tool call: charges it (unless the server never answered), records it (with
+    /// `error`, what the tool or the server said went wrong) and counts it. Returns what it
+    /// cost.
+    pub fn finish_tool_call(&self, mut call: ToolCall, outcome: Outcome, error: Option<String>) -> Nanos {
         let cost = if outcome == Outcome::UpstreamError { Nanos::ZERO } else { call.cost };
         let counted = self.ledger.counters().settle(call.reservation.take().unwrap_or_default(), &call.charges, cost);
         let ended = Utc::now();
+        let duration_ms = i64::try_from(call.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        // LiteLLM's shape, so spend-log readers written for it find the tool call.
+        let mut meta = serde_json::json!({
+            "mcp_server_name": call.server,
+            "name": call.tool,
+            "namespaced_tool_name": call.name,
+            "status": outcome.as_str(),
+            "duration_ms": duration_ms,
+        });
+        if let Some(arguments) = call.arguments.take() {
+            meta["arguments"] = arguments;
+        }
+        if let Some(error) = error {
+            // A tool's error text can be long; the record keeps its start.
+            meta["error"] = serde_json::Value::String(error.chars().take(1000).collect());
+        }
         let seq = self.ledger.record(
             SpendRecord {
                 request_id: call.id.clone(),
@@ -150,7 +183,7 @@ impl Gateway {
                 error_code: (outcome != Outcome::Ok).then(|| outcome.as_str().to_owned()),
                 start_time: call.started_at,
                 end_time: ended,
-                duration_ms: i64::try_from(call.started.elapsed().as_millis()).unwrap_or(i64::MAX),
+                duration_ms,
                 end_user: None,
                 user_id: call.user_id.clone(),
                 team_id: call.team_id.clone(),
@@ -158,6 +191,7 @@ impl Gateway {
                 tags: call.tags.clone(),
                 charges: call.charges.clone(),
                 cache_hit: false,
+                metadata: Some(serde_json::json!({ "mcp_tool_call_metadata": meta })),
             },
             counted,
         );

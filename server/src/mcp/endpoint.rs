@@ -143,8 +143,11 @@ fn call_of(ctx: &RequestContext<RoleServer>) -> Result<McpCall, McpError> {
 }
 
 /// The tools of `servers` that the servers' own filters offer, renamed; servers that fail are
-/// left out (and reported in the second list).
-async fn catalog(servers: &[Arc<Upstream>], access: &super::Access) -> (Vec<(Arc<Upstream>, Tool)>, Vec<String>) {
+/// left out (and reported in the second list, with why).
+async fn catalog(
+    servers: &[Arc<Upstream>],
+    access: &super::Access,
+) -> (Vec<(Arc<Upstream>, Tool)>, Vec<(String, super::UpstreamError)>) {
     let listed =
         futures_util::future::join_all(servers.iter().map(|s| async move { (s.clone(), s.tools().await) })).await;
     let mut tools = Vec::new();
@@ -158,11 +161,16 @@ async fn catalog(servers: &[Arc<Upstream>], access: &super::Access) -> (Vec<(Arc
             }
             Err(e) => {
                 tracing::warn!(server = %server.name(), error = %e, "MCP server left out of the tool list");
-                failed.push(server.name().to_owned());
+                failed.push((server.name().to_owned(), e));
             }
         }
     }
     (tools, failed)
+}
+
+/// The text of a tool's answer (what an error says).
+fn text_of(result: &CallToolResult) -> String {
+    result.content.iter().filter_map(|c| c.as_text().map(|t| t.text.as_str())).collect::<Vec<_>>().join("\n")
 }
 
 /// A tool as clients see it: prefixed, with upstream `_meta` replaced by Ferryman's.
@@ -194,7 +202,8 @@ impl ServerHandler for Aggregator {
         let (tools, failed) = catalog(&call.servers, &call.access).await;
         if tools.is_empty() {
             let message = if failed.len() == call.servers.len() {
-                format!("no MCP server answered ({})", failed.join(", "))
+                let names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
+                format!("no MCP server answered ({})", names.join(", "))
             } else {
                 "the MCP servers this key may use offer it no tools".to_owned()
             };
@@ -225,25 +234,32 @@ impl ServerHandler for Aggregator {
         let name = request.name.to_string();
         let candidates: Vec<Arc<Upstream>> =
             call.servers.iter().filter(|s| name.starts_with(&format!("{}-", s.name()))).cloned().collect();
-        let (tools, _) = catalog(&candidates, &call.access).await;
+        let (tools, failed) = catalog(&candidates, &call.access).await;
         let Some((server, tool)) = tools.into_iter().find(|(s, t)| prefixed(s.name(), &t.name) == name) else {
+            // The tool may be on a server that is not answering: say that, as the tool's answer.
+            if let Some((_, e)) = failed.first() {
+                return Ok(CallToolResult::error(vec![ContentBlock::text(e.to_string())]).into());
+            }
             return Err(McpError::invalid_params(format!("unknown tool {name:?}"), None));
         };
-        let cost = server.config.cost(&tool.name);
-        let admitted = match self.gateway.begin_tool_call(&call.caller, server.name(), &name, cost).await {
+        let admitted = match self
+            .gateway
+            .begin_tool_call(&call.caller, &server.config, &tool.name, request.arguments.as_ref())
+            .await
+        {
             Ok(a) => a,
             // The caller (a model, often) reads a tool error; a protocol error would hide why.
             Err(e) => return Ok(CallToolResult::error(vec![ContentBlock::text(e.message)]).into()),
         };
         let started = std::time::Instant::now();
         let outcome = server.call(&tool.name, request.arguments).await;
-        let status = match &outcome {
-            Ok(r) if r.is_error == Some(true) => Outcome::ToolError,
-            Ok(_) => Outcome::Ok,
-            Err(_) => Outcome::UpstreamError,
+        let (status, error) = match &outcome {
+            Ok(r) if r.is_error == Some(true) => (Outcome::ToolError, Some(text_of(r))),
+            Ok(_) => (Outcome::Ok, None),
+            Err(e) => (Outcome::UpstreamError, Some(e.to_string())),
         };
         let call_id = admitted.id.clone();
-        let charged = self.gateway.finish_tool_call(admitted, status);
+        let charged = self.gateway.finish_tool_call(admitted, status, error);
         tracing::info!(
             call_id = %call_id,
             server = %server.name(),

@@ -9,7 +9,9 @@
 
 pub mod calls;
 pub mod endpoint;
+pub mod http_client;
 pub mod names;
+pub mod oauth;
 pub mod sse;
 pub mod upstream;
 

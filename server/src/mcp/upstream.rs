@@ -42,7 +42,10 @@ pub struct Upstream {
     /// The settings it was made from, credentials included (hashed), to tell a change.
     pub fingerprint: String,
     http: reqwest::Client,
-    conn: Mutex<Option<Arc<Client>>>,
+    /// The connection, and when the oauth2 token it was made with must be renewed.
+    conn: Mutex<Option<(Arc<Client>, Option<Instant>)>>,
+    /// The access token for `auth_type: oauth2`.
+    oauth: super::oauth::Tokens,
     catalog: std::sync::Mutex<Option<(Instant, Arc<Vec<Tool>>)>>,
     healthy: AtomicBool,
 }
@@ -60,6 +63,7 @@ impl Upstream {
             fingerprint,
             http,
             conn: Mutex::new(None),
+            oauth: Default::default(),
             catalog: std::sync::Mutex::new(None),
             healthy: AtomicBool::new(true),
         }
@@ -87,15 +91,19 @@ impl Upstream {
             match &self.config.transport {
                 McpTransport::Http { url } => {
                     let mut cfg = StreamableHttpClientTransportConfig::with_uri(url.as_str());
-                    cfg.custom_headers = self.credential()?.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
-                    let transport = StreamableHttpClientTransport::with_client(self.http.clone(), cfg);
+                    cfg.custom_headers =
+                        self.credential().await?.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
+                    let transport = StreamableHttpClientTransport::with_client(
+                        super::http_client::UpstreamHttp(self.http.clone()),
+                        cfg,
+                    );
                     ().serve_with_lifecycle(transport, lifecycle).await.map_err(|e| self.unreachable(e))
                 }
                 McpTransport::Sse { url } => {
                     let transport = super::sse::SseTransport::connect(
                         self.http.clone(),
                         url,
-                        self.credential()?,
+                        self.credential().await?,
                         self.config.timeout,
                     )
                     .await
@@ -132,7 +140,7 @@ impl Upstream {
     }
 
     /// The headers that carry Ferryman's credential for this server.
-    fn credential(&self) -> Result<http::HeaderMap, UpstreamError> {
+    async fn credential(&self) -> Result<http::HeaderMap, UpstreamError> {
         let header = |v: String| {
             let mut v = http::HeaderValue::from_str(&v)
                 .map_err(|_| self.unreachable("its credential is not a valid header value"))?;
@@ -162,7 +170,12 @@ impl Upstream {
                 headers.insert(http::header::AUTHORIZATION, header(t.expose().to_owned())?);
             }
             McpAuth::OAuth2 { .. } => {
-                return Err(self.unreachable("oauth2 client credentials are not supported by this version"));
+                let token = self
+                    .oauth
+                    .token(&self.http, &self.config.auth, self.config.timeout)
+                    .await
+                    .map_err(|reason| UpstreamError::Refused { server: self.config.name.clone(), reason })?;
+                headers.insert(http::header::AUTHORIZATION, header(format!("Bearer {token}"))?);
             }
         }
         Ok(headers)
@@ -171,15 +184,17 @@ impl Upstream {
     /// The live connection, made if there is none.
     async fn client(&self) -> Result<Arc<Client>, UpstreamError> {
         let mut conn = self.conn.lock().await;
-        if let Some(c) = conn.as_ref()
+        if let Some((c, renew)) = conn.as_ref()
             && !c.is_closed()
+            && renew.is_none_or(|at| Instant::now() < at)
         {
             return Ok(c.clone());
         }
+        // Closed, or made with an oauth2 token that is now due: made again (with a new token).
         match self.connect().await {
             Ok(c) => {
                 let c = Arc::new(c);
-                *conn = Some(c.clone());
+                *conn = Some((c.clone(), self.oauth.valid_until().await));
                 self.mark(true);
                 Ok(c)
             }
@@ -210,8 +225,11 @@ impl Upstream {
     /// Forgets a connection that failed, so the next call makes a new one.
     async fn drop_client(&self, failed: &Arc<Client>) {
         let mut conn = self.conn.lock().await;
-        if conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, failed)) {
+        if conn.as_ref().is_some_and(|(c, _)| Arc::ptr_eq(c, failed)) {
             *conn = None;
+            // An upstream that stopped accepting the token answers like a broken connection:
+            // the next connection asks for a new token.
+            self.oauth.forget().await;
         }
     }
 

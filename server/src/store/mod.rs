@@ -294,6 +294,9 @@ pub struct SpendRecord {
     /// Answered from the response cache (and so free).
     #[serde(default)]
     pub cache_hit: bool,
+    /// What else the call recorded (an MCP tool call's `mcp_tool_call_metadata`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
 }
 
 /// One budget scope and period a call's spend is added to.

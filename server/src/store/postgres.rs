@@ -56,6 +56,13 @@ impl PgStore {
                 include_str!("../../../migrations/postgres/0005_mcp_servers.sql").into_sql_str(),
                 false,
             ),
+            Migration::new(
+                6,
+                "spend metadata".into(),
+                MigrationType::Simple,
+                include_str!("../../../migrations/postgres/0006_spend_metadata.sql").into_sql_str(),
+                false,
+            ),
         ])
     }
 }

@@ -135,6 +135,12 @@ macro_rules! impl_store {
                     },
                     charges: Vec::new(),
                     cache_hit: row.try_get("cache_hit")?,
+                    metadata: match row.try_get::<Option<String>, _>("metadata")? {
+                        Some(m) => Some(
+                            serde_json::from_str(&m).map_err(|e| StoreError::Corrupt(format!("spend metadata: {e}")))?,
+                        ),
+                        None => None,
+                    },
                 })
             }
 
@@ -490,7 +496,8 @@ macro_rules! impl_store {
                         let mut insert = sqlx::QueryBuilder::<$db>::new(
                             "INSERT INTO spend_logs (request_id, call_type, key_id, model, deployment, provider, \
                              prompt_tokens, completion_tokens, total_tokens, spend_nanos, status, error_code, \
-                             start_time_us, end_time_us, duration_ms, end_user, user_id, team_id, organization_id, tags, cache_hit) ",
+                             start_time_us, end_time_us, duration_ms, end_user, user_id, team_id, organization_id, tags, cache_hit, \
+                             metadata) ",
                         );
                         insert.push_values(chunk, |mut row, r| {
                             row.push_bind(r.request_id.clone())
@@ -513,7 +520,8 @@ macro_rules! impl_store {
                                 .push_bind(r.team_id.clone())
                                 .push_bind(r.organization_id.clone())
                                 .push_bind((!r.tags.is_empty()).then(|| serde_json::to_string(&r.tags).unwrap_or_default()))
-                                .push_bind(r.cache_hit);
+                                .push_bind(r.cache_hit)
+                                .push_bind(r.metadata.as_ref().map(serde_json::Value::to_string));
                         });
                         insert.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
                         for row in insert.build().fetch_all(&mut *tx).await? {
@@ -627,7 +635,7 @@ macro_rules! impl_store {
                     let rows = sqlx::query(
                         "SELECT request_id, call_type, key_id, model, deployment, provider, prompt_tokens, \
                          completion_tokens, total_tokens, spend_nanos, status, error_code, start_time_us, \
-                         end_time_us, duration_ms, end_user, user_id, team_id, organization_id, tags, cache_hit FROM spend_logs \
+                         end_time_us, duration_ms, end_user, user_id, team_id, organization_id, tags, cache_hit, metadata FROM spend_logs \
                          WHERE ($1 IS NULL OR key_id = $1) AND ($2 IS NULL OR request_id = $2) \
                          AND ($3 IS NULL OR end_user = $3) AND ($4 IS NULL OR start_time_us >= $4) \
                          AND ($5 IS NULL OR start_time_us < $5) \

@@ -63,6 +63,13 @@ impl SqliteStore {
                 include_str!("../../../migrations/sqlite/0005_mcp_servers.sql").into_sql_str(),
                 false,
             ),
+            Migration::new(
+                6,
+                "spend metadata".into(),
+                MigrationType::Simple,
+                include_str!("../../../migrations/sqlite/0006_spend_metadata.sql").into_sql_str(),
+                false,
+            ),
         ])
     }
 }

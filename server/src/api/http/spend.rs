@@ -69,6 +69,8 @@ pub fn log_json(r: &SpendRecord) -> Value {
         "request_tags": r.tags,
         "status": r.status.as_str(),
         "error_code": r.error_code,
+        "mcp_namespaced_tool_name": (r.call_type == "mcp_tool_call").then_some(&r.model),
+        "metadata": r.metadata.clone().unwrap_or_else(|| json!({})),
     })
 }
 
