@@ -94,6 +94,7 @@ const LIMIT_PATHS: &[&str] = &[
     "model_max_budget",
     "model_rpm_limit",
     "model_tpm_limit",
+    "mcp_rpm_limit",
 ];
 
 fn nanos(field: &str, v: Option<i64>) -> Result<Option<Nanos>, GatewayError> {
