@@ -19,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         PathBuf::from("ferryman/v1/audit.proto"),
         PathBuf::from("ferryman/v1/usage.proto"),
         PathBuf::from("ferryman/v1/config.proto"),
+        PathBuf::from("ferryman/v1/mcp.proto"),
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());

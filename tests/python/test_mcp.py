@@ -309,6 +309,30 @@ def test_a_tool_error_is_charged_and_recorded_with_what_it_said(gateway):
     metrics = httpx2.get(f"{gateway.url}/metrics").text
     assert 'ferryman_mcp_tool_calls_total{server="echo",tool="echo-echo",status="tool_error"} 1' in metrics
 
+    # The same record over gRPC (SpendService, through buf curl and reflection).
+    out = subprocess.run(
+        [
+            str(HERE.parent.parent / "node_modules" / ".bin" / "buf"),
+            "curl",
+            "--protocol",
+            "grpc",
+            "--http2-prior-knowledge",
+            "-H",
+            f"authorization: Bearer {MASTER_KEY}",
+            "-d",
+            json.dumps({"keyId": key_info["key_id"]}),
+            f"{gateway.url}/ferryman.v1.SpendService/ListSpendLogs",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    [log] = json.loads(out.stdout)["spendLogs"]
+    assert log["callType"] == "mcp_tool_call" and log["model"] == "echo-echo"
+    assert log["metadata"]["mcp_tool_call_metadata"]["status"] == "tool_error"
+    assert log["metadata"]["mcp_tool_call_metadata"]["arguments"] == {}
+
 
 def test_a_dead_upstream_hides_only_its_tools_and_comes_back(upstream_proc, gateway):
     key = gateway.create_key()["key"]

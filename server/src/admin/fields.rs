@@ -171,27 +171,58 @@ impl LimitsFields {
     }
 }
 
+/// A change to an `object_permission`: each of its three fields that is given replaces the
+/// stored one (`Some(None)` unsets it: no restriction at this level). The HTTP routes send a
+/// whole `object_permission`, which replaces all three; gRPC field masks can name one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "crate::tenancy::ObjectPermission")]
+pub struct ObjectPermissionChange {
+    pub mcp_servers: Option<Option<Vec<String>>>,
+    pub mcp_access_groups: Option<Option<Vec<String>>>,
+    pub mcp_tool_permissions: Option<Option<BTreeMap<String, Vec<String>>>>,
+}
+
+impl From<crate::tenancy::ObjectPermission> for ObjectPermissionChange {
+    fn from(p: crate::tenancy::ObjectPermission) -> Self {
+        let crate::tenancy::ObjectPermission { mcp_servers, mcp_access_groups, mcp_tool_permissions } = p;
+        Self {
+            mcp_servers: Some(mcp_servers),
+            mcp_access_groups: Some(mcp_access_groups),
+            mcp_tool_permissions: Some(mcp_tool_permissions),
+        }
+    }
+}
+
+impl ObjectPermissionChange {
+    /// Applies the change, then checks the result.
+    pub fn apply(self, p: &mut crate::tenancy::ObjectPermission) -> Result<(), GatewayError> {
+        let Self { mcp_servers, mcp_access_groups, mcp_tool_permissions } = self;
+        set(&mut p.mcp_servers, mcp_servers);
+        set(&mut p.mcp_access_groups, mcp_access_groups);
+        set(&mut p.mcp_tool_permissions, mcp_tool_permissions);
+        check_object_permission(p)
+    }
+}
+
 /// Names in an `object_permission`: server names as `mcp_servers` allows them, and no empty
-/// access group or tool.
+/// access group or tool. The error names the entry (`object_permission.mcp_servers[0]`).
 pub fn check_object_permission(p: &crate::tenancy::ObjectPermission) -> Result<(), GatewayError> {
-    let field = "object_permission";
+    fn bad(field: String, problem: impl std::fmt::Display) -> GatewayError {
+        GatewayError::invalid(field.clone(), format!("{field}: {problem}"))
+    }
     for (i, s) in p.mcp_servers.iter().flatten().enumerate() {
-        crate::config::mcp::check_name(s)
-            .map_err(|e| GatewayError::invalid(field, format!("{field}.mcp_servers[{i}]: {e}")))?;
+        crate::config::mcp::check_name(s).map_err(|e| bad(format!("object_permission.mcp_servers[{i}]"), e))?;
     }
     for (i, g) in p.mcp_access_groups.iter().flatten().enumerate() {
         if g.trim().is_empty() {
-            return Err(GatewayError::invalid(field, format!("{field}.mcp_access_groups[{i}]: must not be empty")));
+            return Err(bad(format!("object_permission.mcp_access_groups[{i}]"), "must not be empty"));
         }
     }
     for (server, tools) in p.mcp_tool_permissions.iter().flatten() {
         crate::config::mcp::check_name(server)
-            .map_err(|e| GatewayError::invalid(field, format!("{field}.mcp_tool_permissions: {e}")))?;
-        if tools.iter().any(|t| t.trim().is_empty()) {
-            return Err(GatewayError::invalid(
-                field,
-                format!("{field}.mcp_tool_permissions.{server}: tool names must not be empty"),
-            ));
+            .map_err(|e| bad("object_permission.mcp_tool_permissions".to_owned(), e))?;
+        if let Some(i) = tools.iter().position(|t| t.trim().is_empty()) {
+            return Err(bad(format!("object_permission.mcp_tool_permissions.{server}[{i}]"), "must not be empty"));
         }
     }
     Ok(())

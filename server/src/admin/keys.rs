@@ -31,7 +31,7 @@ pub struct KeyFields {
     pub metadata: Option<Map<String, Value>>,
     pub tags: Option<Vec<String>>,
     /// MCP servers, access groups and tools (LiteLLM's `object_permission`).
-    pub object_permission: Option<crate::tenancy::ObjectPermission>,
+    pub object_permission: Option<super::fields::ObjectPermissionChange>,
     pub blocked: Option<bool>,
     #[serde(default, deserialize_with = "tristate")]
     pub user_id: Option<Option<String>>,
@@ -156,7 +156,7 @@ pub async fn build(
         budget_id: f.budget_id.flatten(),
         metadata: f.metadata.unwrap_or_default(),
         tags: f.tags.unwrap_or_default(),
-        object_permission: f.object_permission.unwrap_or_default(),
+        object_permission: Default::default(),
         expires_at: expiry(ctx.now, f.duration, f.expires)?.flatten(),
         blocked: f.blocked.unwrap_or(false),
         user_id,
@@ -172,7 +172,9 @@ pub async fn build(
         non_empty("key_alias", a)?;
     }
     check_models("models", &key.models)?;
-    super::fields::check_object_permission(&key.object_permission)?;
+    if let Some(change) = f.object_permission {
+        change.apply(&mut key.object_permission)?;
+    }
     limits.apply(&mut key.limits)?;
     if let Some(b) = &key.budget_id {
         load_ref::<BudgetTier>(ctx.gw, "budget_id", b).await?;
@@ -331,8 +333,9 @@ pub async fn update(
     }
     set(&mut key.metadata, f.metadata);
     set(&mut key.tags, f.tags);
-    set(&mut key.object_permission, f.object_permission);
-    super::fields::check_object_permission(&key.object_permission)?;
+    if let Some(change) = f.object_permission {
+        change.apply(&mut key.object_permission)?;
+    }
     set(&mut key.blocked, f.blocked);
     if let Some(u) = f.user_id {
         if let Some(id) = &u {

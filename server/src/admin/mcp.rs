@@ -6,21 +6,31 @@
 //! After a change the registry is read again from the database and swapped into the hub, and
 //! the other instances are told to do the same.
 
-use serde_json::{Map, Value, json};
+use std::time::Duration;
 
-use super::{Ctx, load, snapshot};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{Ctx, check_etag, load, snapshot};
 use crate::config::mcp::{McpAuth, McpServerConfig, McpTransport, SECRET_KEYS, read_one};
 use crate::error::{ErrorCode, GatewayError};
 use crate::gateway::Gateway;
 use crate::store::{Change, PageRequest, RowFilter, Table};
 use crate::tenancy::{McpServerRecord, Meta, from_row, to_row};
 
-/// Settings with their secrets replaced by `***`.
+/// Settings with their secrets replaced by `***`, and a stdio server's environment by its
+/// names (its values are often credentials, as the view and `Debug` treat them).
 fn redacted(settings: &Map<String, Value>) -> Map<String, Value> {
     let mut out = settings.clone();
     for k in SECRET_KEYS {
         if out.contains_key(*k) {
             out.insert((*k).to_owned(), Value::String("***".to_owned()));
+        }
+    }
+    if let Some(Value::Object(env)) = out.get_mut("env") {
+        for v in env.values_mut() {
+            *v = Value::String("***".to_owned());
         }
     }
     out
@@ -40,52 +50,163 @@ fn check(name: &str, settings: &Map<String, Value>) -> Result<McpServerConfig, G
     })
 }
 
+/// Where a server is declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// config.yaml's `mcp_servers`: changed by editing the file.
+    Config,
+    /// Registered through the management API, stored in the database.
+    Api,
+}
+
+/// How a server is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    Http,
+    Sse,
+    Stdio,
+}
+
+/// Which credential Ferryman presents upstream (never the credential itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthType {
+    None,
+    BearerToken,
+    ApiKey,
+    Basic,
+    Oauth2,
+    Passthrough,
+}
+
+/// The public part of an oauth2 client-credentials setting.
+#[derive(Debug, Clone, Serialize)]
+pub struct OAuth2View {
+    pub token_url: String,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+}
+
+/// What the database keeps about a registered server beside its settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Registration {
+    pub created_by: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339")]
+    pub updated_at: DateTime<Utc>,
+    /// The record's version.
+    pub etag: i64,
+}
+
 /// A server as the API shows it: where it comes from, how it is reached, who may see it, and
-/// whether it answers; never its credentials.
-pub fn view(gw: &Gateway, config: &McpServerConfig, record: Option<&McpServerRecord>) -> Value {
-    let (transport, target) = match &config.transport {
-        McpTransport::Http { url } => ("http", json!({"url": url})),
-        McpTransport::Sse { url } => ("sse", json!({"url": url})),
+/// whether it answers; never its credentials, nor its environment's values. Serialized, it
+/// is the HTTP routes' body; the gRPC service converts it field by field.
+#[derive(Debug, Clone, Serialize)]
+pub struct McpServerView {
+    pub server_id: String,
+    pub server_name: String,
+    pub source: Source,
+    pub description: Option<String>,
+    pub transport: Transport,
+    /// http and sse.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// stdio: the command, its arguments and the names of the variables it gets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env_keys: Option<Vec<String>>,
+    pub auth_type: AuthType,
+    /// `auth_type: oauth2`: where tokens come from and as whom (never the client secret).
+    #[serde(flatten)]
+    pub oauth2: Option<OAuth2View>,
+    /// Whether tool calls' arguments are kept in spend records (unset: the general setting).
+    pub log_arguments: Option<bool>,
+    pub allowed_tools: Vec<String>,
+    pub disallowed_tools: Vec<String>,
+    pub access_groups: Vec<String>,
+    #[serde(serialize_with = "seconds")]
+    pub timeout: Duration,
+    pub healthy: bool,
+    /// Registered servers only.
+    #[serde(flatten)]
+    pub registration: Option<Registration>,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339())
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// The view of `config`, registered as `record` (or declared in the file without one).
+pub fn view(gw: &Gateway, config: &McpServerConfig, record: Option<&McpServerRecord>) -> McpServerView {
+    let McpServerConfig {
+        name,
+        description,
+        transport,
+        auth,
+        allowed_tools,
+        disallowed_tools,
+        access_groups,
+        timeout,
+        tool_costs: _,
+        default_cost: _,
+        log_arguments,
+    } = config;
+    let (kind, url, command, args, env_keys) = match transport {
+        McpTransport::Http { url } => (Transport::Http, Some(url.clone()), None, None, None),
+        McpTransport::Sse { url } => (Transport::Sse, Some(url.clone()), None, None, None),
         McpTransport::Stdio { command, args, env } => {
-            ("stdio", json!({"command": command, "args": args, "env_keys": env.keys().collect::<Vec<_>>()}))
+            (Transport::Stdio, None, Some(command.clone()), Some(args.clone()), Some(env.keys().cloned().collect()))
         }
     };
-    let auth_type = match &config.auth {
-        McpAuth::None => "none",
-        McpAuth::Bearer(_) => "bearer_token",
-        McpAuth::ApiKey(_) => "api_key",
-        McpAuth::Basic(_) => "basic",
-        McpAuth::OAuth2 { .. } => "oauth2",
-        McpAuth::Passthrough(_) => "passthrough",
+    let auth_type = match auth {
+        McpAuth::None => AuthType::None,
+        McpAuth::Bearer(_) => AuthType::BearerToken,
+        McpAuth::ApiKey(_) => AuthType::ApiKey,
+        McpAuth::Basic(_) => AuthType::Basic,
+        McpAuth::OAuth2 { .. } => AuthType::Oauth2,
+        McpAuth::Passthrough(_) => AuthType::Passthrough,
     };
-    let mut v = json!({
-        "server_id": config.name,
-        "server_name": config.name,
-        "source": if record.is_some() { "api" } else { "config" },
-        "description": config.description,
-        "transport": transport,
-        "auth_type": auth_type,
-        "allowed_tools": config.allowed_tools,
-        "disallowed_tools": config.disallowed_tools,
-        "access_groups": config.access_groups,
-        "timeout": config.timeout.as_secs_f64(),
-        "healthy": gw.mcp.get(&config.name).is_none_or(|u| u.healthy()),
-    });
-    if let (Value::Object(m), Value::Object(t)) = (&mut v, target) {
-        m.extend(t);
+    let oauth2 = match auth {
+        McpAuth::OAuth2 { token_url, client_id, client_secret: _, scopes, method: _ } => {
+            Some(OAuth2View { token_url: token_url.clone(), client_id: client_id.clone(), scopes: scopes.clone() })
+        }
+        _ => None,
+    };
+    McpServerView {
+        server_id: name.clone(),
+        server_name: name.clone(),
+        source: if record.is_some() { Source::Api } else { Source::Config },
+        description: description.clone(),
+        transport: kind,
+        url,
+        command,
+        args,
+        env_keys,
+        auth_type,
+        oauth2,
+        log_arguments: *log_arguments,
+        allowed_tools: allowed_tools.clone(),
+        disallowed_tools: disallowed_tools.clone(),
+        access_groups: access_groups.clone(),
+        timeout: *timeout,
+        healthy: gw.mcp.get(name).is_none_or(|u| u.healthy()),
+        registration: record.map(|r| Registration {
+            created_by: r.created_by.clone(),
+            created_at: r.meta.created_at,
+            updated_at: r.meta.updated_at,
+            etag: r.meta.version,
+        }),
     }
-    if let McpAuth::OAuth2 { token_url, client_id, scopes, .. } = &config.auth {
-        v["token_url"] = json!(token_url);
-        v["client_id"] = json!(client_id);
-        v["scopes"] = json!(scopes);
-    }
-    if let Some(r) = record {
-        v["created_by"] = json!(r.created_by);
-        v["created_at"] = json!(r.meta.created_at.to_rfc3339());
-        v["updated_at"] = json!(r.meta.updated_at.to_rfc3339());
-        v["etag"] = json!(r.meta.version);
-    }
-    v
 }
 
 /// Every registered server's record, from the database.
@@ -130,7 +251,7 @@ async fn changed(ctx: &Ctx<'_>) -> Result<(), GatewayError> {
     Ok(())
 }
 
-pub async fn create(ctx: &Ctx<'_>, name: &str, settings: Map<String, Value>) -> Result<Value, GatewayError> {
+pub async fn create(ctx: &Ctx<'_>, name: &str, settings: Map<String, Value>) -> Result<McpServerView, GatewayError> {
     ctx.who.require_admin("only proxy admins may register MCP servers")?;
     let config = check(name, &settings)?;
     if ctx.gw.mcp.from_file().iter().any(|c| c.name == name) {
@@ -152,7 +273,7 @@ pub async fn create(ctx: &Ctx<'_>, name: &str, settings: Map<String, Value>) -> 
     Ok(view(ctx.gw, &config, Some(&record)))
 }
 
-pub async fn get(ctx: &Ctx<'_>, name: &str) -> Result<Value, GatewayError> {
+pub async fn get(ctx: &Ctx<'_>, name: &str) -> Result<McpServerView, GatewayError> {
     ctx.who.require_read_all("only proxy admins and viewers may read MCP servers")?;
     if let Some(c) = ctx.gw.mcp.from_file().into_iter().find(|c| c.name == name) {
         return Ok(view(ctx.gw, &c, None));
@@ -163,9 +284,9 @@ pub async fn get(ctx: &Ctx<'_>, name: &str) -> Result<Value, GatewayError> {
 }
 
 /// Every server: the file's, then the registered ones.
-pub async fn list(ctx: &Ctx<'_>) -> Result<Vec<Value>, GatewayError> {
+pub async fn list(ctx: &Ctx<'_>) -> Result<Vec<McpServerView>, GatewayError> {
     ctx.who.require_read_all("only proxy admins and viewers may read MCP servers")?;
-    let mut out: Vec<Value> = ctx.gw.mcp.from_file().iter().map(|c| view(ctx.gw, c, None)).collect();
+    let mut out: Vec<McpServerView> = ctx.gw.mcp.from_file().iter().map(|c| view(ctx.gw, c, None)).collect();
     for r in records(ctx.gw).await? {
         if let Ok(c) = read_one(&r.server_name, &r.settings) {
             out.push(view(ctx.gw, &c, Some(&r)));
@@ -174,8 +295,14 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Vec<Value>, GatewayError> {
     Ok(out)
 }
 
-/// Changes settings: a given key replaces the stored one, `null` removes it.
-pub async fn update(ctx: &Ctx<'_>, name: &str, changes: Map<String, Value>) -> Result<Value, GatewayError> {
+/// Changes settings: a given key replaces the stored one, `null` removes it. With `etag`, the
+/// change is refused if the server changed since the caller read that version.
+pub async fn update(
+    ctx: &Ctx<'_>,
+    name: &str,
+    changes: Map<String, Value>,
+    etag: Option<i64>,
+) -> Result<McpServerView, GatewayError> {
     ctx.who.require_admin("only proxy admins may change MCP servers")?;
     if ctx.gw.mcp.from_file().iter().any(|c| c.name == name) {
         return Err(GatewayError::permission_denied(format!(
@@ -184,6 +311,7 @@ pub async fn update(ctx: &Ctx<'_>, name: &str, changes: Map<String, Value>) -> R
         .with_reason("CONFIG_MANAGED"));
     }
     let before: McpServerRecord = load(ctx.gw, name).await?;
+    check_etag(etag, before.meta.version, &format!("MCP server {name:?}"))?;
     let mut after = before.clone();
     for (k, v) in changes {
         if v.is_null() {

@@ -21,7 +21,7 @@ pub struct OrgFields {
     pub metadata: Option<Map<String, Value>>,
     pub tags: Option<Vec<String>>,
     /// MCP servers, access groups and tools (LiteLLM's `object_permission`).
-    pub object_permission: Option<crate::tenancy::ObjectPermission>,
+    pub object_permission: Option<super::fields::ObjectPermissionChange>,
     pub blocked: Option<bool>,
     /// The version last read (optimistic concurrency).
     pub etag: Option<i64>,
@@ -50,7 +50,7 @@ pub async fn create(ctx: &Ctx<'_>, f: OrgFields, limits: LimitsFields) -> Result
         budget_id: f.budget_id.flatten(),
         metadata: f.metadata.unwrap_or_default(),
         tags: f.tags.unwrap_or_default(),
-        object_permission: f.object_permission.unwrap_or_default(),
+        object_permission: Default::default(),
         blocked: f.blocked.unwrap_or(false),
         created_by: ctx.actor_name(),
         updated_by: ctx.actor_name(),
@@ -58,7 +58,9 @@ pub async fn create(ctx: &Ctx<'_>, f: OrgFields, limits: LimitsFields) -> Result
         meta: Meta::new(ctx.now),
     };
     check_models("models", &org.models)?;
-    super::fields::check_object_permission(&org.object_permission)?;
+    if let Some(change) = f.object_permission {
+        change.apply(&mut org.object_permission)?;
+    }
     limits.apply(&mut org.limits)?;
     check_budget_ref(ctx, &org.budget_id).await?;
     let audit = ctx.audit("created", "organization", &org.organization_id, None, Some(snapshot(&org)));
@@ -119,8 +121,9 @@ pub async fn update(ctx: &Ctx<'_>, id: &str, f: OrgFields, limits: LimitsFields)
     check_budget_ref(ctx, &org.budget_id).await?;
     set(&mut org.metadata, f.metadata);
     set(&mut org.tags, f.tags);
-    set(&mut org.object_permission, f.object_permission);
-    super::fields::check_object_permission(&org.object_permission)?;
+    if let Some(change) = f.object_permission {
+        change.apply(&mut org.object_permission)?;
+    }
     set(&mut org.blocked, f.blocked);
     limits.apply(&mut org.limits)?;
     org.updated_by = ctx.actor_name();

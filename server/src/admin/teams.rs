@@ -34,7 +34,7 @@ pub struct TeamFields {
     pub metadata: Option<Map<String, Value>>,
     pub tags: Option<Vec<String>>,
     /// MCP servers, access groups and tools (LiteLLM's `object_permission`).
-    pub object_permission: Option<crate::tenancy::ObjectPermission>,
+    pub object_permission: Option<super::fields::ObjectPermissionChange>,
     pub blocked: Option<bool>,
     pub model_aliases: Option<BTreeMap<String, String>>,
     pub team_member_permissions: Option<Vec<String>>,
@@ -176,7 +176,7 @@ pub async fn create(ctx: &Ctx<'_>, f: TeamFields, limits: LimitsFields) -> Resul
         budget_id: f.budget_id.flatten(),
         metadata: f.metadata.unwrap_or_default(),
         tags: f.tags.unwrap_or_default(),
-        object_permission: f.object_permission.unwrap_or_default(),
+        object_permission: Default::default(),
         blocked: f.blocked.unwrap_or(false),
         model_aliases: f.model_aliases.unwrap_or_default(),
         team_member_permissions: f.team_member_permissions.unwrap_or_default(),
@@ -187,7 +187,9 @@ pub async fn create(ctx: &Ctx<'_>, f: TeamFields, limits: LimitsFields) -> Resul
     };
     check_models("models", &team.models)?;
     check_permissions(&team.team_member_permissions)?;
-    super::fields::check_object_permission(&team.object_permission)?;
+    if let Some(change) = f.object_permission {
+        change.apply(&mut team.object_permission)?;
+    }
     limits.apply(&mut team.limits)?;
     if let Some(b) = &team.budget_id {
         load_ref::<BudgetTier>(ctx.gw, "budget_id", b).await?;
@@ -264,8 +266,9 @@ pub async fn update(ctx: &Ctx<'_>, id: &str, f: TeamFields, limits: LimitsFields
     }
     set(&mut team.metadata, f.metadata);
     set(&mut team.tags, f.tags);
-    set(&mut team.object_permission, f.object_permission);
-    super::fields::check_object_permission(&team.object_permission)?;
+    if let Some(change) = f.object_permission {
+        change.apply(&mut team.object_permission)?;
+    }
     set(&mut team.blocked, f.blocked);
     set(&mut team.model_aliases, f.model_aliases);
     set(&mut team.team_member_permissions, f.team_member_permissions);

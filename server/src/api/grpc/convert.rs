@@ -6,6 +6,7 @@ use serde_json::{Map, Number, Value};
 
 use ferryman_proto::v1 as pb;
 
+use crate::admin::mcp::{AuthType, McpServerView, OAuth2View, Registration, Source, Transport};
 use crate::chat::{
     ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, FunctionCall, FunctionDef, ImageUrl, InputAudio,
     Message, Role, Stop, Tool, ToolCall, Usage,
@@ -14,7 +15,7 @@ use crate::error::GatewayError;
 use crate::gateway::CallInfo;
 use crate::pricing::{Nanos, format_usd};
 use crate::store::SpendRecord;
-use crate::tenancy::KeyRecord;
+use crate::tenancy::{KeyRecord, ObjectPermission};
 
 pub fn struct_to_map(s: Struct) -> Map<String, Value> {
     s.fields.into_iter().map(|(k, v)| (k, value_to_json(v))).collect()
@@ -345,6 +346,7 @@ pub fn key(k: &KeyRecord) -> pb::Key {
         organization_id: k.organization_id.clone(),
         etag: k.meta.version.to_string(),
         managed_by: k.managed_by.clone(),
+        object_permission: Some(object_permission(&k.object_permission)),
     }
 }
 
@@ -370,6 +372,7 @@ pub fn new_key(
         organization_id,
         etag: _,
         managed_by: _,
+        object_permission,
     } = k;
     if let Some(b) = max_budget_nanos
         && b < 0
@@ -386,6 +389,8 @@ pub fn new_key(
         team_id: team_id.map(Some),
         organization_id: organization_id.map(Some),
         blocked: blocked.then_some(true),
+        // Given, it sets all three of its fields (each unset one: no restriction).
+        object_permission: object_permission.map(|p| object_permission_from(p).into()),
         ..Default::default()
     };
     let limits = crate::admin::fields::LimitsFields {
@@ -413,5 +418,113 @@ pub fn spend_log(r: &SpendRecord) -> pb::SpendLog {
         duration_ms: r.duration_ms,
         end_user: r.end_user.clone(),
         error_code: r.error_code.clone(),
+        metadata: r.metadata.as_ref().and_then(Value::as_object).map(map_to_struct),
+    }
+}
+
+fn string_list(values: &[String]) -> pb::StringList {
+    pb::StringList { values: values.to_vec() }
+}
+
+fn from_string_list(l: pb::StringList) -> Vec<String> {
+    let pb::StringList { values } = l;
+    values
+}
+
+/// A key's, team's or organization's `object_permission`: each field that is unset stays
+/// unset (no restriction), each empty list stays empty (nothing).
+pub fn object_permission(p: &ObjectPermission) -> pb::ObjectPermission {
+    let ObjectPermission { mcp_servers, mcp_access_groups, mcp_tool_permissions } = p;
+    pb::ObjectPermission {
+        mcp_servers: mcp_servers.as_deref().map(string_list),
+        mcp_access_groups: mcp_access_groups.as_deref().map(string_list),
+        mcp_tool_permissions: mcp_tool_permissions.as_ref().map(|m| pb::McpToolPermissions {
+            servers: m.iter().map(|(server, tools)| (server.clone(), string_list(tools))).collect(),
+        }),
+    }
+}
+
+pub fn object_permission_from(p: pb::ObjectPermission) -> ObjectPermission {
+    let pb::ObjectPermission { mcp_servers, mcp_access_groups, mcp_tool_permissions } = p;
+    ObjectPermission {
+        mcp_servers: mcp_servers.map(from_string_list),
+        mcp_access_groups: mcp_access_groups.map(from_string_list),
+        mcp_tool_permissions: mcp_tool_permissions.map(|pb::McpToolPermissions { servers }| {
+            servers.into_iter().map(|(server, tools)| (server, from_string_list(tools))).collect()
+        }),
+    }
+}
+
+/// An MCP server's view; it holds no credential to leave out.
+pub fn mcp_server(v: McpServerView) -> pb::McpServer {
+    let McpServerView {
+        server_id: _,
+        server_name,
+        source,
+        description,
+        transport,
+        url,
+        command,
+        args,
+        env_keys,
+        auth_type,
+        oauth2,
+        log_arguments,
+        allowed_tools,
+        disallowed_tools,
+        access_groups,
+        timeout,
+        healthy,
+        registration,
+    } = v;
+    let oauth2 =
+        oauth2.map(|OAuth2View { token_url, client_id, scopes }| pb::McpOAuth2Client { token_url, client_id, scopes });
+    let source = match source {
+        Source::Config => pb::McpServerSource::Config,
+        Source::Api => pb::McpServerSource::Api,
+    };
+    let transport = match transport {
+        Transport::Http => pb::McpTransport::Http,
+        Transport::Sse => pb::McpTransport::Sse,
+        Transport::Stdio => pb::McpTransport::Stdio,
+    };
+    let auth_type = match auth_type {
+        AuthType::None => pb::McpAuthType::None,
+        AuthType::BearerToken => pb::McpAuthType::BearerToken,
+        AuthType::ApiKey => pb::McpAuthType::ApiKey,
+        AuthType::Basic => pb::McpAuthType::Basic,
+        AuthType::Oauth2 => pb::McpAuthType::Oauth2,
+        AuthType::Passthrough => pb::McpAuthType::Passthrough,
+    };
+    let (etag, created_by, create_time, update_time) = match registration {
+        Some(Registration { created_by, created_at, updated_at, etag }) => {
+            (etag.to_string(), created_by, Some(timestamp(created_at)), Some(timestamp(updated_at)))
+        }
+        None => (String::new(), None, None, None),
+    };
+    pb::McpServer {
+        server_name,
+        source: source.into(),
+        description,
+        transport: transport.into(),
+        url,
+        command,
+        args: args.unwrap_or_default(),
+        env_keys: env_keys.unwrap_or_default(),
+        auth_type: auth_type.into(),
+        oauth2,
+        log_arguments,
+        allowed_tools,
+        disallowed_tools,
+        access_groups,
+        timeout: Some(prost_types::Duration {
+            seconds: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+            nanos: i32::try_from(timeout.subsec_nanos()).unwrap_or(0),
+        }),
+        healthy,
+        etag,
+        created_by,
+        create_time,
+        update_time,
     }
 }

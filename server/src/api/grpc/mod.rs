@@ -3,6 +3,7 @@
 
 mod config;
 mod convert;
+mod mcp;
 mod services;
 mod status;
 mod tenancy;
@@ -16,6 +17,7 @@ use ferryman_proto::v1::config_service_server::ConfigServiceServer;
 use ferryman_proto::v1::customer_service_server::CustomerServiceServer;
 use ferryman_proto::v1::inference_service_server::InferenceServiceServer;
 use ferryman_proto::v1::key_service_server::KeyServiceServer;
+use ferryman_proto::v1::mcp_server_service_server::McpServerServiceServer;
 use ferryman_proto::v1::organization_service_server::OrganizationServiceServer;
 use ferryman_proto::v1::spend_service_server::SpendServiceServer;
 use ferryman_proto::v1::team_service_server::TeamServiceServer;
@@ -45,6 +47,7 @@ pub async fn routes(gateway: Arc<Gateway>) -> Result<axum::Router, tonic_reflect
     health_reporter.set_serving::<AuditServiceServer<Services>>().await;
     health_reporter.set_serving::<UsageServiceServer<Services>>().await;
     health_reporter.set_serving::<ConfigServiceServer<Services>>().await;
+    health_reporter.set_serving::<McpServerServiceServer<Services>>().await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ferryman_proto::FILE_DESCRIPTOR_SET)
@@ -65,7 +68,8 @@ pub async fn routes(gateway: Arc<Gateway>) -> Result<axum::Router, tonic_reflect
         .add_service(BudgetServiceServer::new(services.clone()).max_decoding_message_size(max_message))
         .add_service(AuditServiceServer::new(services.clone()).max_decoding_message_size(max_message))
         .add_service(UsageServiceServer::new(services.clone()).max_decoding_message_size(max_message))
-        .add_service(ConfigServiceServer::new(services).max_decoding_message_size(max_message))
+        .add_service(ConfigServiceServer::new(services.clone()).max_decoding_message_size(max_message))
+        .add_service(McpServerServiceServer::new(services).max_decoding_message_size(max_message))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

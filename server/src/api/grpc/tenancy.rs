@@ -17,16 +17,18 @@ use pb::organization_service_server::OrganizationService;
 use pb::team_service_server::TeamService;
 use pb::user_service_server::UserService;
 
-use super::convert::{json_to_value, map_to_struct, struct_to_map, timestamp};
+use super::convert::{self, json_to_value, map_to_struct, struct_to_map, timestamp};
 use super::services::{Services, page_size, token};
 use super::status::to_status;
-use crate::admin::fields::LimitsFields;
+use crate::admin::fields::{LimitsFields, ObjectPermissionChange};
 use crate::admin::users::MemberSpec;
 use crate::admin::{budgets, customers, keys, orgs, teams, users};
 use crate::error::GatewayError;
 use crate::pricing::Nanos;
 use crate::store::{Membership, PageRequest, RowFilter};
-use crate::tenancy::{BudgetTier, Customer, KeyRecord, Limits, ModelBudget, Organization, Team, User};
+use crate::tenancy::{
+    BudgetTier, Customer, KeyRecord, Limits, ModelBudget, ObjectPermission, Organization, Team, User,
+};
 
 /// Which fields a request sets: all (create) or the masked paths (update).
 struct Mask(Option<HashSet<String>>);
@@ -36,15 +38,21 @@ impl Mask {
         Mask(None)
     }
 
-    /// An update's mask; every path must be one of `known` (or under `limits.`).
+    /// An update's mask; every path must be one of `known`, or a field of `limits` or
+    /// `object_permission` when that is known.
     fn update(mask: Option<FieldMask>, known: &[&str]) -> Result<Self, GatewayError> {
         let paths = mask.map(|m| m.paths).unwrap_or_default();
         if paths.is_empty() {
             return Err(GatewayError::invalid("update_mask", "update_mask: name the fields to change"));
         }
         for p in &paths {
+            let under = |parent: &str, fields: &[&str]| {
+                known.contains(&parent)
+                    && p.strip_prefix(parent).and_then(|r| r.strip_prefix('.')).is_some_and(|f| fields.contains(&f))
+            };
             let ok = known.contains(&p.as_str())
-                || (p.starts_with("limits.") && LIMIT_PATHS.contains(&&p["limits.".len()..]));
+                || under("limits", LIMIT_PATHS)
+                || under("object_permission", OBJECT_PERMISSION_PATHS);
             if !ok {
                 return Err(GatewayError::invalid(
                     "update_mask",
@@ -58,7 +66,7 @@ impl Mask {
     fn has(&self, path: &str) -> bool {
         match &self.0 {
             None => true,
-            Some(set) => set.contains(path) || path.strip_prefix("limits.").is_some_and(|_| set.contains("limits")),
+            Some(set) => set.contains(path) || path.split_once('.').is_some_and(|(parent, _)| set.contains(parent)),
         }
     }
 
@@ -94,7 +102,27 @@ const LIMIT_PATHS: &[&str] = &[
     "model_max_budget",
     "model_rpm_limit",
     "model_tpm_limit",
+    "mcp_rpm_limit",
 ];
+
+const OBJECT_PERMISSION_PATHS: &[&str] = &["mcp_servers", "mcp_access_groups", "mcp_tool_permissions"];
+
+/// The `object_permission` a request sets. On create, given, it sets all three of its fields
+/// (each unset one: no restriction). On update, each masked field (`object_permission` masks
+/// all three) is replaced, and unset if the message leaves it unset.
+fn object_permission(mask: &Mask, p: Option<pb::ObjectPermission>) -> Option<ObjectPermissionChange> {
+    if mask.0.is_none() {
+        return p.map(|p| convert::object_permission_from(p).into());
+    }
+    let ObjectPermission { mcp_servers, mcp_access_groups, mcp_tool_permissions } =
+        convert::object_permission_from(p.unwrap_or_default());
+    let change = ObjectPermissionChange {
+        mcp_servers: mask.has("object_permission.mcp_servers").then_some(mcp_servers),
+        mcp_access_groups: mask.has("object_permission.mcp_access_groups").then_some(mcp_access_groups),
+        mcp_tool_permissions: mask.has("object_permission.mcp_tool_permissions").then_some(mcp_tool_permissions),
+    };
+    (change != ObjectPermissionChange::default()).then_some(change)
+}
 
 fn nanos(field: &str, v: Option<i64>) -> Result<Option<Nanos>, GatewayError> {
     match v {
@@ -218,6 +246,7 @@ fn org_pb(o: &Organization) -> pb::Organization {
         blocked: o.blocked,
         etag: o.meta.version.to_string(),
         state: Some(state(o)),
+        object_permission: Some(convert::object_permission(&o.object_permission)),
     }
 }
 
@@ -233,10 +262,10 @@ fn org_fields(o: pb::Organization, mask: &Mask) -> Result<(orgs::OrgFields, Limi
         blocked,
         etag: e,
         state: _,
+        object_permission: op,
     } = o;
     let fields = orgs::OrgFields {
-        // Not in the proto yet: set through the HTTP routes or config.yaml.
-        object_permission: None,
+        object_permission: object_permission(mask, op),
         organization_id: (!organization_id.is_empty()).then_some(organization_id),
         organization_alias: mask
             .set("organization_alias", organization_alias)
@@ -266,6 +295,7 @@ fn team_pb(t: &Team) -> pb::Team {
         team_member_permissions: t.team_member_permissions.clone(),
         etag: t.meta.version.to_string(),
         state: Some(state(t)),
+        object_permission: Some(convert::object_permission(&t.object_permission)),
     }
 }
 
@@ -284,10 +314,10 @@ fn team_fields(t: pb::Team, mask: &Mask) -> Result<(teams::TeamFields, LimitsFie
         team_member_permissions,
         etag: e,
         state: _,
+        object_permission: op,
     } = t;
     let fields = teams::TeamFields {
-        // Not in the proto yet: set through the HTTP routes or config.yaml.
-        object_permission: None,
+        object_permission: object_permission(mask, op),
         team_id: (!team_id.is_empty()).then_some(team_id),
         team_alias: mask.opt("team_alias", team_alias),
         organization_id: mask.opt("organization_id", organization_id),
@@ -469,6 +499,7 @@ pub fn key_update(k: pb::Key, mask: Option<FieldMask>) -> Result<(keys::KeyField
             "user_id",
             "team_id",
             "organization_id",
+            "object_permission",
         ],
     )?;
     let pb::Key {
@@ -487,6 +518,7 @@ pub fn key_update(k: pb::Key, mask: Option<FieldMask>) -> Result<(keys::KeyField
         create_time: _,
         organization_id,
         etag: e,
+        object_permission: op,
     } = k;
     let expires = match expire_time {
         Some(t) => Some(super::convert::from_timestamp("key.expire_time", t)?),
@@ -502,6 +534,7 @@ pub fn key_update(k: pb::Key, mask: Option<FieldMask>) -> Result<(keys::KeyField
         team_id: mask.opt("team_id", team_id),
         organization_id: mask.opt("organization_id", organization_id),
         etag: etag("key.etag", &e)?,
+        object_permission: object_permission(&mask, op),
         ..Default::default()
     };
     let limits = LimitsFields {
@@ -552,7 +585,16 @@ impl OrganizationService for Services {
         let id = o.organization_id.clone();
         let mask = Mask::update(
             update_mask,
-            &["organization_alias", "models", "limits", "budget_id", "metadata", "tags", "blocked"],
+            &[
+                "organization_alias",
+                "models",
+                "limits",
+                "budget_id",
+                "metadata",
+                "tags",
+                "blocked",
+                "object_permission",
+            ],
         )
         .map_err(st)?;
         let (f, l) = org_fields(o, &mask).map_err(st)?;
@@ -660,6 +702,7 @@ impl TeamService for Services {
                 "blocked",
                 "model_aliases",
                 "team_member_permissions",
+                "object_permission",
             ],
         )
         .map_err(st)?;

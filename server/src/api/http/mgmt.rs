@@ -581,13 +581,20 @@ fn server_name(body: &mut Map<String, Value>) -> Result<String, GatewayError> {
     }
 }
 
+/// A server's view as the body of a reply.
+fn mcp_body<T: serde::Serialize>(view: &T) -> Reply {
+    serde_json::to_value(view)
+        .map(Json)
+        .map_err(|e| GatewayError::internal(format!("cannot encode an MCP server: {e}")).into())
+}
+
 pub async fn mcp_server_new(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
     let ctx = m.ctx().await?;
     let name = server_name(&mut body)?;
     if let Some(groups) = body.remove("mcp_access_groups") {
         body.insert("access_groups".to_owned(), groups);
     }
-    Ok(Json(crate::admin::mcp::create(&ctx, &name, body).await?))
+    mcp_body(&crate::admin::mcp::create(&ctx, &name, body).await?)
 }
 
 pub async fn mcp_server_update(m: Mgmt, JsonObject(mut body): JsonObject) -> Reply {
@@ -596,17 +603,23 @@ pub async fn mcp_server_update(m: Mgmt, JsonObject(mut body): JsonObject) -> Rep
     if let Some(groups) = body.remove("mcp_access_groups") {
         body.insert("access_groups".to_owned(), groups);
     }
-    Ok(Json(crate::admin::mcp::update(&ctx, &name, body).await?))
+    let etag = match body.remove("etag") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64(),
+        Some(Value::String(s)) if s.parse::<i64>().is_ok() => s.parse().ok(),
+        Some(_) => return Err(GatewayError::invalid("etag", "etag: not an etag this gateway issued").into()),
+    };
+    mcp_body(&crate::admin::mcp::update(&ctx, &name, body, etag).await?)
 }
 
 pub async fn mcp_server_list(m: Mgmt) -> Reply {
     let ctx = m.ctx().await?;
-    Ok(Json(Value::Array(crate::admin::mcp::list(&ctx).await?)))
+    mcp_body(&crate::admin::mcp::list(&ctx).await?)
 }
 
 pub async fn mcp_server_get(m: Mgmt, Path(id): Path<String>) -> Reply {
     let ctx = m.ctx().await?;
-    Ok(Json(crate::admin::mcp::get(&ctx, &id).await?))
+    mcp_body(&crate::admin::mcp::get(&ctx, &id).await?)
 }
 
 pub async fn mcp_server_delete(m: Mgmt, Path(id): Path<String>) -> Reply {
