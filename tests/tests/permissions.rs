@@ -307,6 +307,21 @@ async fn escalations_are_refused() {
         post(&gw, tom, "/key/update", json!({"key": tom_key, "blocked": false})).await,
         "owner unblocks via update",
     );
+    // An owner may narrow a new key's MCP servers, but not lift the restriction an admin put
+    // on their key.
+    let iu_key = admin(&gw, "/key/generate", json!({"user_id": "iu", "object_permission": {"mcp_servers": ["time"]}}))
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    refused(
+        post(&gw, iu, "/key/update", json!({"key": iu_key, "object_permission": {"mcp_servers": null}})).await,
+        "owner lifts an MCP restriction",
+    );
+    let renamed = post(&gw, iu, "/key/update", json!({"key": iu_key, "key_alias": "iu-mcp"})).await;
+    assert_eq!(renamed.0, 200, "the owner may change the rest: {}", renamed.1);
+    let narrowed = post(&gw, iu, "/key/generate", json!({"object_permission": {"mcp_servers": ["time"]}})).await;
+    assert_eq!(narrowed.0, 200, "{}", narrowed.1);
     // Nor raise their own member budget.
     refused(
         post(&gw, tom, "/team/member_update", json!({"team_id": "T1", "user_id": "tom", "max_budget_in_team": 1000}))

@@ -312,7 +312,10 @@ pub async fn update(
             return Err(deny(&ctx.who, "a key's owner may not block or unblock it"));
         }
     }
-    if let Some(field) = f.sensitive(&limits)
+    // A key's MCP grant narrows its team's, but the restriction an admin put on a key is the
+    // admin's to lift: set on a new key by anyone, changed on an existing one by admins only.
+    let mcp = f.object_permission.is_some().then_some("object_permission");
+    if let Some(field) = f.sensitive(&limits).or(mcp)
         && !powerful
     {
         return Err(deny(&ctx.who, format!("only admins may change {field} on a key")));
