@@ -124,6 +124,19 @@ pub fn render() -> String {
     out
 }
 
+/// `ferryman_mcp_server_up`: 1 for each registered MCP server whose last contact worked, 0 for
+/// one marked unhealthy (the gauge to alert on, beside the `alert=mcp_server_unhealthy` log).
+pub fn render_mcp_servers(out: &mut String, servers: &[(String, bool)]) {
+    if servers.is_empty() {
+        return;
+    }
+    out.push_str("# HELP ferryman_mcp_server_up Whether each MCP server answered the last time it was used.\n");
+    out.push_str("# TYPE ferryman_mcp_server_up gauge\n");
+    for (server, up) in servers {
+        let _ = writeln!(out, "ferryman_mcp_server_up{{server=\"{}\"}} {}", escape(server), u8::from(*up));
+    }
+}
+
 /// A label value with `\`, `"` and newlines escaped.
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")

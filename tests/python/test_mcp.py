@@ -338,6 +338,7 @@ def test_a_dead_upstream_hides_only_its_tools_and_comes_back(upstream_proc, gate
     key = gateway.create_key()["key"]
     url = f"{gateway.url}/mcp"
     assert "echo-echo" in asyncio.run(tool_names(url, key, "2026-07-28"))
+    assert 'ferryman_mcp_server_up{server="echo"} 1' in httpx2.get(f"{gateway.url}/metrics").text
 
     upstream_proc["proc"].kill()
     upstream_proc["proc"].wait(timeout=10)
@@ -353,6 +354,8 @@ def test_a_dead_upstream_hides_only_its_tools_and_comes_back(upstream_proc, gate
     names = asyncio.run(tool_names(url, key, "2026-07-28"))
     assert names and all(n.startswith("time-") for n in names), names
     assert any("alert=\"mcp_server_unhealthy\"" in line or "alert=mcp_server_unhealthy" in line for line in gateway.log)
+    metrics = httpx2.get(f"{gateway.url}/metrics").text
+    assert 'ferryman_mcp_server_up{server="echo"} 0' in metrics and 'ferryman_mcp_server_up{server="time"} 1' in metrics
 
     upstream_proc["proc"] = start_upstream(upstream_proc["port"])
     back = asyncio.run(call_echo())

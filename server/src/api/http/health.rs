@@ -8,8 +8,12 @@ use serde_json::{Value, json};
 
 use super::AppState;
 
-pub async fn metrics() -> ([(axum::http::HeaderName, &'static str); 1], String) {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::render())
+pub async fn metrics(State(app): State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let mut text = crate::metrics::render();
+    let servers: Vec<(String, bool)> =
+        app.gateway.mcp.all().iter().map(|u| (u.name().to_owned(), u.healthy())).collect();
+    crate::metrics::render_mcp_servers(&mut text, &servers);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
 
 pub async fn liveness() -> &'static str {
