@@ -43,6 +43,14 @@ def ferryman_bin():
     return str(pathlib.Path(target) / "debug" / "ferryman")
 
 
+def buf_curl(*args):
+    """`buf curl` (from the npm tools) with `args`; its output, once it succeeded."""
+    buf = str(ROOT / "node_modules" / ".bin" / "buf")
+    out = subprocess.run([buf, "curl", *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def psql(sql):
     subprocess.run(
         ["psql", f"{PG_BASE}/postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql],

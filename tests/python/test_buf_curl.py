@@ -2,18 +2,8 @@
 gRPC-web, on the same port as the HTTP routes."""
 
 import json
-import pathlib
-import subprocess
 
-from conftest import MASTER_KEY, ROOT
-
-BUF = str(ROOT / "node_modules" / ".bin" / "buf")
-
-
-def buf_curl(*args):
-    out = subprocess.run([BUF, "curl", *args], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+from conftest import MASTER_KEY, buf_curl
 
 
 def test_reflection_lists_and_calls(sqlite_gateway):

@@ -21,7 +21,7 @@ from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from conftest import MASTER_KEY, Gateway
+from conftest import MASTER_KEY, Gateway, buf_curl
 
 HERE = pathlib.Path(__file__).resolve().parent
 UPSTREAM_TOKEN = "upstream-secret-token-42"
@@ -310,25 +310,17 @@ def test_a_tool_error_is_charged_and_recorded_with_what_it_said(gateway):
     assert 'ferryman_mcp_tool_calls_total{server="echo",tool="echo-echo",status="tool_error"} 1' in metrics
 
     # The same record over gRPC (SpendService, through buf curl and reflection).
-    out = subprocess.run(
-        [
-            str(HERE.parent.parent / "node_modules" / ".bin" / "buf"),
-            "curl",
-            "--protocol",
-            "grpc",
-            "--http2-prior-knowledge",
-            "-H",
-            f"authorization: Bearer {MASTER_KEY}",
-            "-d",
-            json.dumps({"keyId": key_info["key_id"]}),
-            f"{gateway.url}/ferryman.v1.SpendService/ListSpendLogs",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    out = buf_curl(
+        "--protocol",
+        "grpc",
+        "--http2-prior-knowledge",
+        "-H",
+        f"authorization: Bearer {MASTER_KEY}",
+        "-d",
+        json.dumps({"keyId": key_info["key_id"]}),
+        f"{gateway.url}/ferryman.v1.SpendService/ListSpendLogs",
     )
-    assert out.returncode == 0, out.stderr
-    [log] = json.loads(out.stdout)["spendLogs"]
+    [log] = json.loads(out)["spendLogs"]
     assert log["callType"] == "mcp_tool_call" and log["model"] == "echo-echo"
     assert log["metadata"]["mcp_tool_call_metadata"]["status"] == "tool_error"
     assert log["metadata"]["mcp_tool_call_metadata"]["arguments"] == {}
