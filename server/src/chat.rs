@@ -60,6 +60,9 @@ pub struct ChatRequest {
     pub legacy_prompt: Option<String>,
 }
 
+/// The most choices (`n`) one call may ask for (OpenAI's own maximum).
+pub const MAX_CHOICES: u32 = 128;
+
 /// The names of [`ChatRequest`]'s typed fields; everything else goes to `extra`.
 const KNOWN_FIELDS: &[&str] = &[
     "model",
@@ -445,8 +448,10 @@ impl ChatRequest {
         {
             return Err(GatewayError::invalid("top_p", format!("top_p: {p} is outside 0 to 1")));
         }
-        if self.n == Some(0) {
-            return Err(GatewayError::invalid("n", "n: must be at least 1"));
+        if let Some(n) = self.n
+            && !(1..=MAX_CHOICES).contains(&n)
+        {
+            return Err(GatewayError::invalid("n", format!("n: {n} is outside 1 to {MAX_CHOICES} choices")));
         }
         if self.max_tokens == Some(0) {
             return Err(GatewayError::invalid("max_tokens", "max_tokens: must be at least 1"));
@@ -471,6 +476,11 @@ impl ChatRequest {
             }
         }
         v
+    }
+
+    /// How many choices the provider generates (and bills): every one may reach the output cap.
+    pub fn choices(&self) -> u64 {
+        u64::from(self.n.unwrap_or(1))
     }
 
     /// The output token cap the caller asked for, if any.

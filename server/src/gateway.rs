@@ -130,8 +130,10 @@ pub struct Ask<'a> {
     /// The exact prompt count with the upstream model's tokenizer, where it has one; asked
     /// only when the upper bound does not fit a budget.
     pub exact_prompt: &'a (dyn Fn(&str) -> Option<u64> + Sync),
-    /// The caller's cap on output tokens.
+    /// The caller's cap on output tokens, per choice.
     pub max_output: Option<u64>,
+    /// How many outputs the provider generates and bills (`n`); every one can reach the cap.
+    pub choices: u64,
     /// Whether the call produces output tokens (embeddings do not).
     pub produces_output: bool,
 }
@@ -181,6 +183,7 @@ impl Gateway {
             prompt_upper: tokens::prompt_upper_bound(request),
             exact_prompt: &exact,
             max_output: request.max_output_tokens().map(u64::from),
+            choices: request.choices(),
             produces_output: true,
         };
         self.begin_call(caller, &ask, started).await
@@ -242,21 +245,24 @@ impl Gateway {
         if let Some(g) = &self.config.global_budget {
             scopes.push(budgets::global(g, now));
         }
-        // The worst case: every prompt byte a token, and the most output the call can produce.
-        let max_output = if ask.produces_output {
-            ask.max_output.or(deployment.max_output).unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS)
-        } else {
-            0
+        // The worst case: every prompt byte a token, and the most output the call can produce
+        // on every choice the provider bills. A call may end on a fallback: reserve the
+        // dearest of the deployments it could reach, each at its own output cap.
+        let max_output = |d: &Deployment| {
+            if ask.produces_output {
+                ask.max_output.or(d.max_output).unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS).saturating_mul(ask.choices)
+            } else {
+                0
+            }
         };
-        // A call may end on a fallback: reserve the dearest of the deployments it could reach.
         let candidates = models.candidates(model);
         let worst = |prompt| {
             candidates
                 .iter()
-                .map(|d| d.price.cost(TokenCounts { prompt, completion: max_output, cached_prompt: 0 }))
+                .chain(std::iter::once(&deployment))
+                .map(|d| d.price.cost(TokenCounts { prompt, completion: max_output(d), cached_prompt: 0 }))
                 .max()
                 .unwrap_or_default()
-                .max(deployment.price.cost(TokenCounts { prompt, completion: max_output, cached_prompt: 0 }))
         };
         // Rate limits and budgets together: all or nothing. The byte bound is free; when it
         // does not fit a budget, count the prompt with the model's own tokenizer (where it
@@ -270,7 +276,11 @@ impl Gateway {
             self.config.general.global_max_parallel_requests,
         );
         let prompt_estimate = ask.prompt_estimate;
-        let output_estimate = if ask.produces_output { ask.max_output.unwrap_or(DEFAULT_TPM_OUTPUT_TOKENS) } else { 0 };
+        let output_estimate = if ask.produces_output {
+            ask.max_output.unwrap_or(DEFAULT_TPM_OUTPUT_TOKENS).saturating_mul(ask.choices)
+        } else {
+            0
+        };
         let tpm_estimate = prompt_estimate + output_estimate;
         let admitted = match self.admit(&rate_scopes, tpm_estimate, &scopes, worst(ask.prompt_upper)).await {
             Err(refused) if refused.code == crate::error::ErrorCode::BudgetExceeded => {
@@ -519,6 +529,7 @@ impl Gateway {
             prompt_upper: upper,
             exact_prompt: &exact,
             max_output: Some(0),
+            choices: 1,
             produces_output: false,
         };
         let mut call = self.begin_call(caller, &ask, started).await?;

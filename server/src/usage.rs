@@ -42,6 +42,19 @@ struct Scopes {
     tags: Vec<String>,
 }
 
+/// A call an application is about to make.
+#[derive(Debug, Clone, Default)]
+pub struct CheckInput {
+    pub model: String,
+    pub customer: Option<String>,
+    pub tags: Vec<String>,
+    pub input_tokens: u64,
+    /// Output tokens per choice.
+    pub output_tokens: u64,
+    /// Choices the call asks for (OpenAI's `n`); 1 when unset.
+    pub n: Option<u32>,
+}
+
 /// A finished call an application reports.
 #[derive(Debug, Clone)]
 pub struct RecordInput {
@@ -153,16 +166,26 @@ impl Gateway {
     }
 
     /// Whether a call of `model` with these tokens would be admitted now.
-    pub async fn check(
-        &self,
-        caller: &Caller,
-        model: &str,
-        customer: Option<&str>,
-        tags: &[String],
-        input: u64,
-        output: u64,
-    ) -> Result<CheckResult, GatewayError> {
-        let model = governance::resolve_alias(caller, model);
+    pub async fn check(&self, caller: &Caller, ask: &CheckInput) -> Result<CheckResult, GatewayError> {
+        let choices = ask.n.unwrap_or(1);
+        if !(1..=crate::chat::MAX_CHOICES).contains(&choices) {
+            return Err(GatewayError::invalid(
+                "n",
+                format!("n: {choices} is outside 1 to {} choices", crate::chat::MAX_CHOICES),
+            ));
+        }
+        for (field, n) in [("input_tokens", ask.input_tokens), ("output_tokens", ask.output_tokens)] {
+            if n > MAX_RECORD_TOKENS {
+                return Err(GatewayError::invalid(
+                    field,
+                    format!("{field}: at most {MAX_RECORD_TOKENS} tokens a call"),
+                ));
+            }
+        }
+        let (customer, tags, input) = (ask.customer.as_deref(), &ask.tags[..], ask.input_tokens);
+        // Every choice the provider generates is billed: the output counts once per choice.
+        let output = ask.output_tokens.saturating_mul(u64::from(choices));
+        let model = governance::resolve_alias(caller, &ask.model);
         let (price, _) = self.price_of(model)?;
         let estimate = price.cost(TokenCounts { prompt: input, completion: output, cached_prompt: 0 });
         let now = Utc::now();

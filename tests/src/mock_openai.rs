@@ -105,19 +105,22 @@ async fn chat(State(state): State<Arc<MockState>>, uri: axum::http::Uri, headers
         return resp;
     }
     let model = body["model"].as_str().unwrap_or("").to_owned();
-    let usage = json!({"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
-        "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS});
+    // Like OpenAI, `n` choices are generated and every one is billed.
+    let n = choices(&body);
+    let usage = json!({"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS * n,
+        "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS * n});
     if body["stream"] == json!(true) {
         let include_usage = body["stream_options"]["include_usage"] == json!(true);
-        let chunk = |delta: Value, finish: Value| {
+        let chunk = |index: u64, delta: Value, finish: Value| {
             json!({"id": "chatcmpl-up-1", "object": "chat.completion.chunk", "created": 1_700_000_000,
-                "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+                "model": model, "choices": [{"index": index, "delta": delta, "finish_reason": finish}]})
         };
-        let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+        let mut events: Vec<Value> =
+            (0..n).map(|i| chunk(i, json!({"role": "assistant", "content": ""}), Value::Null)).collect();
         for word in ["Hello", " from", " upstream"] {
-            events.push(chunk(json!({"content": word}), Value::Null));
+            events.extend((0..n).map(|i| chunk(i, json!({"content": word}), Value::Null)));
         }
-        events.push(chunk(json!({}), json!("stop")));
+        events.extend((0..n).map(|i| chunk(i, json!({}), json!("stop"))));
         if include_usage {
             events.push(json!({"id": "chatcmpl-up-1", "object": "chat.completion.chunk", "created": 1_700_000_000,
                 "model": model, "choices": [], "usage": usage}));
@@ -134,10 +137,15 @@ async fn chat(State(state): State<Arc<MockState>>, uri: axum::http::Uri, headers
         "object": "chat.completion",
         "created": 1_700_000_000,
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": CONTENT}, "finish_reason": "stop"}],
+        "choices": (0..n).map(|i| json!({"index": i, "message": {"role": "assistant", "content": CONTENT}, "finish_reason": "stop"})).collect::<Vec<_>>(),
         "usage": usage,
     }))
     .into_response()
+}
+
+/// The choices a request asks for (`n`, 1 when unset).
+fn choices(body: &Value) -> u64 {
+    body["n"].as_u64().unwrap_or(1).max(1)
 }
 
 /// Embedding tokens the mock reports per input.
@@ -178,8 +186,9 @@ async fn completions(
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let uri = uri.path_and_query().map_or_else(String::new, |p| p.as_str().to_owned());
     state.received.lock().unwrap().push(Received { headers, body: body.clone(), uri });
-    let usage = json!({"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
-        "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS});
+    let n = choices(&body);
+    let usage = json!({"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS * n,
+        "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS * n});
     let model = body["model"].clone();
     if body["stream"] == json!(true) {
         let chunk = |text: &str, finish: Value| {
@@ -198,6 +207,6 @@ async fn completions(
         return Response::builder().header("content-type", "text/event-stream").body(Body::from(text)).unwrap();
     }
     axum::Json(json!({"id": "cmpl-up-1", "object": "text_completion", "created": 1_700_000_000, "model": model,
-        "choices": [{"text": "Once upon a time", "index": 0, "logprobs": null, "finish_reason": "length"}], "usage": usage}))
+        "choices": (0..n).map(|i| json!({"text": "Once upon a time", "index": i, "logprobs": null, "finish_reason": "length"})).collect::<Vec<_>>(), "usage": usage}))
     .into_response()
 }

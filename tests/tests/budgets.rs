@@ -362,3 +362,124 @@ async fn a_real_tokenizer_tightens_the_worst_case() {
     let (s, _, body) = gw.http().post("/v1/chat/completions", secret, call("demo")).await;
     assert_eq!(s, 400, "the mock has no tokenizer: the byte bound stands: {body}");
 }
+
+/// Fires `n` calls at `path` at once, each asking for `choices` choices; returns (successes,
+/// budget refusals).
+async fn burst_of_choices(gw: &Gateway, path: &str, key: &str, n: usize, choices: u32) -> (usize, usize) {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let client = gw.http().client.clone();
+        let url = format!("{}{path}", gw.url);
+        let key = key.to_owned();
+        let body = if path == "/v1/completions" {
+            json!({"model": "demo", "max_tokens": 10, "prompt": "hello", "n": choices, "mock_latency_ms": 300})
+        } else {
+            call_body(json!({"n": choices, "mock_latency_ms": 300}))
+        };
+        tasks.push(tokio::spawn(async move {
+            let resp = client.post(url).bearer_auth(key).json(&body).send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status {
+            200 => {
+                assert_eq!(body["choices"].as_array().unwrap().len(), choices as usize, "{body}");
+                ok += 1;
+            }
+            400 => {
+                assert_eq!(openai_error(&body)["type"], "budget_exceeded", "{body}");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    (ok, refused)
+}
+
+/// `n` choices are billed `n` times: the strict worst case reserves every one, so 400
+/// concurrent calls never spend more than the budget, whatever `n` they ask for.
+async fn choices_never_overspend(backend: Backend) {
+    let gw = Gateway::start(Options { backend, config: config("strict"), env: vec![] }).await;
+    let budget = 20 * CALL_COST;
+    for (path, choices) in [
+        ("/v1/chat/completions", 1),
+        ("/v1/chat/completions", 3),
+        ("/v1/chat/completions", 10),
+        ("/v1/completions", 10),
+    ] {
+        let key = admin(&gw, "/key/generate", json!({"max_budget": budget as f64 / 1e9})).await;
+        let (secret, key_id) = (key["key"].as_str().unwrap(), key["token"].as_str().unwrap());
+        let (ok, refused) = burst_of_choices(&gw, path, secret, 400, choices).await;
+        assert_eq!(ok + refused, 400);
+        let logs = gw.spend_logs_until(&format!("api_key={key_id}&page_size=1000"), ok).await;
+        assert_eq!(logs.len(), ok);
+        let spent: i64 = logs.iter().map(|r| r["spend_nanos"].as_i64().unwrap()).sum();
+        // The mock bills every choice: the completion tokens are the choices' sum.
+        assert!(logs.iter().all(|r| r["completion_tokens"].as_u64().unwrap() % u64::from(choices) == 0));
+        let ratio = spent as f64 / budget as f64;
+        eprintln!(
+            "{backend:?} {path} n={choices}: {ok} of 400 admitted, spent {spent} of {budget} nano-USD ({ratio:.3})"
+        );
+        assert!(ok >= 1, "something was admitted");
+        assert!(spent <= budget, "strict mode overspent with n={choices}: {spent} of {budget} nano-USD");
+    }
+}
+
+#[tokio::test]
+async fn choices_never_overspend_a_strict_budget_on_sqlite() {
+    choices_never_overspend(Backend::Sqlite).await;
+}
+
+/// An absurd `n` is refused naming the field, on every surface that takes one.
+#[tokio::test]
+async fn an_absurd_n_is_refused_naming_it() {
+    let gw = Gateway::start(Options { backend: Backend::Sqlite, config: config("strict"), env: vec![] }).await;
+    let http = gw.http();
+    for (path, body) in [
+        ("/v1/chat/completions", call_body(json!({"n": 1_000_000}))),
+        ("/v1/completions", json!({"model": "demo", "prompt": "hi", "n": 1_000_000})),
+        ("/v1/chat/completions", call_body(json!({"n": 0}))),
+        ("/usage/check", json!({"model": "demo", "input_tokens": 1, "output_tokens": 1, "n": 129})),
+    ] {
+        let (s, _, v) = http.post(path, MASTER_KEY, body).await;
+        assert_eq!(s, 400, "{path}: {v}");
+        assert_eq!(openai_error(&v)["param"], "n", "{path}: {v}");
+    }
+    // The usage check counts the output once per choice.
+    let one = http.post("/usage/check", MASTER_KEY, json!({"model": "demo", "output_tokens": 10})).await.2;
+    let ten = http.post("/usage/check", MASTER_KEY, json!({"model": "demo", "output_tokens": 10, "n": 10})).await.2;
+    assert_eq!(one["estimated_cost_nanos"], 6_000);
+    assert_eq!(ten["estimated_cost_nanos"], 60_000);
+}
+
+/// A soft budget warns on every scope, with or without a maximum beside it.
+#[tokio::test]
+async fn a_soft_budget_alone_warns() {
+    let gw = Gateway::start(Options { backend: Backend::Sqlite, config: config("strict"), env: vec![] }).await;
+    let http = gw.http();
+    admin(&gw, "/team/new", json!({"team_id": "soft-team", "soft_budget": CALL_COST as f64 * 1.5 / 1e9})).await;
+    for (body, scope) in
+        [(json!({"soft_budget": CALL_COST as f64 / 2e9}), "key"), (json!({"team_id": "soft-team"}), "team soft-team")]
+    {
+        let key = admin(&gw, "/key/generate", body).await;
+        let secret = key["key"].as_str().unwrap();
+        let mut warned = Vec::new();
+        for _ in 0..3 {
+            let (s, headers, v) = http.post("/v1/chat/completions", secret, call_body(json!({}))).await;
+            assert_eq!(s, 200, "{v}");
+            assert!(headers.get("x-ferryman-max-budget").is_none(), "no maximum is set");
+            warned.push(headers.get("x-ferryman-soft-budget-exceeded").map(|v| v.to_str().unwrap().to_owned()));
+        }
+        let label = |s: &str| if s == "key" { format!("key {}", key["token"].as_str().unwrap()) } else { s.to_owned() };
+        let expect = if scope == "key" {
+            vec![None, Some(label(scope)), Some(label(scope))]
+        } else {
+            vec![None, None, Some(label(scope))]
+        };
+        assert_eq!(warned, expect, "{scope}");
+    }
+}

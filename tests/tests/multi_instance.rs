@@ -257,6 +257,33 @@ async fn strict_budgets_hold_across_three_instances() {
     eprintln!("strict across three: {ok1} + {ok2} of 600 admitted, spent {spent} of {budget} nano-USD");
 }
 
+/// `n` choices across three instances on PostgreSQL + Redis: 400 concurrent calls per value
+/// of `n` never spend more than a budget that covers 20 single calls.
+#[tokio::test]
+async fn choices_never_overspend_across_three_instances() {
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let (a, b, c) = three_on(&prefix, "").await;
+    // One single call's cost, as the mock bills it.
+    let probe = a.create_key(json!({})).await;
+    assert_eq!(a.http().post("/v1/chat/completions", probe["key"].as_str().unwrap(), call(json!({}))).await.0, 200);
+    let single = stored_spend(&a, probe["token"].as_str().unwrap(), 1).await;
+    let budget = 20 * single;
+    for choices in [1, 4, 10] {
+        let key = a.create_key(json!({"max_budget": budget as f64 / 1e9})).await;
+        let (secret, key_id) = (key["key"].as_str().unwrap(), key["token"].as_str().unwrap());
+        let statuses = spread(&[&a, &b, &c], secret, 400, json!({"n": choices, "mock_latency_ms": 300})).await;
+        assert!(statuses.iter().all(|s| *s == 200 || *s == 400), "{statuses:?}");
+        let ok = statuses.iter().filter(|s| **s == 200).count();
+        assert!(ok >= 1, "something was admitted");
+        let spent = stored_spend(&b, key_id, ok).await;
+        let ratio = spent as f64 / budget as f64;
+        eprintln!(
+            "three instances, n={choices}: {ok} of 400 admitted, spent {spent} of {budget} nano-USD ({ratio:.3})"
+        );
+        assert!(spent <= budget, "overspent with n={choices}: {spent} of {budget}");
+    }
+}
+
 /// A strict reservation held by an instance that dies lapses with its lease, like a slot.
 #[tokio::test]
 async fn a_dead_instances_budget_reservation_lapses() {

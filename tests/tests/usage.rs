@@ -115,6 +115,7 @@ async fn check_and_record(backend: Backend) {
                 input_tokens: 10,
                 output_tokens: 10,
                 tags: vec![],
+                n: None,
             },
         ))
         .await
@@ -172,7 +173,14 @@ async fn check_and_record(backend: Backend) {
     let c = usage
         .check(authed(
             &secret,
-            pb::CheckRequest { model: "demo".into(), customer: None, input_tokens: 1, output_tokens: 0, tags: vec![] },
+            pb::CheckRequest {
+                model: "demo".into(),
+                customer: None,
+                input_tokens: 1,
+                output_tokens: 0,
+                tags: vec![],
+                n: None,
+            },
         ))
         .await
         .unwrap()

@@ -29,6 +29,14 @@ pub struct BudgetScope {
     pub enforce: bool,
 }
 
+impl BudgetScope {
+    /// Whether the scope's spend is counted before calls: it has a maximum to enforce or a
+    /// soft budget to warn at.
+    pub fn counted(&self) -> bool {
+        self.max.is_some() || self.soft.is_some()
+    }
+}
+
 /// The start of the period containing `now`, and the next period's start.
 pub fn period_bounds(
     anchor: DateTime<Utc>,

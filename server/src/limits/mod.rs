@@ -52,14 +52,22 @@ pub struct Reservation {
     held: Vec<(Charge, Nanos)>,
 }
 
-/// The tightest budget after admission, for response headers.
-#[derive(Debug, Clone)]
+/// Where a call's budgets stand after admission, for response headers.
+#[derive(Debug, Clone, Default)]
 pub struct Remaining {
+    /// The budget with the least left, among those with a maximum.
+    pub tightest: Option<BudgetLeft>,
+    /// The first scope whose soft budget is already spent (it warns, never refuses), whether
+    /// or not that scope also has a maximum.
+    pub soft_exceeded: Option<String>,
+}
+
+/// What is left of one budget.
+#[derive(Debug, Clone)]
+pub struct BudgetLeft {
     pub label: String,
     pub remaining: Nanos,
     pub max: Nanos,
-    /// The first scope whose soft budget is already spent (it warns, never refuses).
-    pub soft_exceeded: Option<String>,
 }
 
 #[derive(Default)]
@@ -94,38 +102,38 @@ pub fn refuse(scope: &BudgetScope, spent: Nanos, max: Nanos, extra: Option<(Nano
 }
 
 /// Judges a call whose worst case is `estimate` against every enforced budget among `scopes`,
-/// given each scope's (spent, held by calls in flight): the tightest budget left, or the
-/// refusal naming the first scope without room.
+/// given each scope's (spent, held by calls in flight): where the budgets stand (the tightest
+/// maximum, the first soft budget spent), or the refusal naming the first scope without room.
 pub fn judge(
     scopes: &[BudgetScope],
     states: &[(Nanos, Nanos)],
     estimate: Nanos,
     mode: Enforcement,
 ) -> Result<Option<Remaining>, GatewayError> {
-    let mut tightest: Option<Remaining> = None;
+    let mut out = Remaining::default();
     for (s, &(spent, reserved)) in scopes.iter().zip(states).filter(|(s, _)| s.enforce) {
-        let Some(max) = s.max else { continue };
-        let fits = match mode {
-            Enforcement::Strict => spent.saturating_add(reserved).saturating_add(estimate) <= max,
-            Enforcement::Optimistic => spent < max,
-        };
-        if !fits {
-            return Err(refuse(s, spent, max, (mode == Enforcement::Strict).then_some((reserved, estimate))));
+        if let Some(max) = s.max {
+            let fits = match mode {
+                Enforcement::Strict => spent.saturating_add(reserved).saturating_add(estimate) <= max,
+                Enforcement::Optimistic => spent < max,
+            };
+            if !fits {
+                return Err(refuse(s, spent, max, (mode == Enforcement::Strict).then_some((reserved, estimate))));
+            }
+            let left = Nanos(max.0.saturating_sub(spent.0).saturating_sub(reserved.0));
+            if out.tightest.as_ref().is_none_or(|t| left < t.remaining) {
+                out.tightest = Some(BudgetLeft { label: s.label.clone(), remaining: left, max });
+            }
         }
-        let left = Nanos(max.0 - spent.0 - reserved.0);
-        if tightest.as_ref().is_none_or(|t| left < t.remaining) {
-            let soft = tightest.as_ref().and_then(|t| t.soft_exceeded.clone());
-            tightest = Some(Remaining { label: s.label.clone(), remaining: left, max, soft_exceeded: soft });
-        }
-        if let (Some(soft), Some(t)) = (s.soft, tightest.as_mut())
+        if let Some(soft) = s.soft
             && spent >= soft
-            && t.soft_exceeded.is_none()
+            && out.soft_exceeded.is_none()
         {
             tracing::warn!(scope = %s.label, spent = %format_usd(spent), soft_budget = %format_usd(soft), "soft budget exceeded");
-            t.soft_exceeded = Some(s.label.clone());
+            out.soft_exceeded = Some(s.label.clone());
         }
     }
-    Ok(tightest)
+    Ok((out.tightest.is_some() || out.soft_exceeded.is_some()).then_some(out))
 }
 
 impl SpendCounters {
@@ -134,7 +142,7 @@ impl SpendCounters {
         let Ok(map) = self.map.lock() else { return Vec::new() };
         scopes
             .iter()
-            .filter(|s| s.enforce && s.max.is_some() && !map.contains_key(&s.charge))
+            .filter(|s| s.enforce && s.counted() && !map.contains_key(&s.charge))
             .map(|s| s.charge.clone())
             .collect()
     }
@@ -308,7 +316,7 @@ mod tests {
         let c = vec![s[0].charge.clone()];
         counters.load(&c, &[Nanos(90)]);
         let (r, left) = counters.admit(&s, Nanos(1000), Enforcement::Optimistic, 1).unwrap();
-        assert_eq!(left.unwrap().remaining, Nanos(10));
+        assert_eq!(left.unwrap().tightest.unwrap().remaining, Nanos(10));
         let counted = counters.settle(r, &c, Nanos(50));
         assert!(counters.admit(&s, Nanos(1), Enforcement::Optimistic, 1).is_err(), "spent 140 of 100");
         counters.stored(&c, &counted, Nanos(50));

@@ -409,10 +409,10 @@ impl Rates {
         };
         let (own, common): (Vec<RateScope>, Vec<RateScope>) =
             scopes.iter().cloned().partition(|s| s.id == INSTANCE_SCOPE);
-        let judged: Vec<&BudgetScope> = budgets.scopes.iter().filter(|s| s.enforce && s.max.is_some()).collect();
+        let judged: Vec<&BudgetScope> = budgets.scopes.iter().filter(|s| s.enforce && s.counted()).collect();
         let ask = BudgetAsk {
-            judged: judged.iter().map(|s| (counter(&s.charge), s.max.map_or(0, |m| m.0))).collect(),
-            charged: budgets.scopes.iter().filter(|s| s.max.is_some()).map(|s| counter(&s.charge)).collect(),
+            judged: judged.iter().map(|s| (counter(&s.charge), s.max.map_or(-1, |m| m.0))).collect(),
+            charged: budgets.scopes.iter().filter(|s| s.counted()).map(|s| counter(&s.charge)).collect(),
             estimate: budgets.estimate.0,
             strict: budgets.mode == Enforcement::Strict,
         };
@@ -502,8 +502,7 @@ impl Rates {
         let Some(shared) = self.shared.as_ref().filter(|s| !s.redis.is_down()) else { return Ok(None) };
         let names: Vec<String> = scopes.iter().map(|s| counter(&s.charge)).collect();
         let Ok(mut found) = shared.redis.budgets(&names).await else { return Ok(None) };
-        let lacking: Vec<usize> =
-            (0..scopes.len()).filter(|i| found[*i].is_none() && scopes[*i].max.is_some()).collect();
+        let lacking: Vec<usize> = (0..scopes.len()).filter(|i| found[*i].is_none() && scopes[*i].counted()).collect();
         if !lacking.is_empty() {
             let charges: Vec<Charge> = lacking.iter().map(|i| scopes[*i].charge.clone()).collect();
             let spent = shared.store.period_spend(&charges).await?;
@@ -523,7 +522,7 @@ impl Rates {
     /// of `scopes`.
     pub fn add_spend(&self, scopes: &[BudgetScope], cost: Nanos, seq: u64) {
         let Some(shared) = &self.shared else { return };
-        let charged: Vec<String> = scopes.iter().filter(|s| s.max.is_some()).map(|s| counter(&s.charge)).collect();
+        let charged: Vec<String> = scopes.iter().filter(|s| s.counted()).map(|s| counter(&s.charge)).collect();
         if !charged.is_empty() && cost.0 != 0 {
             shared.redis.release(Hold::charges(charged), Some(0), cost.0, seq);
         }

@@ -69,7 +69,7 @@ for i = 0, n - 1 do
   end
 end
 -- Budgets: ARGV from b on: count, mode (s strict, o optimistic), estimate, counter ttl ms,
--- then pairs (charge, max). A counter Redis lacks must be loaded before anything is judged.
+-- then pairs (charge, max; -1 for a scope with only a soft budget). A counter Redis lacks must be loaded before anything is judged.
 local b = 6 + n * 4
 local m, mode, estimate, ttl = tonumber(ARGV[b]), ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
 local missing, read = {2}, {}
@@ -99,9 +99,12 @@ for j = 0, m - 1 do
     end
   end
   held = math.max(held, 0)
-  local fits
-  if mode == 's' then fits = spent + held + estimate <= max else fits = spent < max end
-  if not fits then return {3, j, spent, held} end
+  -- A maximum below zero: a soft budget only, counted but never refusing.
+  if max >= 0 then
+    local fits
+    if mode == 's' then fits = spent + held + estimate <= max else fits = spent < max end
+    if not fits then return {3, j, spent, held} end
+  end
   table.insert(budgets, spent)
   table.insert(budgets, held)
 end
@@ -121,7 +124,7 @@ for i = 0, n - 1 do
 end
 for j = 0, m - 1 do
   local id = ARGV[b + 4 + j * 2]
-  if mode == 's' then
+  if mode == 's' and tonumber(ARGV[b + 5 + j * 2]) >= 0 then
     local resv = prefix .. ':bres:' .. id
     redis.call('ZADD', resv, now + lease_ms, lease .. '|' .. ARGV[b + 2])
     redis.call('PEXPIRE', resv, lease_ms * 2)
@@ -251,7 +254,8 @@ const COUNTER_TTL: Duration = Duration::from_secs(3600);
 /// The budgets one admission is judged against.
 #[derive(Debug, Default)]
 pub struct BudgetAsk {
-    /// Counters judged, with their maximum (nano-USD).
+    /// Counters judged, with their maximum (nano-USD; -1 where only a soft budget is set:
+    /// read, never refusing, nothing reserved).
     pub judged: Vec<(String, i64)>,
     /// Every counter the call's cost lands on (the judged ones and those that only record).
     pub charged: Vec<String>,
@@ -514,7 +518,8 @@ impl SharedRates {
         // Only a fully read admission is renewed (an unreadable one lapses with its lease).
         let held: Vec<(String, bool)> = scopes.iter().map(|s| (s.id.clone(), s.parallel.is_some())).collect();
         let member = format!("{lease}|{}", budgets.estimate);
-        let judged: std::collections::HashSet<&str> = budgets.judged.iter().map(|(c, _)| c.as_str()).collect();
+        let judged: std::collections::HashSet<&str> =
+            budgets.judged.iter().filter(|(_, max)| *max >= 0).map(|(c, _)| c.as_str()).collect();
         let held_budgets: Vec<(String, Option<String>)> = budgets
             .charged
             .iter()

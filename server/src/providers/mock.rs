@@ -92,7 +92,8 @@ fn plan(deployment: &DeploymentConfig, request: &ChatRequest) -> Result<Plan, Ga
         }
         _ => (text, "stop"),
     };
-    let completion = tokens::estimate_text(&text);
+    // Every choice (`n`) is generated, and billed, in full.
+    let completion = tokens::estimate_text(&text).saturating_mul(request.choices());
     Ok(Plan { content: Some(text), tool_call: None, finish_reason, usage: Usage::new(prompt, completion), latency })
 }
 
@@ -104,6 +105,11 @@ fn forced_tool(request: &ChatRequest) -> Option<String> {
         Value::Object(o) => o.get("function").and_then(|f| f.get("name")).and_then(Value::as_str).map(str::to_owned),
         _ => None,
     }
+}
+
+/// The choices a text answer comes in (`n`; a forced tool call is one).
+fn choice_count(request: &ChatRequest) -> u32 {
+    request.n.unwrap_or(1).max(1)
 }
 
 fn call_id(request: &ChatRequest) -> String {
@@ -120,16 +126,18 @@ pub async fn chat(deployment: &DeploymentConfig, request: &ChatRequest) -> Resul
         object: "chat.completion".to_owned(),
         created: chrono::Utc::now().timestamp(),
         model: deployment.upstream_model.clone(),
-        choices: vec![Choice {
-            index: 0,
-            message: ResponseMessage {
-                role: Role::Assistant,
-                content: plan.content,
-                tool_calls: plan.tool_call.map(|c| vec![c]),
-                refusal: None,
-            },
-            finish_reason: Some(plan.finish_reason.to_owned()),
-        }],
+        choices: (0..if plan.content.is_some() { choice_count(request) } else { 1 })
+            .map(|index| Choice {
+                index,
+                message: ResponseMessage {
+                    role: Role::Assistant,
+                    content: plan.content.clone(),
+                    tool_calls: plan.tool_call.clone().map(|c| vec![c]),
+                    refusal: None,
+                },
+                finish_reason: Some(plan.finish_reason.to_owned()),
+            })
+            .collect(),
         usage: Some(plan.usage),
         system_fingerprint: None,
     })
@@ -143,28 +151,40 @@ pub async fn chat_stream(deployment: &DeploymentConfig, request: &ChatRequest) -
     let id = call_id(request);
     let created = chrono::Utc::now().timestamp();
     let model = deployment.upstream_model.clone();
-    let chunk = |delta: Delta, finish: Option<&str>| ChatChunk {
+    let n = if plan.content.is_some() { choice_count(request) } else { 1 };
+    let chunk_of = |index: u32, delta: Delta, finish: Option<&str>| ChatChunk {
         id: id.clone(),
         object: "chat.completion.chunk".to_owned(),
         created,
         model: model.clone(),
-        choices: vec![ChunkChoice { index: 0, delta, finish_reason: finish.map(str::to_owned) }],
+        choices: vec![ChunkChoice { index, delta, finish_reason: finish.map(str::to_owned) }],
         usage: None,
         system_fingerprint: None,
     };
-    let mut chunks =
-        vec![chunk(Delta { role: Some(Role::Assistant), content: Some(String::new()), ..Default::default() }, None)];
+    let chunk = |delta: Delta, finish: Option<&str>| chunk_of(0, delta, finish);
+    let mut chunks: Vec<ChatChunk> = (0..n)
+        .map(|i| {
+            chunk_of(i, Delta { role: Some(Role::Assistant), content: Some(String::new()), ..Default::default() }, None)
+        })
+        .collect();
     if let Some(text) = &plan.content {
-        // One chunk per word, keeping the spaces, so the joined deltas equal the content.
+        // One chunk per word and choice, keeping the spaces, so each choice's joined deltas
+        // equal the content.
+        let mut words = Vec::new();
         let mut start = 0;
         for (i, c) in text.char_indices() {
             if c == ' ' && i > start {
-                chunks.push(chunk(Delta { content: Some(text[start..i].to_owned()), ..Default::default() }, None));
+                words.push(&text[start..i]);
                 start = i;
             }
         }
         if start < text.len() {
-            chunks.push(chunk(Delta { content: Some(text[start..].to_owned()), ..Default::default() }, None));
+            words.push(&text[start..]);
+        }
+        for word in words {
+            for i in 0..n {
+                chunks.push(chunk_of(i, Delta { content: Some(word.to_owned()), ..Default::default() }, None));
+            }
         }
     }
     if let Some(call) = &plan.tool_call {
@@ -184,7 +204,9 @@ pub async fn chat_stream(deployment: &DeploymentConfig, request: &ChatRequest) -
             None,
         ));
     }
-    chunks.push(chunk(Delta::default(), Some(plan.finish_reason)));
+    for i in 0..n {
+        chunks.push(chunk_of(i, Delta::default(), Some(plan.finish_reason)));
+    }
     let mut last = chunk(Delta::default(), None);
     last.choices.clear();
     last.usage = Some(plan.usage);

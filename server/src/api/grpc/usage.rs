@@ -15,12 +15,9 @@ use crate::usage::RecordInput;
 impl UsageService for Services {
     async fn check(&self, req: Request<pb::CheckRequest>) -> Result<Response<pb::CheckResponse>, Status> {
         let caller = self.caller(&req).await?;
-        let pb::CheckRequest { model, customer, input_tokens, output_tokens, tags } = req.into_inner();
-        let r = self
-            .gateway
-            .check(&caller, &model, customer.as_deref(), &tags, input_tokens, output_tokens)
-            .await
-            .map_err(to_status)?;
+        let pb::CheckRequest { model, customer, input_tokens, output_tokens, tags, n } = req.into_inner();
+        let ask = crate::usage::CheckInput { model, customer, tags, input_tokens, output_tokens, n };
+        let r = self.gateway.check(&caller, &ask).await.map_err(to_status)?;
         Ok(Response::new(pb::CheckResponse {
             allowed: r.refusal.is_none(),
             reason: r.refusal.as_ref().map(|e| e.reason_str().to_owned()).unwrap_or_default(),

@@ -74,18 +74,18 @@ fn rate_headers(headers: &mut HeaderMap, rate: Option<&crate::limits::rates::Rat
     }
 }
 
-/// The tightest budget at admission: what is left of it and whose it is.
+/// The tightest budget at admission (what is left of it and whose it is), and the first soft
+/// budget already spent.
 fn remaining_headers(headers: &mut HeaderMap, remaining: Option<&crate::limits::Remaining>) {
-    if let Some(r) = remaining {
-        headers.insert(HeaderName::from_static("x-ferryman-remaining-budget"), header_value(&format_usd(r.remaining)));
-        headers.insert(HeaderName::from_static("x-ferryman-max-budget"), header_value(&format_usd(r.max)));
-        headers.insert(HeaderName::from_static("x-ferryman-budget-scope"), header_value(&r.label.replace('"', "")));
-        if let Some(soft) = &r.soft_exceeded {
-            headers.insert(
-                HeaderName::from_static("x-ferryman-soft-budget-exceeded"),
-                header_value(&soft.replace('"', "")),
-            );
-        }
+    let Some(r) = remaining else { return };
+    if let Some(t) = &r.tightest {
+        headers.insert(HeaderName::from_static("x-ferryman-remaining-budget"), header_value(&format_usd(t.remaining)));
+        headers.insert(HeaderName::from_static("x-ferryman-max-budget"), header_value(&format_usd(t.max)));
+        headers.insert(HeaderName::from_static("x-ferryman-budget-scope"), header_value(&t.label.replace('"', "")));
+    }
+    if let Some(soft) = &r.soft_exceeded {
+        headers
+            .insert(HeaderName::from_static("x-ferryman-soft-budget-exceeded"), header_value(&soft.replace('"', "")));
     }
 }
 

@@ -12,7 +12,7 @@ use super::extract::{Auth, JsonObject};
 use crate::admin::fields::{field_names, reject_unknown, typed};
 use crate::limits::rates::RateScope;
 use crate::pricing::{TokenCounts, format_usd};
-use crate::usage::{BudgetStatus, RecordInput};
+use crate::usage::{BudgetStatus, CheckInput, RecordInput};
 
 #[derive(Deserialize)]
 struct CheckBody {
@@ -24,6 +24,7 @@ struct CheckBody {
     input_tokens: u64,
     #[serde(default)]
     output_tokens: u64,
+    n: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -77,8 +78,9 @@ pub async fn check(
 ) -> Result<Json<Value>, ApiError> {
     reject_unknown(&body, &[field_names::<CheckBody>()])?;
     let b: CheckBody = typed(&body)?;
-    let r =
-        app.gateway.check(&caller, &b.model, b.customer.as_deref(), &b.tags, b.input_tokens, b.output_tokens).await?;
+    let CheckBody { model, customer, tags, input_tokens, output_tokens, n } = b;
+    let ask = CheckInput { model, customer, tags, input_tokens, output_tokens, n };
+    let r = app.gateway.check(&caller, &ask).await?;
     Ok(Json(json!({
         "allowed": r.refusal.is_none(),
         "reason": r.refusal.as_ref().map(|e| e.reason_str()),
