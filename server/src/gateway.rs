@@ -201,7 +201,8 @@ impl Gateway {
         {
             return Err(e.clone());
         }
-        governance::admit(caller, model, models.access_groups())?;
+        // Access is decided on what the call reaches (an access group grants deployments).
+        governance::admit(caller, &models.target(model), models.access_groups())?;
         // Every deployment cooling down: start on the first fallback the caller may use.
         let mut fallbacks = 0;
         let deployment = match picked {
@@ -226,7 +227,7 @@ impl Gateway {
             None => None,
         };
         if let Some(c) = &customer {
-            governance::admit_customer(&c.customer, model, models.access_groups())?;
+            governance::admit_customer(&c.customer, &models.target(model), models.access_groups())?;
         }
         let identity = caller.identity();
         let tag_names = governance::tags::merge([
@@ -432,12 +433,13 @@ impl Gateway {
     async fn may_use(&self, caller: &Caller, customer: Option<&str>, model: &str) -> bool {
         let models = self.models();
         let groups = models.access_groups();
-        if governance::admit(caller, model, groups).is_err() {
+        let target = models.target(model);
+        if governance::admit(caller, &target, groups).is_err() {
             return false;
         }
         match customer {
             Some(id) => match self.customers.get(id).await {
-                Ok(c) => governance::admit_customer(&c.customer, model, groups).is_ok(),
+                Ok(c) => governance::admit_customer(&c.customer, &target, groups).is_ok(),
                 Err(_) => false,
             },
             None => true,

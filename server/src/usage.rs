@@ -191,7 +191,8 @@ impl Gateway {
         let now = Utc::now();
         let scopes = self.scopes_for(caller, model, customer, tags, now).await?;
         let tokens = input.saturating_add(output);
-        let mut refusal = governance::admit(caller, model, self.models().access_groups()).err();
+        let models = self.models();
+        let mut refusal = governance::admit(caller, &models.target(model), models.access_groups()).err();
         if refusal.is_none() {
             refusal = self.rates.check(&scopes.rate, tokens, now).await.err();
         }

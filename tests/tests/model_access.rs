@@ -146,3 +146,81 @@ async fn model_access_matrix() {
         .await;
     assert_eq!(s, 404);
 }
+
+/// An access group grants the deployments it holds: a name its wildcard matches but that the
+/// router sends to a more specific deployment in another group is not granted, at any level
+/// (key, team, user, organization, customer) and on fallbacks.
+#[tokio::test]
+async fn a_group_wildcard_does_not_reach_a_more_specific_deployment() {
+    const GROUPS: &str = r#"
+model_list:
+  - model_name: openai/*
+    litellm_params: {model: mock/*, input_cost_per_token: 0.000001, output_cost_per_token: 0.000001}
+    model_info: {access_groups: [default-models]}
+  - model_name: openai/o1-*
+    litellm_params: {model: mock/o1-*, input_cost_per_token: 0.00001, output_cost_per_token: 0.00001}
+    model_info: {access_groups: [restricted-models]}
+  - model_name: cheap
+    litellm_params: {model: mock/cheap, mock_response: "x", input_cost_per_token: 0.000001, output_cost_per_token: 0.000001}
+    model_info: {access_groups: [default-models]}
+router_settings:
+  fallbacks: [{cheap: ["openai/o1-2024-12-17"]}]
+general_settings:
+  master_key: sk-test-master-key-0123456789
+  database_url: "{database_url}"
+"#;
+    let gw = Gateway::start(Options { backend: Backend::Sqlite, config: GROUPS.into(), env: vec![] }).await;
+    admin(
+        &gw,
+        "/organization/new",
+        json!({"organization_id": "O", "organization_alias": "o", "models": ["default-models"]}),
+    )
+    .await;
+    admin(&gw, "/team/new", json!({"team_id": "T", "models": ["default-models"]})).await;
+    admin(&gw, "/team/new", json!({"team_id": "OT", "organization_id": "O"})).await;
+    admin(&gw, "/user/new", json!({"user_id": "u", "models": ["default-models"], "auto_create_key": false})).await;
+    let levels = [
+        ("key", key(&gw, json!({"models": ["default-models"]})).await, "key_model_access_denied"),
+        ("team", key(&gw, json!({"team_id": "T"})).await, "team_model_access_denied"),
+        ("user", key(&gw, json!({"user_id": "u"})).await, "user_model_access_denied"),
+        ("organization", key(&gw, json!({"team_id": "OT"})).await, "org_model_access_denied"),
+    ];
+    for (level, k, denied) in &levels {
+        assert_eq!(outcome(&gw, k, "openai/gpt-4o").await, "ok", "{level}");
+        assert_eq!(outcome(&gw, k, "openai/o1-2024-12-17").await, *denied, "{level}");
+    }
+    // A customer limited to the group.
+    admin(&gw, "/customer/new", json!({"user_id": "c", "models": ["default-models"]})).await;
+    let (s, _, v) = gw
+        .http()
+        .post(
+            "/v1/chat/completions",
+            MASTER_KEY,
+            json!({"model": "openai/o1-2024-12-17", "user": "c", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(v["error"]["type"], "customer_model_access_denied");
+    // The restricted group grants it.
+    let restricted = key(&gw, json!({"models": ["restricted-models"]})).await;
+    assert_eq!(outcome(&gw, &restricted, "openai/o1-2024-12-17").await, "ok");
+    // A fallback into the restricted deployment is skipped: the call fails as cheap failed.
+    let (s, headers, v) = gw
+        .http()
+        .post(
+            "/v1/chat/completions",
+            &levels[0].1,
+            json!({"model": "cheap", "mock_error": 500, "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    assert_ne!(s, 200, "{v}");
+    assert!(headers.get("x-ferryman-model-id").is_none(), "no fallback answered: {v}");
+    assert!(!gw.logs().contains("falling back"), "the fallback the key may not use was not tried:\n{}", gw.logs());
+    // The usage check decides the same way.
+    let (_, _, v) = gw
+        .http()
+        .post("/usage/check", &levels[0].1, json!({"model": "openai/o1-2024-12-17", "output_tokens": 1}))
+        .await;
+    assert_eq!(v["allowed"], false, "{v}");
+    assert_eq!(v["reason"], "key_model_access_denied", "{v}");
+}

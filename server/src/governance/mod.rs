@@ -13,7 +13,7 @@ pub mod tags;
 
 pub use identity::{Caller, IdentityCache};
 
-use access::{AccessGroups, NO_DEFAULT_MODELS, list_allows};
+use access::{AccessGroups, NO_DEFAULT_MODELS, Target, list_allows};
 
 use crate::error::GatewayError;
 
@@ -43,14 +43,15 @@ fn denied(level: &'static str, who: &str, model: &str) -> GatewayError {
 /// Checks every allow-list that applies to the caller, from the key outwards: key, team,
 /// user (personal keys only: a team key is governed by its team), organization. The first
 /// level that refuses names itself in the error.
-pub fn admit(caller: &Caller, model: &str, groups: &AccessGroups) -> Result<(), GatewayError> {
+pub fn admit(caller: &Caller, target: &Target<'_>, groups: &AccessGroups) -> Result<(), GatewayError> {
     let Some(identity) = caller.identity() else { return Ok(()) };
+    let model = target.name;
     let key = &identity.key;
-    if list_allows(&key.models, model, groups) == Some(false) {
+    if list_allows(&key.models, target, groups) == Some(false) {
         return Err(denied("key", &key.key_id, model));
     }
     if let Some(team) = &identity.team
-        && list_allows(&team.models, model, groups) == Some(false)
+        && list_allows(&team.models, target, groups) == Some(false)
     {
         return Err(denied("team", &team.team_id, model));
     }
@@ -58,12 +59,12 @@ pub fn admit(caller: &Caller, model: &str, groups: &AccessGroups) -> Result<(), 
         && let Some(user) = &identity.user
     {
         let no_default = user.models.iter().any(|m| m == NO_DEFAULT_MODELS);
-        if no_default || list_allows(&user.models, model, groups) == Some(false) {
+        if no_default || list_allows(&user.models, target, groups) == Some(false) {
             return Err(denied("user", &user.user_id, model));
         }
     }
     if let Some(org) = &identity.org
-        && list_allows(&org.models, model, groups) == Some(false)
+        && list_allows(&org.models, target, groups) == Some(false)
     {
         return Err(denied("organization", &org.organization_id, model));
     }
@@ -73,11 +74,11 @@ pub fn admit(caller: &Caller, model: &str, groups: &AccessGroups) -> Result<(), 
 /// The customer's own allow-list, when the request names a customer.
 pub fn admit_customer(
     customer: &crate::tenancy::Customer,
-    model: &str,
+    target: &Target<'_>,
     groups: &AccessGroups,
 ) -> Result<(), GatewayError> {
-    if list_allows(&customer.models, model, groups) == Some(false) {
-        return Err(denied("customer", &customer.user_id, model));
+    if list_allows(&customer.models, target, groups) == Some(false) {
+        return Err(denied("customer", &customer.user_id, target.name));
     }
     Ok(())
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crate::config::DeploymentConfig;
 use crate::config::routing::{FailureKind, RouterSettings, Strategy};
 use crate::error::{ErrorCode, GatewayError};
-use crate::governance::access::AccessGroups;
+use crate::governance::access::{AccessGroups, Target};
 use crate::pricing::{Price, PriceTable};
 
 /// Wildcard deployments remembered per requested name, at most.
@@ -250,6 +250,21 @@ impl ModelRegistry {
         )
         .with_reason("model_not_found")
         .with_param("model")
+    }
+
+    /// The `model_list` name a call to `model` is routed to: the name itself (after
+    /// `model_group_alias`), or the most specific wildcard that serves it.
+    pub fn group_of<'a>(&'a self, model: &'a str) -> Option<&'a str> {
+        let model = self.alias(model);
+        if let Some((name, _)) = self.groups.get_key_value(model) {
+            return Some(name.as_str());
+        }
+        self.wildcards.iter().find(|w| model.starts_with(w.trim_end_matches('*'))).map(String::as_str)
+    }
+
+    /// What a call to `model` reaches, for access checks.
+    pub fn target<'a>(&'a self, model: &'a str) -> Target<'a> {
+        Target { name: model, group: self.group_of(model) }
     }
 
     /// The deployments behind `model`: its group's, or a wildcard's made for this name.

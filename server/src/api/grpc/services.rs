@@ -188,7 +188,9 @@ impl Services {
         models
             .names()
             .iter()
-            .filter(|name| crate::governance::admit(caller, name, groups).is_ok())
+            .filter(|name| {
+                crate::governance::admit(caller, &crate::governance::access::Target::listed(name), groups).is_ok()
+            })
             .map(|name| pb::Model { id: name.clone(), owned_by: "ferryman".to_owned() })
             .collect()
     }

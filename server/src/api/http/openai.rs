@@ -17,6 +17,7 @@ use super::extract::{Auth, JsonObject};
 use crate::chat::ChatRequest;
 use crate::error::{ErrorCode, GatewayError};
 use crate::gateway::{CallInfo, StreamEvent};
+use crate::governance::access::Target;
 use crate::pricing::format_usd;
 
 /// When the request reached the gateway, stamped by the outermost layer.
@@ -172,7 +173,7 @@ pub async fn list_models(State(app): State<AppState>, Auth(caller): Auth) -> Jso
     let data: Vec<_> = models
         .names()
         .iter()
-        .filter(|name| crate::governance::admit(&caller, name, groups).is_ok())
+        .filter(|name| crate::governance::admit(&caller, &Target::listed(name), groups).is_ok())
         .map(|name| json!({"id": name, "object": "model", "created": 0, "owned_by": "ferryman"}))
         .collect();
     Json(json!({"object": "list", "data": data}))
@@ -188,7 +189,7 @@ pub async fn get_model(
     let models = app.gateway.models();
     let groups = models.access_groups();
     let known = models.names().contains(&id);
-    if known && crate::governance::admit(&caller, &id, groups).is_ok() {
+    if known && crate::governance::admit(&caller, &Target::listed(&id), groups).is_ok() {
         return Ok(Json(json!({"id": id, "object": "model", "created": 0, "owned_by": "ferryman"})));
     }
     Err(ApiError(
