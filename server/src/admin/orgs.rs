@@ -233,7 +233,7 @@ pub async fn member_add(
         if role == OrgRole::OrgAdmin && !ctx.who.is_admin() {
             return Err(deny(&ctx.who, "only a proxy admin may make someone an org admin"));
         }
-        let (user, created) = resolve_member(ctx, &field, &spec).await?;
+        let (user, created) = resolve_member(ctx, &field, &spec, Some(org_id)).await?;
         if let Some((c, a)) = created {
             changes.push(c);
             audit.push(a);

@@ -118,6 +118,7 @@ pub fn check_read(ctx: &Ctx<'_>, team: &Team) -> Result<(), GatewayError> {
 async fn member_change(
     ctx: &Ctx<'_>,
     team_id: &str,
+    org: Option<&str>,
     field: &str,
     spec: &MemberSpec,
 ) -> Result<(Membership, Vec<Change>, Vec<crate::store::AuditDraft>), GatewayError> {
@@ -132,7 +133,7 @@ async fn member_change(
     if let Some(d) = &settings.budget_duration {
         super::fields::check_duration(&format!("{field}.budget_duration"), d)?;
     }
-    let (user, created) = resolve_member(ctx, field, spec).await?;
+    let (user, created) = resolve_member(ctx, field, spec, org).await?;
     let mut changes = Vec::new();
     let mut audit = Vec::new();
     if let Some((c, a)) = created {
@@ -198,7 +199,14 @@ pub async fn create(ctx: &Ctx<'_>, f: TeamFields, limits: LimitsFields) -> Resul
     let mut audit = Vec::new();
     let mut members = Vec::new();
     for (i, spec) in f.members_with_roles.unwrap_or_default().iter().enumerate() {
-        let (m, c, a) = member_change(ctx, &team.team_id, &format!("members_with_roles[{i}]"), spec).await?;
+        let (m, c, a) = member_change(
+            ctx,
+            &team.team_id,
+            team.organization_id.as_deref(),
+            &format!("members_with_roles[{i}]"),
+            spec,
+        )
+        .await?;
         changes.extend(c);
         audit.extend(a);
         members.push(json!({"user_id": m.user_id, "role": m.role}));
@@ -386,7 +394,7 @@ pub async fn member_add(
     let mut out = Vec::new();
     for (i, spec) in members.iter().enumerate() {
         let field = format!("member[{i}]");
-        let (m, c, a) = member_change(ctx, team_id, &field, spec).await?;
+        let (m, c, a) = member_change(ctx, team_id, team.organization_id.as_deref(), &field, spec).await?;
         if existing.iter().any(|e| e.user_id == m.user_id) {
             return Err(GatewayError::new(
                 crate::error::ErrorCode::AlreadyExists,

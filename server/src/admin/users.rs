@@ -48,22 +48,65 @@ impl MemberSpec {
     }
 }
 
-/// The user a member spec names: by id (which must exist), or by email (created, as an
-/// `internal_user`, if no user has it yet — as LiteLLM does).
+/// The organizations `user_id` is a member of.
+async fn orgs_of(ctx: &Ctx<'_>, user_id: &str) -> Result<Vec<String>, GatewayError> {
+    let ms = ctx
+        .gw
+        .store
+        .memberships(&MembershipFilter { scope: Some(Scope::Org), user_id: Some(user_id.to_owned()), scope_id: None })
+        .await?;
+    Ok(ms.into_iter().map(|m| m.scope_id).collect())
+}
+
+/// The user a member spec names, for a scope in organization `org` (None: a team in no
+/// organization): by id (which must exist), or by email (created, as an `internal_user`, if
+/// no user has it yet — as LiteLLM does).
+///
+/// Only proxy admins bind anyone. Others may name by id only users who belong to no
+/// organization but `org`, so no admin can pull another organization's users (or its admins)
+/// under their own control. By email they bind only users already in `org`, whom they can
+/// see: an email another organization registered first is refused, never silently joined, so
+/// an invitation cannot be hijacked by whoever created that email's user. The refusal says
+/// that the email is taken outside the organization, not by whom.
 pub async fn resolve_member(
     ctx: &Ctx<'_>,
     field: &str,
     spec: &MemberSpec,
+    org: Option<&str>,
 ) -> Result<(User, Option<(Change, AuditDraft)>), GatewayError> {
+    let claim = ctx.who.user_id.is_some() && !ctx.who.is_admin();
+    let scope = org.map_or_else(|| "a team in no organization".to_owned(), |o| format!("organization {o:?}"));
     if let Some(id) = &spec.user_id {
-        let user: User = load_ref(ctx.gw, &format!("{field}.user_id"), id).await?;
+        let field = format!("{field}.user_id");
+        let user: User = load_ref(ctx.gw, &field, id).await?;
+        if claim && !ctx.who.is_user(Some(id)) && orgs_of(ctx, id).await?.iter().any(|o| Some(o.as_str()) != org) {
+            return Err(deny(
+                &ctx.who,
+                format!(
+                    "{field}: user {id:?} belongs to another organization; only a proxy admin may add them to {scope}"
+                ),
+            ));
+        }
         return Ok((user, None));
     }
     let Some(email) = &spec.user_email else {
         return Err(GatewayError::invalid(field, format!("{field}: give user_id or user_email")));
     };
-    non_empty(&format!("{field}.user_email"), email)?;
+    let field = format!("{field}.user_email");
+    non_empty(&field, email)?;
     if let Some(user) = by_email(ctx, email).await? {
+        if claim && !ctx.who.is_user(Some(&user.user_id)) {
+            let theirs = match org {
+                Some(o) => orgs_of(ctx, &user.user_id).await?.iter().any(|m| m == o),
+                None => false,
+            };
+            if !theirs {
+                return Err(deny(
+                    &ctx.who,
+                    format!("{field}: this email belongs to a user outside {scope}; ask a proxy admin to add them"),
+                ));
+            }
+        }
         return Ok((user, None));
     }
     let user = User {
@@ -258,12 +301,15 @@ async fn in_admin_org(ctx: &Ctx<'_>, user_id: &str) -> Result<bool, GatewayError
     if orgs.is_empty() {
         return Ok(false);
     }
-    let ms = ctx
-        .gw
-        .store
-        .memberships(&MembershipFilter { scope: Some(Scope::Org), user_id: Some(user_id.to_owned()), scope_id: None })
-        .await?;
-    Ok(ms.iter().any(|m| orgs.contains(&m.scope_id)))
+    Ok(orgs_of(ctx, user_id).await?.iter().any(|o| orgs.contains(o)))
+}
+
+/// Users wholly within the org admin's reach: members of their organizations and of no other
+/// (a user's role is global, so only then may an org admin change it).
+async fn within_admin_orgs(ctx: &Ctx<'_>, user_id: &str) -> Result<bool, GatewayError> {
+    let orgs = ctx.who.admin_orgs();
+    let theirs = orgs_of(ctx, user_id).await?;
+    Ok(!theirs.is_empty() && theirs.iter().all(|o| orgs.contains(o)))
 }
 
 pub async fn get(ctx: &Ctx<'_>, id: &str) -> Result<User, GatewayError> {
@@ -303,7 +349,7 @@ pub async fn update(ctx: &Ctx<'_>, id: &str, f: UserFields, limits: LimitsFields
         let org_admin_edit = !ctx.who.is_viewer()
             && !ctx.who.is_user(Some(id))
             && ordinary
-            && in_admin_org(ctx, id).await?
+            && within_admin_orgs(ctx, id).await?
             && f.user_role.as_deref().is_none_or(|r| r == "internal_user" || r == "internal_user_viewer")
             && f.models.is_none()
             && f.budget_id.is_none()
