@@ -188,6 +188,7 @@ impl From<crate::store::StoreError> for GatewayError {
                 Self::unavailable("the gateway's database is unavailable; retry shortly")
             }
             StoreError::InvalidPageToken => Self::invalid("page_token", "page_token: not a token this gateway issued"),
+            StoreError::Invalid { field, message } => Self::invalid(field.clone(), format!("{field}: {message}")),
             StoreError::Migrate(e) => {
                 tracing::error!(error = %e, "migration error");
                 Self::internal("the gateway's database schema is not up to date")

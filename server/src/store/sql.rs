@@ -27,7 +27,7 @@ macro_rules! impl_store {
             use crate::store::{
                 AuditDraft, AuditEntry, AuditHead, AuditQuery, Actor, Change, Charge, KeyMatch, Membership, MembershipFilter, Page,
                 PageRequest, Row, RowFilter, Scope, SpendQuery, SpendRecord, SpendStatus, StoreError, Table,
-                decode_token, encode_token, from_micros, micros,
+                any_nul, check_storable, decode_token, encode_token, from_micros, micros,
             };
 
             type DbRow = <$db as sqlx::Database>::Row;
@@ -326,6 +326,9 @@ macro_rules! impl_store {
                 }
 
                 async fn get(&self, table: Table, id: &str) -> Result<Option<Row>, StoreError> {
+                    if any_nul([Some(id)]) {
+                        return Ok(None);
+                    }
                     let row = sqlx::query(AssertSqlSafe(format!("SELECT {ROW_COLUMNS} FROM {} WHERE id = $1", table.name())))
                         .bind(id)
                         .fetch_optional(&self.pool)
@@ -336,6 +339,9 @@ macro_rules! impl_store {
                 async fn list(&self, table: Table, f: &RowFilter, req: &PageRequest) -> Result<Page<Row>, StoreError> {
                     let size = req.effective_size();
                     let (cursor_us, cursor_id) = cursor(req)?;
+                    if any_nul([&f.organization_id, &f.team_id, &f.user_id, &f.alias].map(Option::as_deref)) {
+                        return Ok(Page { items: Vec::new(), next_token: None });
+                    }
                     let rows = sqlx::query(AssertSqlSafe(format!(
                         "SELECT {ROW_COLUMNS} FROM {} \
                          WHERE ($1 IS NULL OR organization_id = $1) AND ($2 IS NULL OR team_id = $2) \
@@ -358,6 +364,9 @@ macro_rules! impl_store {
                 }
 
                 async fn key_by_hash(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<KeyMatch>, StoreError> {
+                    if any_nul([Some(token_hash)]) {
+                        return Ok(None);
+                    }
                     let row = sqlx::query(AssertSqlSafe(format!(
                         "SELECT {ROW_COLUMNS}, CAST(NULL AS BIGINT) AS revoke_at_us FROM keys WHERE token_hash = $1 \
                          UNION ALL SELECT {}, g.revoke_at_us FROM keys k JOIN key_grace g ON g.key_id = k.id \
@@ -378,6 +387,9 @@ macro_rules! impl_store {
                 }
 
                 async fn memberships(&self, f: &MembershipFilter) -> Result<Vec<Membership>, StoreError> {
+                    if any_nul([f.scope_id.as_deref(), f.user_id.as_deref()]) {
+                        return Ok(Vec::new());
+                    }
                     let rows = sqlx::query(
                         "SELECT scope, scope_id, user_id, role, data, spend_nanos, created_at_us, updated_at_us \
                          FROM memberships WHERE ($1 IS NULL OR scope = $1) AND ($2 IS NULL OR scope_id = $2) \
@@ -392,6 +404,7 @@ macro_rules! impl_store {
                 }
 
                 async fn commit(&self, changes: &[Change], audit: &[AuditDraft]) -> Result<Vec<AuditEntry>, StoreError> {
+                    check_storable(changes, audit)?;
                     let mut tx = self.pool.begin_with($begin).await?;
                     for c in changes {
                         apply(&mut tx, c).await?;
@@ -446,6 +459,9 @@ macro_rules! impl_store {
                         Some(t) => Some(decode_token(t)?.0),
                         None => None,
                     };
+                    if any_nul([&q.actor_user_id, &q.actor_key_id, &q.action, &q.object_type, &q.object_id].map(Option::as_deref)) {
+                        return Ok(Page { items: Vec::new(), next_token: None });
+                    }
                     let rows = sqlx::query(
                         "SELECT * FROM audit_log WHERE ($1 IS NULL OR actor_user_id = $1) \
                          AND ($2 IS NULL OR actor_key_id = $2) AND ($3 IS NULL OR action = $3) \
@@ -632,6 +648,9 @@ macro_rules! impl_store {
                 async fn list_spend(&self, q: &SpendQuery, req: &PageRequest) -> Result<Page<SpendRecord>, StoreError> {
                     let size = req.effective_size();
                     let (cursor_us, cursor_id) = cursor(req)?;
+                    if any_nul([&q.key_id, &q.request_id, &q.end_user, &q.user_id, &q.team_id].map(Option::as_deref)) {
+                        return Ok(Page { items: Vec::new(), next_token: None });
+                    }
                     let rows = sqlx::query(
                         "SELECT request_id, call_type, key_id, model, deployment, provider, prompt_tokens, \
                          completion_tokens, total_tokens, spend_nanos, status, error_code, start_time_us, \
