@@ -182,6 +182,30 @@ pub async fn build(
     Ok((key, secret))
 }
 
+/// The first of `after`'s settings that lets the key do more than `before`'s: `models` (an
+/// allow entry that was not there, or an exclusion removed), `tags` (one removed), or
+/// `expires_at` (later, or removed).
+fn widened(before: &KeyRecord, after: &KeyRecord) -> Option<&'static str> {
+    let (old, new) = (&before.models, &after.models);
+    let allows = |l: &[String]| l.iter().filter(|m| !m.starts_with('!')).cloned().collect::<Vec<_>>();
+    let excludes = |l: &[String]| l.iter().filter(|m| m.starts_with('!')).cloned().collect::<Vec<_>>();
+    let models_narrow = old.is_empty()
+        || (!new.is_empty()
+            && allows(new).iter().all(|m| old.contains(m))
+            && excludes(old).iter().all(|m| new.contains(m)));
+    if !models_narrow {
+        return Some("models");
+    }
+    if !before.tags.iter().all(|t| after.tags.contains(t)) {
+        return Some("tags");
+    }
+    match (before.expires_at, after.expires_at) {
+        (Some(_), None) => Some("expires"),
+        (Some(b), Some(a)) if a > b => Some("expires"),
+        _ => None,
+    }
+}
+
 async fn team_of(ctx: &Ctx<'_>, key: &KeyRecord) -> Result<Option<Team>, GatewayError> {
     match &key.team_id {
         Some(t) => Ok(ctx.gw.store.get(Table::Teams, t).await?.map(from_row).transpose()?),
@@ -330,12 +354,21 @@ pub async fn update(
     }
     set(&mut key.models, f.models);
     check_models("models", &key.models)?;
+    set(&mut key.tags, f.tags.clone());
+    // What an admin narrowed, only an admin widens: an owner (or a team member the team lets
+    // update keys) may only narrow models, keep every tag (a tag can carry a budget) and bring
+    // an expiry earlier.
+    if !powerful && let Some(field) = widened(&before, &key) {
+        return Err(deny(
+            &ctx.who,
+            format!("only admins may widen a key's {field}; you may narrow it, or ask an admin"),
+        ));
+    }
     set(&mut key.budget_id, f.budget_id);
     if let Some(b) = &key.budget_id {
         load_ref::<BudgetTier>(ctx.gw, "budget_id", b).await?;
     }
     set(&mut key.metadata, f.metadata);
-    set(&mut key.tags, f.tags);
     if let Some(change) = f.object_permission {
         change.apply(&mut key.object_permission)?;
     }

@@ -6,6 +6,7 @@
 //! so a refused or invalid request writes nothing — and finally tell the identity cache.
 
 pub mod access;
+pub mod bounds;
 pub mod budgets;
 pub mod customers;
 pub mod fields;
@@ -71,6 +72,7 @@ impl<'a> Ctx<'a> {
 
     /// Writes the changes and their audit entries together.
     pub async fn commit(&self, changes: Vec<Change>, audit: Vec<AuditDraft>) -> Result<(), GatewayError> {
+        bounds::check_changes(&changes)?;
         self.gw.store.commit(&changes, &audit).await?;
         Ok(())
     }
@@ -202,13 +204,9 @@ pub fn non_empty(field: &str, value: &str) -> Result<(), GatewayError> {
     }
 }
 
-/// An id that names a user or a team: also no `:` (scope ids join them with it).
+/// An id a resource is created with (see [`bounds::check_id`]).
 pub fn check_id(field: &str, value: &str) -> Result<(), GatewayError> {
-    non_empty(field, value)?;
-    if value.contains(':') || value.chars().any(char::is_whitespace) {
-        return Err(GatewayError::invalid(field, format!("{field}: may not contain ':' or spaces")));
-    }
-    Ok(())
+    bounds::check_id(field, value)
 }
 
 /// Checks every entry of a model list.
