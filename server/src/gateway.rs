@@ -160,8 +160,8 @@ impl Gateway {
     }
 
     /// Forgets what a management change made stale, here at once and on every other instance.
-    pub fn invalidate(&self, inv: crate::sync::Invalidation) {
-        crate::sync::apply(self, &inv);
+    pub async fn invalidate(&self, inv: crate::sync::Invalidation) {
+        crate::sync::apply(self, &inv).await;
         if let Some(sync) = self.sync.get() {
             sync.publish(inv);
         }
@@ -237,7 +237,7 @@ impl Gateway {
         ])?;
         let mut tags = Vec::with_capacity(tag_names.len());
         for name in tag_names {
-            let record = self.tags.get(&name).await?;
+            let record = self.tags.get(&name);
             tags.push((name, record));
         }
         let now = Utc::now();

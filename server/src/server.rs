@@ -86,7 +86,7 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
     let counters = Arc::new(crate::limits::SpendCounters::default());
     let ledger = Ledger::start(store.clone(), Arc::new(spool), counters.clone());
     let customers = crate::governance::customers::CustomerCache::new(store.clone(), config.customer_defaults.clone());
-    let tags = crate::governance::tags::TagCache::new(store.clone());
+    let tags = crate::governance::tags::TagCache::load(store.clone()).await.map_err(StartError::Gateway)?;
     let rates = match &config.general.redis_url {
         Some(url) => {
             let g = &config.general;
@@ -192,6 +192,11 @@ pub async fn serve(
             }
             Err(e) => tracing::error!(error = %e, "cannot use redis_url for cache invalidation"),
         }
+    }
+    // Other instances' changes, from the audit log (with or without Redis).
+    match gateway.store.audit_head().await {
+        Ok(head) => crate::sync::feed::start(&gateway, head.seq),
+        Err(e) => return Err(StartError::Database { url: redact_url(&database_url(&gateway.config)), source: e }),
     }
     let app = router(gateway.clone()).await?;
     let shutdown = shutdown.shared();

@@ -139,7 +139,7 @@ impl Gateway {
             identity.and_then(|i| i.team.as_ref()).map_or(&[][..], |t| t.tags.as_slice()),
             request_tags,
         ])? {
-            let record = self.tags.get(&name).await?;
+            let record = self.tags.get(&name);
             tags.push((name, record));
         }
         let customer_limits = customer.as_ref().map(|c| (&c.customer, &c.limits));

@@ -5,8 +5,9 @@
 //! - A new resource's id has no `/`, `\`, `..`, `:`, spaces or control characters (ids end up
 //!   in paths, resource names and scope ids joined with `:`), and at most
 //!   [`MAX_NAME_LEN`] characters.
-//! - Ids, names, aliases and emails (fields named `*_id`, `*alias`, `*_email`, `name`):
-//!   at most [`MAX_NAME_LEN`] characters, no control characters.
+//! - Ids, names, aliases and emails (fields named `*_id`, `*alias`, `*_email`, `name`), and
+//!   the entries of `models` and `tags`: at most [`MAX_NAME_LEN`] characters, no control
+//!   characters.
 //! - Any other string: at most [`MAX_TEXT_LEN`] characters.
 //! - `metadata`: at most [`MAX_METADATA_BYTES`] bytes as JSON.
 //! - Any list or map: at most [`MAX_LIST_LEN`] entries.
@@ -58,7 +59,7 @@ pub fn check_id(field: &str, id: &str) -> Result<(), GatewayError> {
 }
 
 fn name_like(key: &str) -> bool {
-    key.ends_with("_id") || key.ends_with("alias") || key.ends_with("_email") || key == "name"
+    key.ends_with("_id") || key.ends_with("alias") || key.ends_with("_email") || matches!(key, "name" | "models" | "tags")
 }
 
 fn check_value(field: &str, v: &Value, name: bool) -> Result<(), GatewayError> {

@@ -54,7 +54,7 @@ pub async fn update(
     let audit = ctx.audit("updated", "budget", id, Some(snapshot(&before)), Some(snapshot(&b)));
     ctx.commit(vec![Change::Update(Table::Budgets, to_row(&b))], vec![audit]).await?;
     // Tiers are read into cached identities and customers: refresh them all.
-    ctx.gw.invalidate(Invalidation::All);
+    ctx.gw.invalidate(Invalidation::All).await;
     Ok(b)
 }
 

@@ -96,7 +96,7 @@ pub async fn update(
     c.meta.updated_at = ctx.now;
     let audit = ctx.audit("updated", "customer", id, Some(snapshot(&before)), Some(snapshot(&c)));
     ctx.commit(vec![Change::Update(Table::Customers, to_row(&c))], vec![audit]).await?;
-    ctx.gw.invalidate(Invalidation::Customer(id.to_owned()));
+    ctx.gw.invalidate(Invalidation::Customer(id.to_owned())).await;
     Ok(c)
 }
 
@@ -123,7 +123,7 @@ pub async fn set_blocked(ctx: &Ctx<'_>, ids: &[String], blocked: bool) -> Result
     }
     ctx.commit(changes, audit).await?;
     for id in ids {
-        ctx.gw.invalidate(Invalidation::Customer(id.to_owned()));
+        ctx.gw.invalidate(Invalidation::Customer(id.to_owned())).await;
     }
     Ok(out)
 }
@@ -145,7 +145,7 @@ pub async fn delete(ctx: &Ctx<'_>, ids: &[String]) -> Result<Vec<Customer>, Gate
     }
     ctx.commit(changes, audit).await?;
     for id in ids {
-        ctx.gw.invalidate(Invalidation::Customer(id.to_owned()));
+        ctx.gw.invalidate(Invalidation::Customer(id.to_owned())).await;
     }
     Ok(out)
 }

@@ -278,7 +278,7 @@ pub async fn create(ctx: &Ctx<'_>, f: KeyFields, limits: LimitsFields) -> Result
     }
     let audit = ctx.audit("created", "key", &key.key_id, None, Some(snapshot(&key)));
     ctx.commit(vec![Change::Insert(Table::Keys, to_row(&key))], vec![audit]).await?;
-    ctx.gw.invalidate(Invalidation::KeyHash(key.token_hash.clone()));
+    ctx.gw.invalidate(Invalidation::KeyHash(key.token_hash.clone())).await;
     tracing::info!(key_id = %key.key_id, alias = ?key.key_alias, "key created");
     Ok((key, secret))
 }
@@ -397,7 +397,7 @@ pub async fn update(
     key.meta.updated_at = ctx.now;
     let audit = ctx.audit("updated", "key", &key.key_id, Some(snapshot(&before)), Some(snapshot(&key)));
     ctx.commit(vec![Change::Update(Table::Keys, to_row(&key))], vec![audit]).await?;
-    ctx.gw.invalidate(Invalidation::KeyHash(key.token_hash.clone()));
+    ctx.gw.invalidate(Invalidation::KeyHash(key.token_hash.clone())).await;
     Ok(key)
 }
 
@@ -421,7 +421,7 @@ pub async fn delete(ctx: &Ctx<'_>, ids: &[String]) -> Result<Vec<KeyRecord>, Gat
     }
     ctx.commit(changes, audit).await?;
     for k in &keys {
-        ctx.gw.invalidate(Invalidation::KeyId(k.key_id.clone()));
+        ctx.gw.invalidate(Invalidation::KeyId(k.key_id.clone())).await;
     }
     Ok(keys)
 }
@@ -477,8 +477,8 @@ pub async fn regenerate(
         Some(json!({"key_name": key.key_name, "rotation_count": key.rotation_count, "grace_period": grace_period})),
     );
     ctx.commit(changes, vec![audit]).await?;
-    ctx.gw.invalidate(Invalidation::KeyHash(before.token_hash.clone()));
-    ctx.gw.invalidate(Invalidation::KeyHash(key.token_hash.clone()));
+    ctx.gw.invalidate(Invalidation::KeyHash(before.token_hash.clone())).await;
+    ctx.gw.invalidate(Invalidation::KeyHash(key.token_hash.clone())).await;
     Ok((key, secret))
 }
 
@@ -500,7 +500,7 @@ pub async fn set_blocked(ctx: &Ctx<'_>, id_or_secret: &str, blocked: bool) -> Re
     let action = if blocked { "blocked" } else { "unblocked" };
     let audit = ctx.audit(action, "key", &key.key_id, Some(snapshot(&before)), Some(snapshot(&key)));
     ctx.commit(vec![Change::Update(Table::Keys, to_row(&key))], vec![audit]).await?;
-    ctx.gw.invalidate(Invalidation::KeyId(key.key_id.clone()));
+    ctx.gw.invalidate(Invalidation::KeyId(key.key_id.clone())).await;
     Ok(key)
 }
 

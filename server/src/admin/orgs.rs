@@ -131,7 +131,7 @@ pub async fn update(ctx: &Ctx<'_>, id: &str, f: OrgFields, limits: LimitsFields)
     org.meta.updated_at = ctx.now;
     let audit = ctx.audit("updated", "organization", id, Some(snapshot(&before)), Some(snapshot(&org)));
     ctx.commit(vec![Change::Update(Table::Organizations, to_row(&org))], vec![audit]).await?;
-    ctx.gw.invalidate(Invalidation::Org(id.to_owned()));
+    ctx.gw.invalidate(Invalidation::Org(id.to_owned())).await;
     Ok(org)
 }
 

@@ -496,7 +496,7 @@ pub async fn apply(gw: &Gateway, declared: &Declared, prune: bool) -> Result<Pla
         }
         match gw.store.commit(&plan.changes, &plan.audit).await {
             Ok(_) => {
-                gw.invalidate(Invalidation::All);
+                gw.invalidate(Invalidation::All).await;
                 return Ok(plan);
             }
             // Another instance (or an admin) changed the same rows meanwhile: plan again.

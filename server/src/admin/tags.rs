@@ -47,7 +47,7 @@ pub async fn create(ctx: &Ctx<'_>, f: TagFields, limits: LimitsFields) -> Result
     limits.apply(&mut tag.limits)?;
     let audit = ctx.audit("created", "tag", &tag.name, None, Some(snapshot(&tag)));
     ctx.commit(vec![Change::Insert(Table::Tags, to_row(&tag))], vec![audit]).await?;
-    ctx.gw.invalidate(Invalidation::Tag(tag.name.clone()));
+    ctx.gw.invalidate(Invalidation::Tag(tag.name.clone())).await;
     Ok(tag)
 }
 
@@ -68,7 +68,7 @@ pub async fn update(ctx: &Ctx<'_>, name: &str, f: TagFields, limits: LimitsField
     tag.meta.updated_at = ctx.now;
     let audit = ctx.audit("updated", "tag", name, Some(snapshot(&before)), Some(snapshot(&tag)));
     ctx.commit(vec![Change::Update(Table::Tags, to_row(&tag))], vec![audit]).await?;
-    ctx.gw.invalidate(Invalidation::Tag(name.to_owned()));
+    ctx.gw.invalidate(Invalidation::Tag(name.to_owned())).await;
     Ok(tag)
 }
 
@@ -77,7 +77,7 @@ pub async fn delete(ctx: &Ctx<'_>, name: &str) -> Result<Tag, GatewayError> {
     let tag: Tag = load(ctx.gw, name).await?;
     let audit = ctx.audit("deleted", "tag", name, Some(snapshot(&tag)), None);
     ctx.commit(vec![Change::Delete(Table::Tags, name.to_owned())], vec![audit]).await?;
-    ctx.gw.invalidate(Invalidation::Tag(name.to_owned()));
+    ctx.gw.invalidate(Invalidation::Tag(name.to_owned())).await;
     Ok(tag)
 }
 

@@ -287,7 +287,7 @@ pub async fn update(ctx: &Ctx<'_>, id: &str, f: TeamFields, limits: LimitsFields
     team.meta.updated_at = ctx.now;
     let audit = ctx.audit("updated", "team", id, Some(snapshot(&before)), Some(snapshot(&team)));
     ctx.commit(vec![Change::Update(Table::Teams, to_row(&team))], vec![audit]).await?;
-    ctx.gw.invalidate(Invalidation::Team(id.to_owned()));
+    ctx.gw.invalidate(Invalidation::Team(id.to_owned())).await;
     Ok(team)
 }
 
@@ -309,7 +309,7 @@ pub async fn set_blocked(ctx: &Ctx<'_>, id: &str, blocked: bool) -> Result<Team,
     let action = if blocked { "blocked" } else { "unblocked" };
     let audit = ctx.audit(action, "team", id, Some(snapshot(&before)), Some(snapshot(&team)));
     ctx.commit(vec![Change::Update(Table::Teams, to_row(&team))], vec![audit]).await?;
-    ctx.gw.invalidate(Invalidation::Team(id.to_owned()));
+    ctx.gw.invalidate(Invalidation::Team(id.to_owned())).await;
     Ok(team)
 }
 
@@ -342,7 +342,7 @@ pub async fn delete(ctx: &Ctx<'_>, ids: &[String]) -> Result<Vec<Team>, GatewayE
     }
     ctx.commit(changes, audit).await?;
     for id in ids {
-        ctx.gw.invalidate(Invalidation::Team(id.to_owned()));
+        ctx.gw.invalidate(Invalidation::Team(id.to_owned())).await;
     }
     Ok(teams)
 }
@@ -413,7 +413,7 @@ pub async fn member_add(
         out.push(m);
     }
     ctx.commit(changes, audit).await?;
-    ctx.gw.invalidate(Invalidation::Team(team_id.to_owned()));
+    ctx.gw.invalidate(Invalidation::Team(team_id.to_owned())).await;
     Ok(out)
 }
 
@@ -477,7 +477,7 @@ pub async fn member_update(ctx: &Ctx<'_>, team_id: &str, spec: MemberSpec) -> Re
         Some(json!({"user_id": user_id, "role": after.role, "settings": after.data})),
     );
     ctx.commit(vec![Change::PutMembership(after.clone())], vec![audit]).await?;
-    ctx.gw.invalidate(Invalidation::Team(team_id.to_owned()));
+    ctx.gw.invalidate(Invalidation::Team(team_id.to_owned())).await;
     Ok(after)
 }
 
@@ -511,6 +511,6 @@ pub async fn member_delete(ctx: &Ctx<'_>, team_id: &str, user_id: &str) -> Resul
         vec![audit],
     )
     .await?;
-    ctx.gw.invalidate(Invalidation::User(user_id.to_owned()));
+    ctx.gw.invalidate(Invalidation::User(user_id.to_owned())).await;
     Ok(())
 }

@@ -382,7 +382,7 @@ pub async fn update(ctx: &Ctx<'_>, id: &str, f: UserFields, limits: LimitsFields
     user.meta.updated_at = ctx.now;
     let audit = ctx.audit("updated", "user", id, Some(snapshot(&before)), Some(snapshot(&user)));
     ctx.commit(vec![Change::Update(Table::Users, to_row(&user))], vec![audit]).await?;
-    ctx.gw.invalidate(Invalidation::User(id.to_owned()));
+    ctx.gw.invalidate(Invalidation::User(id.to_owned())).await;
     Ok(user)
 }
 
@@ -410,7 +410,7 @@ pub async fn delete(ctx: &Ctx<'_>, ids: &[String]) -> Result<Vec<User>, GatewayE
     }
     ctx.commit(changes, audit).await?;
     for id in ids {
-        ctx.gw.invalidate(Invalidation::User(id.to_owned()));
+        ctx.gw.invalidate(Invalidation::User(id.to_owned())).await;
     }
     Ok(users)
 }

@@ -6,12 +6,16 @@
 //! (`INSERT … ON CONFLICT DO NOTHING`), so concurrent first requests create it once and the
 //! hot path never writes to the database. Customer budget periods are anchored at the Unix
 //! epoch, so `1d` is a UTC day and `1mo` a calendar month.
+//!
+//! Requests name customers freely, so the cache is bounded ([`MAX_CACHED`], least used
+//! evicted) and a customer costs the store nothing but one read until a call of theirs is
+//! admitted and recorded.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::memo::Memo;
 use crate::error::GatewayError;
 use crate::pricing::Nanos;
 use crate::store::{Store, Table};
@@ -36,18 +40,18 @@ pub struct CustomerDefaults {
 pub struct CustomerCache {
     store: Arc<dyn Store>,
     defaults: CustomerDefaults,
-    map: RwLock<HashMap<String, Arc<CustomerEntry>>>,
+    map: Memo<String, Arc<CustomerEntry>>,
 }
 
 /// The most customers cached at once.
-const MAX_CACHED: usize = 100_000;
+pub const MAX_CACHED: u64 = 100_000;
 
 /// The longest customer id accepted.
 const MAX_ID_LEN: usize = 256;
 
 impl CustomerCache {
     pub fn new(store: Arc<dyn Store>, defaults: CustomerDefaults) -> Self {
-        Self { store, defaults, map: RwLock::new(HashMap::new()) }
+        Self { store, defaults, map: Memo::new(MAX_CACHED) }
     }
 
     async fn tier(&self, id: &str) -> Result<Option<Limits>, GatewayError> {
@@ -76,28 +80,17 @@ impl CustomerCache {
                 "user: the end customer id must be 1 to 256 characters, without control characters",
             ));
         }
-        let cached = self.map.read().ok().and_then(|m| m.get(id).cloned());
-        let entry = match cached {
-            Some(e) => e,
-            None => {
+        let entry = self
+            .map
+            .get_or_load(&id.to_owned(), || async {
                 let customer = match self.store.get(Table::Customers, id).await? {
                     Some(row) => from_row::<Customer>(row)?,
                     None => provisional(id),
                 };
                 let limits = self.effective(&customer).await?;
-                let entry = Arc::new(CustomerEntry { customer, limits });
-                match self.map.write() {
-                    Ok(mut m) => {
-                        // Requests name customers freely: bound the cache (entries reload on use).
-                        if m.len() >= MAX_CACHED {
-                            m.clear();
-                        }
-                        m.entry(id.to_owned()).or_insert(entry).clone()
-                    }
-                    Err(_) => entry,
-                }
-            }
-        };
+                Ok(Arc::new(CustomerEntry { customer, limits }))
+            })
+            .await?;
         if entry.customer.blocked {
             return Err(
                 GatewayError::permission_denied(format!("customer {id:?} is blocked")).with_reason("customer_blocked")
@@ -106,17 +99,22 @@ impl CustomerCache {
         Ok(entry)
     }
 
-    pub fn invalidate(&self, id: &str) {
-        if let Ok(mut m) = self.map.write() {
-            m.remove(id);
-        }
+    pub async fn invalidate(&self, id: &str) {
+        self.map.invalidate(&id.to_owned()).await;
     }
 
     /// Forgets every customer (a budget tier changed).
     pub fn invalidate_all(&self) {
-        if let Ok(mut m) = self.map.write() {
-            m.clear();
-        }
+        self.map.invalidate_all();
+    }
+
+    /// Customers cached now.
+    pub fn len(&self) -> u64 {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 }
 

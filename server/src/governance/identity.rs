@@ -1,18 +1,20 @@
 //! Authentication: a presented secret → the caller, from an in-memory cache.
 //!
 //! Secrets are never stored or logged: the cache and the store are keyed by the secret's
-//! SHA-256. A miss loads the key, its user, team and organization once from the store; every
-//! change made through the management API invalidates the affected entries at once, so a
-//! blocked or deleted key (or a blocked team, user or organization) fails on its next
-//! request. Cross-instance invalidation (Redis pub/sub) plugs into the same `invalidate_*`
-//! calls.
+//! SHA-256. A miss loads the key, its user, team and organization once from the store
+//! (concurrent misses of one key share that load); the cache holds at most
+//! [`MAX_CACHED_KEYS`] keys, evicting the least used. Every change made through the management
+//! API invalidates the affected entries at once, so a blocked or deleted key (or a blocked
+//! team, user or organization) fails on its next request; other instances hear of it through
+//! [`crate::sync`] (Redis at once, the audit log within a second) and call the same
+//! `invalidate_*` methods.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 
+use super::memo::Memo;
 use crate::error::GatewayError;
 use crate::store::{Membership, MembershipFilter, Scope, Store, Table};
 use crate::tenancy::{BudgetTier, KeyRecord, Organization, Team, User, from_row};
@@ -80,22 +82,20 @@ pub fn hash_secret(secret: &str) -> String {
 pub struct IdentityCache {
     store: Arc<dyn Store>,
     master_hash: Option<String>,
-    keys: RwLock<HashMap<String, Arc<Identity>>>,
-    /// Bumped by every invalidation: a load that began before one is not cached.
-    generation: std::sync::atomic::AtomicU64,
+    /// By the hash of the presented secret (an old secret in its grace period has its own
+    /// entry for the same key).
+    keys: Memo<String, Arc<Identity>>,
 }
+
+/// The most keys cached at once.
+pub const MAX_CACHED_KEYS: u64 = 100_000;
 
 /// The longest secret accepted; anything longer is not one of ours.
 const MAX_SECRET_LEN: usize = 256;
 
 impl IdentityCache {
     pub fn new(store: Arc<dyn Store>, master_key: Option<&str>) -> Self {
-        Self {
-            store,
-            master_hash: master_key.map(hash_secret),
-            keys: RwLock::new(HashMap::new()),
-            generation: Default::default(),
-        }
+        Self { store, master_hash: master_key.map(hash_secret), keys: Memo::new(MAX_CACHED_KEYS) }
     }
 
     async fn load(&self, hash: &str) -> Result<Option<Identity>, GatewayError> {
@@ -173,30 +173,19 @@ impl IdentityCache {
         if self.master_hash.as_deref() == Some(hash.as_str()) {
             return Ok(Caller::Master);
         }
-        let cached = self.keys.read().ok().and_then(|m| m.get(&hash).cloned());
-        let identity = match cached {
-            Some(i) => i,
-            None => {
-                let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        let identity = self
+            .keys
+            .get_or_load(&hash, || async {
                 let loaded = self.load(&hash).await?.ok_or_else(|| {
                     GatewayError::unauthenticated("invalid API key: no such key (it may have been deleted)")
                         .with_reason("invalid_api_key")
                 })?;
-                let loaded = Arc::new(loaded);
-                if let Ok(mut m) = self.keys.write() {
-                    // A change that landed while loading may have made this copy stale.
-                    if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
-                        m.insert(hash.clone(), loaded.clone());
-                    }
-                }
-                loaded
-            }
-        };
+                Ok(Arc::new(loaded))
+            })
+            .await?;
         let key = &identity.key;
         if identity.grace_until.is_some_and(|until| until <= Utc::now()) {
-            if let Ok(mut m) = self.keys.write() {
-                m.remove(&hash);
-            }
+            self.keys.invalidate(&hash).await;
             return Err(GatewayError::unauthenticated(format!(
                 "this secret of key {} was replaced and its grace period has ended; use the new secret",
                 key.key_id
@@ -235,47 +224,48 @@ impl IdentityCache {
         Ok(Caller::Key(identity))
     }
 
-    fn remove_where(&self, pred: impl Fn(&Identity) -> bool) {
-        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if let Ok(mut m) = self.keys.write() {
-            m.retain(|_, i| !pred(i));
-        }
-    }
-
     /// Forgets a key, by the hash of its secret, so its next use reloads it.
-    pub fn invalidate(&self, token_hash: &str) {
-        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if let Ok(mut m) = self.keys.write() {
-            m.remove(token_hash);
-        }
+    pub async fn invalidate(&self, token_hash: &str) {
+        self.keys.invalidate(&token_hash.to_owned()).await;
         // An old secret in its grace period maps to the same key.
-        self.remove_where(|i| i.key.token_hash == token_hash);
+        let hash = token_hash.to_owned();
+        self.keys.invalidate_if(move |i| i.key.token_hash == hash);
     }
 
     /// Forgets everything (a change whose reach is not tracked, e.g. a budget tier).
     pub fn invalidate_all(&self) {
-        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if let Ok(mut m) = self.keys.write() {
-            m.clear();
-        }
+        self.keys.invalidate_all();
     }
 
     pub fn invalidate_key_id(&self, key_id: &str) {
-        self.remove_where(|i| i.key.key_id == key_id);
+        let id = key_id.to_owned();
+        self.keys.invalidate_if(move |i| i.key.key_id == id);
     }
 
     pub fn invalidate_user(&self, user_id: &str) {
-        self.remove_where(|i| i.key.user_id.as_deref() == Some(user_id));
+        let id = user_id.to_owned();
+        self.keys.invalidate_if(move |i| i.key.user_id.as_deref() == Some(id.as_str()));
     }
 
     pub fn invalidate_team(&self, team_id: &str) {
-        self.remove_where(|i| i.key.team_id.as_deref() == Some(team_id));
+        let id = team_id.to_owned();
+        self.keys.invalidate_if(move |i| i.key.team_id.as_deref() == Some(id.as_str()));
     }
 
     pub fn invalidate_org(&self, org_id: &str) {
-        self.remove_where(|i| {
-            i.key.organization_id.as_deref() == Some(org_id)
-                || i.org.as_ref().is_some_and(|o| o.organization_id == org_id)
+        let id = org_id.to_owned();
+        self.keys.invalidate_if(move |i| {
+            i.key.organization_id.as_deref() == Some(id.as_str())
+                || i.org.as_ref().is_some_and(|o| o.organization_id == id)
         });
+    }
+
+    /// Keys cached now.
+    pub fn len(&self) -> u64 {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 }

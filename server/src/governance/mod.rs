@@ -8,6 +8,7 @@ pub mod budgets;
 pub mod customers;
 pub mod duration;
 pub mod identity;
+pub mod memo;
 pub mod rates;
 pub mod tags;
 

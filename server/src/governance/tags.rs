@@ -1,46 +1,85 @@
 //! Tags on the hot path: which tags a call carries, and the budgets of those that have one.
 //!
 //! A call's tags are the key's and the team's, plus the request's (`tags`, `metadata.tags`,
-//! or the `x-ferryman-tags` / `x-litellm-tags` header). Tag records are cached, absent ones
-//! too (a tag needs no record to collect spend), and refreshed when an admin changes them.
+//! or the `x-ferryman-tags` / `x-litellm-tags` header). Tag records (a budget, limits) are
+//! made only by admins, so every instance holds all of them in memory and a tag without one
+//! costs the store nothing: any caller may send any number of distinct tags without growing
+//! a cache or causing a read. A change reloads the records (see [`TagCache::refresh`]).
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
 use crate::error::GatewayError;
-use crate::store::{Store, Table};
+use crate::store::{PageRequest, RowFilter, Store, Table};
 use crate::tenancy::{Tag, from_row};
 
 /// The most tags one call may carry.
 pub const MAX_TAGS: usize = 32;
 
+/// Every tag record, by name.
 pub struct TagCache {
     store: Arc<dyn Store>,
-    map: RwLock<HashMap<String, Option<Arc<Tag>>>>,
+    records: arc_swap::ArcSwap<HashMap<String, Arc<Tag>>>,
+    /// A change was heard that the records do not show yet.
+    stale: AtomicBool,
+    /// One reload at a time.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl TagCache {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, map: RwLock::new(HashMap::new()) }
+    /// Reads every tag record.
+    pub async fn load(store: Arc<dyn Store>) -> Result<Self, GatewayError> {
+        let cache =
+            Self { store, records: Default::default(), stale: AtomicBool::new(true), refreshing: Default::default() };
+        cache.refresh().await?;
+        Ok(cache)
     }
 
     /// The tag's record, if it has one.
-    pub async fn get(&self, name: &str) -> Result<Option<Arc<Tag>>, GatewayError> {
-        if let Some(hit) = self.map.read().ok().and_then(|m| m.get(name).cloned()) {
-            return Ok(hit);
-        }
-        let tag = self.store.get(Table::Tags, name).await?.map(from_row::<Tag>).transpose()?.map(Arc::new);
-        if let Ok(mut m) = self.map.write() {
-            m.insert(name.to_owned(), tag.clone());
-        }
-        Ok(tag)
+    pub fn get(&self, name: &str) -> Option<Arc<Tag>> {
+        self.records.load().get(name).cloned()
     }
 
-    pub fn invalidate(&self, name: &str) {
-        if let Ok(mut m) = self.map.write() {
-            m.remove(name);
+    /// Notes that a tag changed; [`TagCache::refresh`] reads it.
+    pub fn invalidate(&self) {
+        self.stale.store(true, Ordering::SeqCst);
+    }
+
+    /// Reads every tag record again if a change was noted since the last read. On failure the
+    /// change stays noted, for the next try.
+    pub async fn refresh(&self) -> Result<(), GatewayError> {
+        let _one = self.refreshing.lock().await;
+        if !self.stale.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let read = async {
+            let mut all = HashMap::new();
+            let mut token = None;
+            loop {
+                let page =
+                    self.store.list(Table::Tags, &RowFilter::default(), &PageRequest::new(1000, token.take())).await?;
+                for row in page.items {
+                    let tag: Tag = from_row(row)?;
+                    all.insert(tag.name.clone(), Arc::new(tag));
+                }
+                match page.next_token {
+                    Some(t) => token = Some(t),
+                    None => return Ok::<_, GatewayError>(all),
+                }
+            }
+        };
+        match read.await {
+            Ok(all) => {
+                self.records.store(Arc::new(all));
+                Ok(())
+            }
+            Err(e) => {
+                self.stale.store(true, Ordering::SeqCst);
+                Err(e)
+            }
         }
     }
 }

@@ -86,7 +86,7 @@ impl Gateway {
         ])?;
         let mut tags = Vec::with_capacity(tag_names.len());
         for t in tag_names {
-            let record = self.tags.get(&t).await?;
+            let record = self.tags.get(&t);
             tags.push((t, record));
         }
         let now = Utc::now();

@@ -1,4 +1,4 @@
-//! Cross-instance cache invalidation over Redis pub/sub.
+//! Invalidations over Redis pub/sub: the fast path between instances.
 //!
 //! Every management change invalidates the affected cache entries on this instance at once
 //! and publishes the same [`Invalidation`] on `<prefix>:invalidate`; every other instance
@@ -6,9 +6,11 @@
 //! everywhere within a round trip. If the subscription drops, the instance forgets all its
 //! cached identities when it reconnects (it may have missed messages).
 //!
-//! The backstop: every publication also increments `<prefix>:invalidate:version` in the same
-//! transaction. Each instance counts the messages it receives and compares, once a second,
-//! with that version; if it is behind, a message went missing and it forgets everything cached.
+//! Every publication also increments `<prefix>:invalidate:version` in the same transaction.
+//! Each instance counts the messages it receives and compares, once a second, with that
+//! version; if it is behind, a message went missing and it forgets everything cached. (This
+//! is the only way a missed `Models` message is noticed: config reloads are not in the
+//! database, so the audit feed does not carry them.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,28 +20,9 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::{Invalidation, apply};
 use crate::gateway::Gateway;
 use crate::tasks;
-
-/// What changed, as the caches key it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
-pub enum Invalidation {
-    KeyHash(String),
-    KeyId(String),
-    User(String),
-    Team(String),
-    Org(String),
-    Customer(String),
-    Tag(String),
-    /// Budget tiers and anything else whose reach is not tracked.
-    All,
-    /// Another instance reloaded its config file: reload `model_list` and `router_settings`
-    /// from this instance's own file (governance is already in the shared database).
-    Models,
-    /// An MCP server was registered, changed or removed through the API: read them again.
-    McpServers,
-}
 
 #[derive(Serialize, Deserialize)]
 struct Envelope {
@@ -55,25 +38,6 @@ pub struct Sync {
 impl Sync {
     pub fn publish(&self, inv: Invalidation) {
         let _ = self.tx.send(inv);
-    }
-}
-
-/// Applies an invalidation to this instance's caches.
-pub fn apply(gw: &Gateway, inv: &Invalidation) {
-    match inv {
-        Invalidation::KeyHash(h) => gw.identities.invalidate(h),
-        Invalidation::KeyId(id) => gw.identities.invalidate_key_id(id),
-        Invalidation::User(id) => gw.identities.invalidate_user(id),
-        Invalidation::Team(id) => gw.identities.invalidate_team(id),
-        Invalidation::Org(id) => gw.identities.invalidate_org(id),
-        Invalidation::Customer(id) => gw.customers.invalidate(id),
-        Invalidation::Tag(name) => gw.tags.invalidate(name),
-        Invalidation::All => {
-            gw.identities.invalidate_all();
-            gw.customers.invalidate_all();
-        }
-        Invalidation::Models => gw.models_changed.notify_one(),
-        Invalidation::McpServers => gw.mcp_changed.notify_one(),
     }
 }
 
@@ -149,8 +113,8 @@ pub fn start(gateway: &Arc<Gateway>, redis_url: &str, prefix: &str) -> Result<Sy
                     if matches!(subscribe, Ok(Ok(()))) {
                         if !first {
                             // Messages may have been missed while disconnected.
-                            apply(&gateway, &Invalidation::All);
-                            apply(&gateway, &Invalidation::Models);
+                            apply(&gateway, &Invalidation::All).await;
+                            apply(&gateway, &Invalidation::Models).await;
                         }
                         first = false;
                         seen.store(read_version(&client, &version_key_sub).await.unwrap_or(0), Ordering::SeqCst);
@@ -163,7 +127,7 @@ pub fn start(gateway: &Arc<Gateway>, redis_url: &str, prefix: &str) -> Result<Sy
                             seen.fetch_add(1, Ordering::SeqCst);
                             let Ok(payload) = msg.get_payload::<String>() else { continue };
                             match serde_json::from_str::<Envelope>(&payload) {
-                                Ok(env) if env.origin != origin => apply(&gateway, &env.inv),
+                                Ok(env) if env.origin != origin => apply(&gateway, &env.inv).await,
                                 Ok(_) => {}
                                 Err(e) => tracing::warn!(error = %e, "ignoring a malformed invalidation"),
                             }
@@ -215,8 +179,8 @@ async fn version_check(
             let received = seen.load(Ordering::SeqCst);
             if received < version {
                 tracing::warn!(version, received, "missed a cache invalidation; forgetting cached identities");
-                apply(&gateway, &Invalidation::All);
-                apply(&gateway, &Invalidation::Models);
+                apply(&gateway, &Invalidation::All).await;
+                apply(&gateway, &Invalidation::Models).await;
                 // Count the missing ones as received, keeping any that arrived meanwhile.
                 seen.fetch_add(version - received, Ordering::SeqCst);
             }
