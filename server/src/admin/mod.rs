@@ -6,7 +6,6 @@
 //! so a refused or invalid request writes nothing — and finally tell the identity cache.
 
 pub mod access;
-pub mod bounds;
 pub mod budgets;
 pub mod customers;
 pub mod fields;
@@ -72,7 +71,6 @@ impl<'a> Ctx<'a> {
 
     /// Writes the changes and their audit entries together.
     pub async fn commit(&self, changes: Vec<Change>, audit: Vec<AuditDraft>) -> Result<(), GatewayError> {
-        bounds::check_changes(&changes)?;
         self.gw.store.commit(&changes, &audit).await?;
         Ok(())
     }
@@ -204,9 +202,9 @@ pub fn non_empty(field: &str, value: &str) -> Result<(), GatewayError> {
     }
 }
 
-/// An id a resource is created with (see [`bounds::check_id`]).
+/// An id a resource is created with (see [`crate::store::bounds::check_id`]).
 pub fn check_id(field: &str, value: &str) -> Result<(), GatewayError> {
-    bounds::check_id(field, value)
+    Ok(crate::store::bounds::check_id(field, value)?)
 }
 
 /// Checks every entry of a model list.

@@ -197,11 +197,10 @@ fn id(path: &str, map: &Map<String, Value>, key: &str, r: &mut Reader) -> Option
     Some(v)
 }
 
+/// The rule the store holds every created id to.
 fn check_id(path: &str, v: &str, r: &mut Reader) {
-    if v.len() > 256 {
-        r.problem(path, "at most 256 characters");
-    } else if v.contains(':') || v.chars().any(char::is_whitespace) {
-        r.problem(path, format!("{v:?} may not contain ':' or spaces"));
+    if let Some(problem) = crate::store::bounds::id_problem(v) {
+        r.problem(path, format!("{v:?}: {problem}"));
     }
 }
 
@@ -839,7 +838,7 @@ customers:
             "users[2].user_role: \"god\" is not a user role",
             "users[1].user_email: \"not-an-email\" is not an email address",
             "users[1].user_id: \"u1\" is already declared by users[0]",
-            "teams[0].team_id: \"has space\" may not contain ':' or spaces",
+            "teams[0].team_id: \"has space\": may not contain '/', '\\', '..', ':', spaces or control characters",
             "teams[0].soft_budget: 2 USD is above max_budget 1 USD",
             "teams[0].tpm: give tpm_limit or tpm, not both",
             "teams[0].organization_id: no organization \"nowhere\" is declared in this file",

@@ -6,6 +6,7 @@
 //! steady state: identities are cached in `governance`, spend records are written in batches
 //! by `ledger`.
 
+pub mod bounds;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -455,61 +456,4 @@ fn decode_token(token: &str) -> Result<(i64, String), StoreError> {
     let raw = String::from_utf8(hex::decode(token).map_err(|_| bad())?).map_err(|_| bad())?;
     let (us, id) = raw.split_once(':').ok_or_else(bad)?;
     Ok((us.parse().map_err(|_| bad())?, id.to_owned()))
-}
-
-/// Whether any of these strings holds a NUL character. PostgreSQL cannot store one in text or
-/// JSON, so neither backend ever has: a lookup by such a string matches nothing on both.
-pub(crate) fn any_nul<'a>(texts: impl IntoIterator<Item = Option<&'a str>>) -> bool {
-    texts.into_iter().flatten().any(|t| t.contains('\0'))
-}
-
-/// The path of the first string (or object key) in `v` that holds a NUL character.
-fn nul_path(v: &serde_json::Value, path: &str) -> Option<String> {
-    use serde_json::Value;
-    let join = |k: &str| if path.is_empty() { k.to_owned() } else { format!("{path}.{k}") };
-    match v {
-        Value::String(s) => s.contains('\0').then(|| path.to_owned()),
-        Value::Array(items) => items.iter().enumerate().find_map(|(i, x)| nul_path(x, &format!("{path}[{i}]"))),
-        Value::Object(map) => {
-            map.iter().find_map(|(k, x)| if k.contains('\0') { Some(join(k)) } else { nul_path(x, &join(k)) })
-        }
-        _ => None,
-    }
-}
-
-fn refuse_nul(field: String) -> StoreError {
-    StoreError::Invalid { field, message: "must not contain a NUL character (\\u0000)".to_owned() }
-}
-
-/// Refuses a commit that would store a NUL character, naming the field it is in (the
-/// resource's documents use the API's field names), on both backends alike and before any
-/// of it is written.
-pub(crate) fn check_storable(changes: &[Change], audit: &[AuditDraft]) -> Result<(), StoreError> {
-    for c in changes {
-        let found = match c {
-            Change::Insert(_, row) | Change::Update(_, row) => nul_path(&row.data, "").or_else(|| {
-                [("id", Some(&row.id)), ("alias", row.alias.as_ref())]
-                    .into_iter()
-                    .find(|(_, v)| any_nul([v.map(String::as_str)]))
-                    .map(|(f, _)| f.to_owned())
-            }),
-            Change::PutMembership(m) => nul_path(&m.data, "").or_else(|| {
-                any_nul([Some(m.scope_id.as_str()), Some(m.user_id.as_str()), Some(m.role.as_str())])
-                    .then(|| "user_id".to_owned())
-            }),
-            _ => None,
-        };
-        if let Some(field) = found {
-            return Err(refuse_nul(field));
-        }
-    }
-    for d in audit {
-        if let Some(field) = [d.before.as_ref(), d.after.as_ref()].into_iter().flatten().find_map(|v| nul_path(v, "")) {
-            return Err(refuse_nul(field));
-        }
-        if any_nul([Some(d.object_id.as_str()), d.source_addr.as_deref(), d.request_id.as_deref()]) {
-            return Err(refuse_nul("object_id".to_owned()));
-        }
-    }
-    Ok(())
 }

@@ -27,7 +27,8 @@ macro_rules! impl_store {
             use crate::store::{
                 AuditDraft, AuditEntry, AuditHead, AuditQuery, Actor, Change, Charge, KeyMatch, Membership, MembershipFilter, Page,
                 PageRequest, Row, RowFilter, Scope, SpendQuery, SpendRecord, SpendStatus, StoreError, Table,
-                any_nul, check_storable, decode_token, encode_token, from_micros, micros,
+                bounds::{any_nul, check_commit},
+                decode_token, encode_token, from_micros, micros,
             };
 
             type DbRow = <$db as sqlx::Database>::Row;
@@ -404,7 +405,7 @@ macro_rules! impl_store {
                 }
 
                 async fn commit(&self, changes: &[Change], audit: &[AuditDraft]) -> Result<Vec<AuditEntry>, StoreError> {
-                    check_storable(changes, audit)?;
+                    check_commit(changes, audit)?;
                     let mut tx = self.pool.begin_with($begin).await?;
                     for c in changes {
                         apply(&mut tx, c).await?;
