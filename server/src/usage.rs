@@ -2,7 +2,9 @@
 //!
 //! Both go through the same stages as a proxied call — identity, model access, budget scopes
 //! and counters, the ledger — so a recorded call lands on every scope exactly like one that
-//! went through the gateway. Record is idempotent by the caller's request id.
+//! went through the gateway. Record is idempotent by the caller's request id, per key: the
+//! spend record is stored as `<key id>/<request id>`, so one key's ids never collide with (or
+//! reveal) another's.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
@@ -67,6 +69,16 @@ pub struct RecordInput {
     pub tags: Vec<String>,
 }
 
+/// What a record call did.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub cost: Nanos,
+    /// The id the spend record is stored under ([`stored_request_id`]).
+    pub request_id: String,
+    /// The request id was recorded before (for this key): nothing was added.
+    pub duplicate: bool,
+}
+
 /// Request ids recorded recently (bounded), so concurrent repeats are caught before the
 /// database has the first.
 #[derive(Default)]
@@ -78,6 +90,15 @@ const RECENT_IDS: usize = 100_000;
 
 /// The most tokens one recorded call may report (keeps every cost far inside 64 bits).
 const MAX_RECORD_TOKENS: u64 = 1_000_000_000;
+
+/// How far in the future a recorded call may say it started or ended (clock skew).
+const MAX_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// The id a recorded call's spend record is stored under: the caller's id within its key.
+/// Key ids hold no `/` (the store refuses one), so the first `/` separates the two.
+pub fn stored_request_id(key_id: &str, request_id: &str) -> String {
+    format!("{key_id}/{request_id}")
+}
 
 impl RecentIds {
     /// Forgets `id` (its record could not be queued, so a retry must be recorded).
@@ -221,8 +242,9 @@ impl Gateway {
         Ok(CheckResult { refusal, estimate, budgets, limits })
     }
 
-    /// Records a finished call; returns its cost and whether the request id was a repeat.
-    pub async fn record(&self, caller: &Caller, input: RecordInput) -> Result<(Nanos, bool), GatewayError> {
+    /// Records a finished call; returns its cost, the id its spend record is stored under, and
+    /// whether the request id was a repeat (for this key).
+    pub async fn record(&self, caller: &Caller, input: RecordInput) -> Result<Recorded, GatewayError> {
         if input.request_id.trim().is_empty()
             || input.request_id.len() > 256
             || input.request_id.chars().any(char::is_control)
@@ -244,41 +266,55 @@ impl Gateway {
                 ));
             }
         }
+        let now = Utc::now();
+        for (field, t) in [("start_time", input.start), ("end_time", input.end)] {
+            if t.is_some_and(|t| t > now + MAX_CLOCK_SKEW) {
+                return Err(GatewayError::invalid(field, format!("{field}: is in the future")));
+            }
+        }
+        if let (Some(start), Some(end)) = (input.start, input.end)
+            && end < start
+        {
+            return Err(GatewayError::invalid("end_time", "end_time: is before start_time"));
+        }
         let model = governance::resolve_alias(caller, &input.model).to_owned();
         let (price, provider) = self.price_of(&model)?;
         let cost = price.cost(input.tokens);
-        if !self.recorded.insert(&input.request_id) {
-            return Ok((cost, true));
+        let id = stored_request_id(caller.key_id(), &input.request_id);
+        if !self.recorded.insert(&id) {
+            return Ok(Recorded { cost, request_id: id, duplicate: true });
         }
-        let id = input.request_id.clone();
-        let result = self.record_new(caller, input, model, provider, cost).await;
+        let result = self.record_new(caller, input, id.clone(), model, provider, cost).await;
         if result.is_err() {
             self.recorded.remove(&id);
         }
-        result
+        result.map(|duplicate| Recorded { cost, request_id: id, duplicate })
     }
 
+    /// Records a call not recorded recently; whether the store had it already.
     async fn record_new(
         &self,
         caller: &Caller,
         input: RecordInput,
+        request_id: String,
         model: String,
         provider: String,
         cost: Nanos,
-    ) -> Result<(Nanos, bool), GatewayError> {
+    ) -> Result<bool, GatewayError> {
         let stored = self
             .store
             .list_spend(
-                &SpendQuery { request_id: Some(input.request_id.clone()), ..Default::default() },
+                &SpendQuery { request_id: Some(request_id.clone()), ..Default::default() },
                 &PageRequest::new(1, None),
             )
             .await?;
         if !stored.items.is_empty() {
-            return Ok((cost, true));
+            return Ok(true);
         }
         let now = Utc::now();
-        let start = input.start.unwrap_or(now);
-        let end = input.end.unwrap_or(now);
+        // One time given: the call took no time at it.
+        let start = input.start.or(input.end).unwrap_or(now);
+        let end = input.end.unwrap_or(now).max(start);
         // Spend lands in the current period, whatever times the caller reports.
         let scopes = self.scopes_for(caller, &model, input.customer.as_deref(), &input.tags, now).await?;
         let charges: Vec<_> = scopes.budget.iter().map(|s| s.charge.clone()).collect();
@@ -286,7 +322,7 @@ impl Gateway {
         let identity = caller.identity();
         let seq = self.ledger.record(
             SpendRecord {
-                request_id: input.request_id,
+                request_id,
                 call_type: "record".to_owned(),
                 key_id: caller.key_id().to_owned(),
                 model: model.clone(),
@@ -313,6 +349,6 @@ impl Gateway {
             counted,
         );
         self.rates.add_spend(&scopes.budget, cost, seq);
-        Ok((cost, false))
+        Ok(false)
     }
 }

@@ -256,3 +256,55 @@ async fn check_reports_limits_and_tags() {
     let (_, _, limited) = http.post("/usage/check", &secret, json!({"model": "demo", "input_tokens": 2_000_000})).await;
     assert_eq!(limited["reason"], "RATE_LIMITED", "{limited}");
 }
+
+/// Record's idempotency is each key's own: another tenant's record of the same request id is
+/// another call (stored, charged, and nothing about the first revealed); a repeat by the same
+/// key counts once. Times are checked, naming the field.
+#[tokio::test]
+async fn request_ids_are_idempotent_per_key_and_times_are_checked() {
+    for backend in Backend::ALL {
+        let gw = Gateway::start(Options { backend, config: standard_config(None), env: vec![] }).await;
+        admin(&gw, "/team/new", json!({"team_id": "a"})).await;
+        admin(&gw, "/team/new", json!({"team_id": "b"})).await;
+        let a = admin(&gw, "/key/generate", json!({"team_id": "a"})).await;
+        let b = admin(&gw, "/key/generate", json!({"team_id": "b"})).await;
+        let http = gw.http();
+        let record = json!({"request_id": "shared-1", "model": "demo", "input_tokens": 1000});
+        let mut ids = Vec::new();
+        for (key, repeat) in [(&a, false), (&b, false), (&b, true), (&a, true)] {
+            let (s, _, r) = http.post("/usage/record", key["key"].as_str().unwrap(), record.clone()).await;
+            assert_eq!(s, 200, "{r}");
+            assert_eq!(r["duplicate"], repeat, "{backend:?}: {r}");
+            assert_eq!(r["cost_nanos"], 150_000);
+            ids.push(r["spend_log_request_id"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(ids[0], format!("{}/shared-1", a["token"].as_str().unwrap()));
+        assert_eq!((ids[1] == ids[2], ids[0] == ids[3], ids[0] == ids[1]), (true, true, false));
+        // Both calls are stored and charged, each to its own team.
+        for (key, team) in [(&a, "a"), (&b, "b")] {
+            let logs = gw.spend_logs_until(&format!("api_key={}", key["token"].as_str().unwrap()), 1).await;
+            assert_eq!(logs.len(), 1, "{logs:?}");
+            assert_eq!(logs[0]["team_id"], team);
+        }
+        // Another instance (without this one's memory of recent ids) answers from the store.
+        let gw2 = gw.another_instance().await;
+        let (_, _, r) = gw2.http().post("/usage/record", b["key"].as_str().unwrap(), record.clone()).await;
+        assert_eq!(r["duplicate"], true, "{r}");
+
+        let secret = a["key"].as_str().unwrap();
+        let bad = [
+            (json!({"start_time": "2026-01-02T00:00:00Z", "end_time": "2026-01-01T00:00:00Z"}), "end_time"),
+            (json!({"start_time": "2999-01-01T00:00:00Z"}), "start_time"),
+            (json!({"end_time": "2999-01-01T00:00:00Z"}), "end_time"),
+        ];
+        for (times, field) in bad {
+            let mut body = json!({"request_id": format!("t-{field}"), "model": "demo", "input_tokens": 1});
+            body.as_object_mut().unwrap().extend(times.as_object().unwrap().clone());
+            let (s, _, v) = http.post("/usage/record", secret, body).await;
+            assert_eq!((s, v["error"]["param"].as_str()), (400, Some(field)), "{v}");
+        }
+        // Refused records wrote nothing.
+        let logs = gw.spend_logs_until(&format!("api_key={}", a["token"].as_str().unwrap()), 1).await;
+        assert_eq!(logs.len(), 1);
+    }
+}

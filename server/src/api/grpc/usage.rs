@@ -76,7 +76,12 @@ impl UsageService for Services {
             start: start_time.map(|t| from_timestamp("start_time", t)).transpose().map_err(to_status)?,
             end: end_time.map(|t| from_timestamp("end_time", t)).transpose().map_err(to_status)?,
         };
-        let (cost, duplicate) = self.gateway.record(&caller, input).await.map_err(to_status)?;
-        Ok(Response::new(pb::RecordResponse { cost_nanos: cost.0, cost_usd: format_usd(cost), duplicate }))
+        let r = self.gateway.record(&caller, input).await.map_err(to_status)?;
+        Ok(Response::new(pb::RecordResponse {
+            cost_nanos: r.cost.0,
+            cost_usd: format_usd(r.cost),
+            duplicate: r.duplicate,
+            spend_log_request_id: r.request_id,
+        }))
     }
 }

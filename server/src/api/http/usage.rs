@@ -112,6 +112,11 @@ pub async fn record(
         start: b.start_time,
         end: b.end_time,
     };
-    let (cost, duplicate) = app.gateway.record(&caller, input).await?;
-    Ok(Json(json!({"cost": format_usd(cost), "cost_nanos": cost.0, "duplicate": duplicate})))
+    let r = app.gateway.record(&caller, input).await?;
+    Ok(Json(json!({
+        "cost": format_usd(r.cost),
+        "cost_nanos": r.cost.0,
+        "duplicate": r.duplicate,
+        "spend_log_request_id": r.request_id,
+    })))
 }
