@@ -358,3 +358,163 @@ async fn escalations_are_refused() {
     let (s, _, v) = gw.http().post("/team/new", MASTER_KEY, json!({"team_id": "a:b"})).await;
     assert_eq!((s, v["error"]["param"].as_str()), (400, Some("team_id")));
 }
+
+/// `initialize` on `/mcp/<server>` with `key`: the status.
+async fn mcp_initialize(gw: &Gateway, server: &str, key: &str) -> u16 {
+    let body = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    });
+    let http = gw.http();
+    let r = http
+        .client
+        .post(format!("{}/mcp/{server}", http.base))
+        .bearer_auth(key)
+        .header("accept", "application/json, text/event-stream")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
+/// One organization's admin cannot take over another organization's users (by id or by
+/// email), hijack an invitation by registering its email first, or change the global role of
+/// someone another organization also holds; an owner cannot widen what an admin narrowed on
+/// their key, and their new keys are bounded by what the admin set on the user.
+#[tokio::test]
+async fn tenants_cannot_take_over_users_or_widen_what_an_admin_set() {
+    let mut config = standard_config(None);
+    config.push_str(
+        "mcp_servers:\n  time:\n    url: http://127.0.0.1:9/mcp\n  files:\n    url: http://127.0.0.1:9/mcp\n",
+    );
+    let gw = Gateway::start(Options { backend: Backend::Postgres, config, env: vec![] }).await;
+    let w = setup(&gw).await;
+    let (alice, iu) = (&w.secrets[3], &w.secrets[6]);
+    let refused = |r: (u16, Value), what: &str| {
+        assert_eq!(r.0, 403, "{what}: {}", r.1);
+        assert!(r.1["error"]["message"].as_str().unwrap().starts_with("permission denied: "), "{what}: {}", r.1);
+    };
+    // bob administers O2 (and its team T2).
+    let bob = admin(&gw, "/user/new", json!({"user_id": "bob", "user_email": "bob@two.test"})).await;
+    let bob = bob["key"].as_str().unwrap().to_owned();
+    admin(
+        &gw,
+        "/organization/member_add",
+        json!({"organization_id": "O2", "member": {"user_id": "bob", "role": "org_admin"}}),
+    )
+    .await;
+    admin(&gw, "/team/member_add", json!({"team_id": "T2", "member": {"user_id": "bob", "role": "admin"}})).await;
+
+    // alice cannot pull bob into O1, by id or by email, nor into an O1 team.
+    for member in [
+        json!({"user_id": "bob", "role": "internal_user"}),
+        json!({"user_email": "bob@two.test", "role": "internal_user"}),
+    ] {
+        refused(
+            post(&gw, alice, "/organization/member_add", json!({"organization_id": "O1", "member": member.clone()}))
+                .await,
+            "org admin adds another org's admin",
+        );
+        let mut as_team_member = member;
+        as_team_member["role"] = json!("user");
+        refused(
+            post(&gw, alice, "/team/member_add", json!({"team_id": "T1", "member": as_team_member})).await,
+            "into a team",
+        );
+    }
+    let (_, info) = get(&gw, MASTER_KEY, "/user/info?user_id=bob").await;
+    assert_eq!(info["user_info"]["user_role"], "internal_user", "{info}");
+    let (_, bob_orgs) = get(&gw, MASTER_KEY, "/organization/info?organization_id=O2").await;
+    assert!(bob_orgs.to_string().contains("\"org_admin\""), "bob is still O2's admin: {bob_orgs}");
+
+    // alice registers an email first; O2's invitation of it is refused, not bound to her user.
+    let (s, v) = post(
+        &gw,
+        alice,
+        "/user/new",
+        json!({"user_id": "planted", "user_email": "eve@two.test", "organization_id": "O1", "auto_create_key": false}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let invite = json!({"team_id": "T2", "member": {"user_email": "eve@two.test", "role": "user"}});
+    let (s, v) = post(&gw, &bob, "/team/member_add", invite.clone()).await;
+    assert_eq!(s, 403, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("outside organization \"O2\"") && !message.contains("O1"),
+        "says no more than needed: {message}"
+    );
+    let (_, t2) = get(&gw, MASTER_KEY, "/team/info?team_id=T2").await;
+    assert!(!t2.to_string().contains("planted"), "the planted user did not join: {t2}");
+    // A proxy admin may still bind it, deliberately.
+    assert_eq!(post(&gw, MASTER_KEY, "/team/member_add", invite).await.0, 200);
+
+    // A user in O1 and O2: alice may not change their (global) role.
+    admin(&gw, "/user/new", json!({"user_id": "dual", "auto_create_key": false})).await;
+    for org in ["O1", "O2"] {
+        admin(
+            &gw,
+            "/organization/member_add",
+            json!({"organization_id": org, "member": {"user_id": "dual", "role": "internal_user"}}),
+        )
+        .await;
+    }
+    refused(
+        post(&gw, alice, "/user/update", json!({"user_id": "dual", "user_role": "internal_user_viewer"})).await,
+        "role of a user another organization holds",
+    );
+    // ...but may of a user wholly hers.
+    admin(&gw, "/user/new", json!({"user_id": "mine", "auto_create_key": false})).await;
+    admin(
+        &gw,
+        "/organization/member_add",
+        json!({"organization_id": "O1", "member": {"user_id": "mine", "role": "internal_user"}}),
+    )
+    .await;
+    let r = post(&gw, alice, "/user/update", json!({"user_id": "mine", "user_role": "internal_user_viewer"})).await;
+    assert_eq!(r.0, 200, "{}", r.1);
+
+    // What an admin narrowed on iu's key, iu may narrow further but not widen.
+    let k = admin(
+        &gw,
+        "/key/generate",
+        json!({"user_id": "iu", "models": ["demo"], "tags": ["billing"], "duration": "1d"}),
+    )
+    .await;
+    let k = k["token"].as_str().unwrap().to_owned();
+    for (body, what) in [
+        (json!({"models": ["demo", "gpt-4o-mini"]}), "a model added"),
+        (json!({"models": []}), "models emptied (all models)"),
+        (json!({"tags": []}), "a tag removed"),
+        (json!({"duration": "30d"}), "a later expiry"),
+        (json!({"duration": null}), "no expiry"),
+    ] {
+        let mut body = body;
+        body["key"] = json!(k);
+        refused(post(&gw, iu, "/key/update", body).await, what);
+    }
+    let r = post(
+        &gw,
+        iu,
+        "/key/update",
+        json!({"key": k, "models": ["demo", "!demo"], "tags": ["billing", "more"], "duration": "1h"}),
+    )
+    .await;
+    assert_eq!(r.0, 200, "narrowing is fine: {}", r.1);
+
+    // An admin bounds iu's MCP access on the user: iu cannot lift it, and every new personal key
+    // of theirs is held to it (team keys answer to their team).
+    admin(&gw, "/user/update", json!({"user_id": "iu", "object_permission": {"mcp_servers": ["time"]}})).await;
+    refused(
+        post(&gw, iu, "/user/update", json!({"user_id": "iu", "object_permission": {"mcp_servers": null}})).await,
+        "own MCP bound",
+    );
+    let (s, fresh) = post(&gw, iu, "/key/generate", json!({})).await;
+    assert_eq!(s, 200, "{fresh}");
+    let fresh = fresh["key"].as_str().unwrap();
+    assert_eq!(mcp_initialize(&gw, "time", fresh).await, 200);
+    assert_eq!(mcp_initialize(&gw, "files", fresh).await, 403, "the user's bound holds on a new key");
+    let (_, info) = get(&gw, MASTER_KEY, "/user/info?user_id=iu").await;
+    assert_eq!(info["user_info"]["object_permission"]["mcp_servers"], json!(["time"]), "{info}");
+}

@@ -119,6 +119,7 @@ pub async fn resolve_member(
         budget_id: None,
         metadata: Map::new(),
         tags: vec![],
+        object_permission: Default::default(),
         blocked: false,
         created_by: ctx.actor_name(),
         managed_by: None,
@@ -154,6 +155,8 @@ pub struct UserFields {
     pub budget_id: Option<Option<String>>,
     pub metadata: Option<Map<String, Value>>,
     pub tags: Option<Vec<String>>,
+    /// MCP servers, access groups and tools the user's personal keys may use at most.
+    pub object_permission: Option<super::fields::ObjectPermissionChange>,
     pub blocked: Option<bool>,
     /// Teams to join as a `user` member (create only).
     pub teams: Option<Vec<String>>,
@@ -201,8 +204,8 @@ pub async fn create(ctx: &Ctx<'_>, f: UserFields, limits: LimitsFields) -> Resul
                 "only proxy admins create users; org admins may create internal users in their own organization (organization_id)",
             ));
         }
-        if !limits.set_fields().is_empty() {
-            return Err(deny(&ctx.who, "only a proxy admin may set a user's budgets and limits"));
+        if !limits.set_fields().is_empty() || f.object_permission.is_some() {
+            return Err(deny(&ctx.who, "only a proxy admin may set a user's budgets, limits and object_permission"));
         }
     }
     let user_id = f.user_id.unwrap_or_else(new_id);
@@ -217,11 +220,15 @@ pub async fn create(ctx: &Ctx<'_>, f: UserFields, limits: LimitsFields) -> Resul
         budget_id: f.budget_id.flatten(),
         metadata: f.metadata.unwrap_or_default(),
         tags: f.tags.unwrap_or_default(),
+        object_permission: Default::default(),
         blocked: f.blocked.unwrap_or(false),
         created_by: ctx.actor_name(),
         managed_by: None,
         meta: Meta::new(ctx.now),
     };
+    if let Some(change) = f.object_permission {
+        change.apply(&mut user.object_permission)?;
+    }
     if let Some(e) = &user.user_email {
         non_empty("user_email", e)?;
     }
@@ -340,7 +347,8 @@ pub async fn update(ctx: &Ctx<'_>, id: &str, f: UserFields, limits: LimitsFields
         || f.user_role.is_some()
         || f.models.is_some()
         || f.budget_id.is_some()
-        || f.blocked.is_some();
+        || f.blocked.is_some()
+        || f.object_permission.is_some();
     if !ctx.who.is_admin() {
         let self_edit = ctx.who.is_user(Some(id)) && !ctx.who.is_viewer() && !sensitive;
         // Org admins manage their organizations' ordinary users: never themselves, never anyone
@@ -354,11 +362,12 @@ pub async fn update(ctx: &Ctx<'_>, id: &str, f: UserFields, limits: LimitsFields
             && f.models.is_none()
             && f.budget_id.is_none()
             && f.blocked.is_none()
+            && f.object_permission.is_none()
             && limits.set_fields().is_empty();
         if !(self_edit || org_admin_edit) {
             return Err(deny(
                 &ctx.who,
-                "users may change only their own alias, metadata and tags; email, roles, models, budgets and limits need a proxy admin (or an org admin, for their organization's users)",
+                "users may change only their own alias, metadata and tags; email, roles, models, object_permission, budgets and limits need a proxy admin (or an org admin, for their organization's users)",
             ));
         }
     }
@@ -376,6 +385,9 @@ pub async fn update(ctx: &Ctx<'_>, id: &str, f: UserFields, limits: LimitsFields
     }
     set(&mut user.metadata, f.metadata);
     set(&mut user.tags, f.tags);
+    if let Some(change) = f.object_permission {
+        change.apply(&mut user.object_permission)?;
+    }
     set(&mut user.blocked, f.blocked);
     limits.apply(&mut user.limits)?;
     user.meta.version += 1;

@@ -98,8 +98,18 @@ const ORG_KEYS: &[&str] = &[
     "object_permission",
 ];
 const ORG_MEMBER_KEYS: &[&str] = &["user_id", "role"];
-const USER_KEYS: &[&str] =
-    &["user_id", "user_email", "user_alias", "user_role", "models", "budget_id", "metadata", "tags", "blocked"];
+const USER_KEYS: &[&str] = &[
+    "user_id",
+    "user_email",
+    "user_alias",
+    "user_role",
+    "models",
+    "budget_id",
+    "metadata",
+    "tags",
+    "blocked",
+    "object_permission",
+];
 const TEAM_KEYS: &[&str] = &[
     "team_id",
     "team_alias",
@@ -421,6 +431,7 @@ fn read_user(path: &str, map: &Map<String, Value>, r: &mut Reader) -> Option<Use
         budget_id: optional_id(path, map, "budget_id", r),
         metadata: metadata(path, map, r),
         tags: strings(path, map, "tags", r),
+        object_permission: object_permission(path, map, r),
         blocked: boolean(path, map, "blocked", r),
         created_by: managed(),
         managed_by: managed(),

@@ -84,7 +84,7 @@ async fn addressed(gw: &Gateway, headers: &http::HeaderMap, path: &str) -> Resul
         for name in decoded.split(',').map(str::trim) {
             if selected.iter().any(|s| s.name() == name) && !access.server(name) {
                 return Err(GatewayError::permission_denied(format!(
-                    "this key may not use MCP server {name:?} (object_permission of its key, team or organization)"
+                    "this key may not use MCP server {name:?} (object_permission of its key, user, team or organization)"
                 ))
                 .with_reason("MCP_SERVER_NOT_ALLOWED"));
             }

@@ -151,14 +151,16 @@ impl Hub {
         self.servers.load().values().cloned().collect()
     }
 
-    /// What `caller` may use: the intersection of what its key, team and organization each
-    /// allow (`object_permission`). Where no level says anything, every server
+    /// What `caller` may use: the intersection of what its key, its user (personal keys: a
+    /// team key answers to its team), its team and its organization each allow
+    /// (`object_permission`). Where no level says anything, every server
     /// (`general_settings.mcp_default_access: all`, the default) or none (`none`). The master
     /// key may use everything.
     pub fn access(&self, caller: &Caller, default_none: bool) -> Access {
         let Caller::Key(id) = caller else { return Access::default() };
         let levels = [
             Some(&id.key.object_permission),
+            id.user.as_ref().filter(|_| id.team.is_none()).map(|u| &u.object_permission),
             id.team.as_ref().map(|t| &t.object_permission),
             id.org.as_ref().map(|o| &o.object_permission),
         ];

@@ -260,6 +260,9 @@ pub struct User {
     pub metadata: Map<String, Value>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Bounds the MCP access of the user's personal keys (team keys answer to the team).
+    #[serde(default, skip_serializing_if = "ObjectPermission::is_empty")]
+    pub object_permission: ObjectPermission,
     #[serde(default)]
     pub blocked: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -351,6 +351,7 @@ fn user_pb(u: &User) -> pb::User {
         blocked: u.blocked,
         etag: u.meta.version.to_string(),
         state: Some(state(u)),
+        object_permission: Some(convert::object_permission(&u.object_permission)),
     }
 }
 
@@ -368,6 +369,7 @@ fn user_fields(u: pb::User, mask: &Mask) -> Result<(users::UserFields, LimitsFie
         blocked,
         etag: e,
         state: _,
+        object_permission: op,
     } = u;
     let fields = users::UserFields {
         user_id: (!user_id.is_empty()).then_some(user_id),
@@ -383,6 +385,7 @@ fn user_fields(u: pb::User, mask: &Mask) -> Result<(users::UserFields, LimitsFie
         organization_id: None,
         auto_create_key: None,
         etag: etag("user.etag", &e)?,
+        object_permission: object_permission(mask, op),
     };
     Ok((fields, limits_fields(limits, mask)?))
 }
@@ -813,7 +816,18 @@ impl UserService for Services {
         let id = u.user_id.clone();
         let mask = Mask::update(
             update_mask,
-            &["user_email", "user_alias", "user_role", "models", "limits", "budget_id", "metadata", "tags", "blocked"],
+            &[
+                "user_email",
+                "user_alias",
+                "user_role",
+                "models",
+                "limits",
+                "budget_id",
+                "metadata",
+                "tags",
+                "blocked",
+                "object_permission",
+            ],
         )
         .map_err(st)?;
         let (f, l) = user_fields(u, &mask).map_err(st)?;
