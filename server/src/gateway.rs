@@ -429,6 +429,19 @@ impl Gateway {
         }
     }
 
+    /// The request as `d` receives it. Strict budgets reserved [`DEFAULT_MAX_OUTPUT_TOKENS`] per
+    /// choice for a call that sets no output cap on a deployment whose maximum is unknown;
+    /// that cap goes upstream too, so the reservation is a bound the provider cannot pass.
+    fn bounded<'r>(&self, request: &'r ChatRequest, d: &Deployment) -> std::borrow::Cow<'r, ChatRequest> {
+        let strict = self.config.general.budget_enforcement == crate::limits::Enforcement::Strict;
+        if strict && request.max_output_tokens().is_none() && d.max_output.is_none() {
+            let mut capped = request.clone();
+            capped.max_tokens = u32::try_from(DEFAULT_MAX_OUTPUT_TOKENS).ok();
+            return std::borrow::Cow::Owned(capped);
+        }
+        std::borrow::Cow::Borrowed(request)
+    }
+
     /// Whether `caller` (calling for `customer`) may use the model name `model`.
     async fn may_use(&self, caller: &Caller, customer: Option<&str>, model: &str) -> bool {
         let models = self.models();
@@ -475,7 +488,7 @@ impl Gateway {
             let result = gw
                 .route(&mut call, &caller, |d| {
                     let (gw, request) = (gw.clone(), request.clone());
-                    async move { gw.upstreams.chat(&d.config, &request).await }
+                    async move { gw.upstreams.chat(&d.config, &gw.bounded(&request, &d)).await }
                 })
                 .await;
             let upstream_time = upstream_start.elapsed();
@@ -583,7 +596,7 @@ impl Gateway {
             let connected = gw
                 .route(&mut call, &caller, |d| {
                     let (gw, request) = (gw.clone(), request.clone());
-                    async move { gw.upstreams.chat_stream(&d.config, &request).await }
+                    async move { gw.upstreams.chat_stream(&d.config, &gw.bounded(&request, &d)).await }
                 })
                 .await;
             match connected {

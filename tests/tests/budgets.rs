@@ -483,3 +483,45 @@ async fn a_soft_budget_alone_warns() {
         assert_eq!(warned, expect, "{scope}");
     }
 }
+
+/// A call without an output cap, on a deployment whose maximum output is unknown: strict mode
+/// reserved 4,096 tokens per choice, and sends that cap upstream so the provider cannot
+/// generate past the reservation; a caller's own cap goes as given; optimistic mode sends none.
+#[tokio::test]
+async fn the_reserved_output_cap_is_the_one_the_provider_gets() {
+    let mock = ferryman_tests::mock_openai::MockOpenAi::start().await;
+    for mode in ["strict", "optimistic"] {
+        let cfg = format!(
+            r#"model_list:
+  - model_name: house-model
+    litellm_params:
+      model: openai/house-model-unpriced
+      api_base: {}
+      input_cost_per_token: 0.000001
+      output_cost_per_token: 0.000001
+general_settings:
+  master_key: {MASTER_KEY}
+  database_url: "{{database_url}}"
+  budget_enforcement: {mode}
+"#,
+            mock.base_url
+        );
+        let gw = Gateway::start(Options { backend: Backend::Sqlite, config: cfg, env: vec![] }).await;
+        let before = mock.received().len();
+        for (extra, want) in [
+            (json!({}), if mode == "strict" { json!(4096) } else { Value::Null }),
+            (json!({"max_tokens": 50}), json!(50)),
+        ] {
+            let mut body = json!({"model": "house-model", "messages": [{"role": "user", "content": "hi"}]});
+            body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            let (s, _, v) = gw.http().post("/v1/chat/completions", MASTER_KEY, body.clone()).await;
+            assert_eq!(s, 200, "{v}");
+            body["stream"] = json!(true);
+            let (s, _, _) = gw.http().stream(MASTER_KEY, body).await;
+            assert_eq!(s, 200);
+            let got: Vec<Value> =
+                mock.received()[before..].iter().rev().take(2).map(|r| r.body["max_tokens"].clone()).collect();
+            assert_eq!(got, [want.clone(), want], "{mode}");
+        }
+    }
+}
