@@ -517,4 +517,17 @@ async fn tenants_cannot_take_over_users_or_widen_what_an_admin_set() {
     assert_eq!(mcp_initialize(&gw, "files", fresh).await, 403, "the user's bound holds on a new key");
     let (_, info) = get(&gw, MASTER_KEY, "/user/info?user_id=iu").await;
     assert_eq!(info["user_info"]["object_permission"]["mcp_servers"], json!(["time"]), "{info}");
+
+    // No oracle for secrets: only proxy admins choose one (a conflict would say it is taken),
+    // and someone else's secret is answered exactly like one that names no key.
+    refused(post(&gw, iu, "/key/generate", json!({"key": "sk-guessed-secret-0001"})).await, "choose a secret");
+    admin(&gw, "/key/generate", json!({"user_id": "bob", "key": "sk-bobs-own-secret-42"})).await;
+    let theirs = get(&gw, iu, "/key/info?key=sk-bobs-own-secret-42").await;
+    let nobody = get(&gw, iu, "/key/info?key=sk-nobodys-secret-4242").await;
+    assert_eq!(theirs.0, 404, "{}", theirs.1);
+    assert_eq!(theirs, nobody, "a working secret and a made-up one answer alike");
+    let (s, _) = post(&gw, iu, "/key/delete", json!({"keys": ["sk-bobs-own-secret-42"]})).await;
+    assert_eq!(s, 404);
+    let (s, _) = post(&gw, iu, "/key/regenerate", json!({"key": "sk-bobs-own-secret-42"})).await;
+    assert_eq!(s, 404);
 }

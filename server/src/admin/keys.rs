@@ -66,6 +66,18 @@ fn generate_secret() -> Result<String, GatewayError> {
     Ok(format!("sk-{}", hex::encode(bytes)))
 }
 
+/// A secret the caller chose: proxy admins only. Anyone else could learn from the conflict
+/// whether a guessed secret is someone's key.
+fn choose_secret(ctx: &Ctx<'_>, field: &str, s: &str) -> Result<(), GatewayError> {
+    if !ctx.who.is_admin() {
+        return Err(deny(
+            &ctx.who,
+            format!("only a proxy admin may choose a key's secret ({field}); leave it out to get a random one"),
+        ));
+    }
+    check_custom_secret(s)
+}
+
 fn check_custom_secret(s: &str) -> Result<(), GatewayError> {
     if !s.starts_with("sk-") || s.len() < 16 || s.len() > 256 || !s.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(GatewayError::invalid(
@@ -111,7 +123,7 @@ pub async fn build(
 ) -> Result<(KeyRecord, String), GatewayError> {
     let secret = match f.key {
         Some(s) => {
-            check_custom_secret(&s)?;
+            choose_secret(ctx, "key", &s)?;
             s
         }
         None => generate_secret()?,
@@ -285,32 +297,46 @@ pub async fn create(ctx: &Ctx<'_>, f: KeyFields, limits: LimitsFields) -> Result
 
 /// Finds a key by its id, or by its secret (LiteLLM's routes accept either); no permission
 /// check.
+/// The key an id or a secret names. A secret the caller may not read the key of is answered
+/// like one that names no key: otherwise 403 against 404 would tell anyone which guessed
+/// secrets work. (Key ids are not secrets; a foreign id is a 403 naming the rule.)
 pub async fn find(ctx: &Ctx<'_>, id_or_secret: &str) -> Result<KeyRecord, GatewayError> {
-    let row = if id_or_secret.starts_with("sk-") {
+    let by_secret = id_or_secret.starts_with("sk-");
+    let row = if by_secret {
         ctx.gw.store.key_by_hash(&hash_secret(id_or_secret), ctx.now).await?.map(|m| m.row)
     } else {
         ctx.gw.store.get(Table::Keys, id_or_secret).await?
     };
-    match row {
-        Some(r) => Ok(from_row(r)?),
-        None => Err(GatewayError::not_found("no such key")),
+    let key: KeyRecord = match row {
+        Some(r) => from_row(r)?,
+        None => return Err(GatewayError::not_found("no such key")),
+    };
+    if by_secret && !may_read(&ctx.who, &key) {
+        return Err(GatewayError::not_found("no such key"));
     }
+    Ok(key)
 }
 
-/// Reads a key: admins and viewers, its owner, its team's members, its organization's admins,
-/// and the key itself.
-pub async fn get(ctx: &Ctx<'_>, id_or_secret: &str) -> Result<KeyRecord, GatewayError> {
-    let key = find(ctx, id_or_secret).await?;
-    let who = &ctx.who;
-    if who.reads_all()
+/// Admins and viewers, the key's owner, its team's members, its organization's admins, and the
+/// key itself.
+fn may_read(who: &super::Principal, key: &KeyRecord) -> bool {
+    who.reads_all()
         || who.key_id.as_deref() == Some(key.key_id.as_str())
         || who.is_user(key.user_id.as_deref())
         || who.is_team_member_of(key.team_id.as_deref())
         || who.is_org_admin_of(key.organization_id.as_deref())
-    {
+}
+
+/// Reads a key (see [`may_read`]).
+pub async fn get(ctx: &Ctx<'_>, id_or_secret: &str) -> Result<KeyRecord, GatewayError> {
+    let key = find(ctx, id_or_secret).await?;
+    if may_read(&ctx.who, &key) {
         Ok(key)
     } else {
-        Err(deny(who, "only a key's owner, its team's members, its organization's admins and proxy admins may read it"))
+        Err(deny(
+            &ctx.who,
+            "only a key's owner, its team's members, its organization's admins and proxy admins may read it",
+        ))
     }
 }
 
@@ -444,7 +470,7 @@ pub async fn regenerate(
     }
     let secret = match new_key {
         Some(s) => {
-            check_custom_secret(&s)?;
+            choose_secret(ctx, "new_key", &s)?;
             s
         }
         None => generate_secret()?,
