@@ -525,3 +525,35 @@ general_settings:
         }
     }
 }
+
+/// Distinct customers and tags cost the store nothing until a call is admitted: calls refused by
+/// a spent budget, each naming a new customer and new tags, leave no customer row, no spend
+/// record and no tag behind; the first admitted call writes its customer with its record.
+#[tokio::test]
+async fn unknown_customers_and_tags_are_written_only_by_admitted_calls() {
+    let gw = Gateway::start(Options { backend: Backend::Postgres, config: config("strict"), env: vec![] }).await;
+    let broke = admin(&gw, "/key/generate", json!({"max_budget": 0})).await;
+    let broke = broke["key"].as_str().unwrap().to_owned();
+    let mut tasks = Vec::new();
+    for i in 0..500 {
+        let (http, key) = (gw.http(), broke.clone());
+        let body =
+            call_body(json!({"user": format!("drive-by-{i}"), "tags": [format!("t-{i}-a"), format!("t-{i}-b")]}));
+        tasks.push(tokio::spawn(async move { http.post("/v1/chat/completions", &key, body).await.0 }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 400, "refused by the spent budget");
+    }
+    let (_, _, customers) = gw.http().get("/customer/list", MASTER_KEY).await;
+    assert_eq!(customers.as_array().map(Vec::len), Some(0), "{customers}");
+    let (_, _, tags) = gw.http().get("/tag/list", MASTER_KEY).await;
+    assert_eq!(tags.as_array().map(Vec::len), Some(0), "{tags}");
+    let (_, _, logs) = gw.http().get("/spend/logs", MASTER_KEY).await;
+    assert_eq!(logs.as_array().map(Vec::len), Some(0), "{logs}");
+    // An admitted call writes its customer, with its spend record.
+    let (s, _, v) = gw.http().post("/v1/chat/completions", MASTER_KEY, call_body(json!({"user": "paying"}))).await;
+    assert_eq!(s, 200, "{v}");
+    gw.spend_logs_until("end_user=paying", 1).await;
+    let (_, _, customers) = gw.http().get("/customer/list", MASTER_KEY).await;
+    assert_eq!(customers.as_array().map(|c| c.len()), Some(1), "{customers}");
+}
