@@ -16,7 +16,7 @@ fn msg() -> Value {
 /// Asserts an OpenAI-shaped error: status, type, param, and words in the message.
 fn assert_error(reply: &(u16, reqwest::header::HeaderMap, Value), status: u16, kind: &str, param: Value, words: &str) {
     let (got, _, body) = reply;
-    assert_eq!(*got, status, "{body}");
+    assert_eq!(*got, status, "{:.2000}", body.to_string());
     let e = openai_error(body);
     assert_eq!(e["type"], kind, "{body}");
     assert_eq!(e["param"], param, "{body}");
@@ -230,4 +230,56 @@ async fn grpc_bad_input_gets_the_right_status_and_details() {
     assert_eq!(err.get_error_details().bad_request().unwrap().field_violations[0].field, "duration");
     let err = keys.get_key(authed(MASTER_KEY, pb::GetKeyRequest { key_id: "nope".into() })).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn query_strings_path_parameters_and_methods_get_openai_errors_naming_them() {
+    let gw = gateway().await;
+    let http = gw.http();
+
+    // A bad value, an unknown parameter, a missing or repeated one: each named in `param`.
+    let r = http.get("/key/list?size=abc", MASTER_KEY).await;
+    assert_error(&r, 400, "invalid_request_error", json!("size"), "size: invalid digit");
+    let r = http.get("/key/list?page_size=abc", MASTER_KEY).await;
+    assert_error(&r, 400, "invalid_request_error", json!("page_size"), "unknown field `page_size`");
+    let r = http.get("/key/list?return_full_object=maybe", MASTER_KEY).await;
+    assert_error(&r, 400, "invalid_request_error", json!("return_full_object"), "not `true` or `false`");
+    let r = http.get("/team/info", MASTER_KEY).await;
+    assert_error(&r, 400, "invalid_request_error", json!("team_id"), "missing field `team_id`");
+    let r = http.get("/spend/logs?page_size=1&page_size=2", MASTER_KEY).await;
+    assert_error(&r, 400, "invalid_request_error", json!("page_size"), "duplicate field `page_size`");
+    let r = http.get("/spend/logs?start_date=notadate", MASTER_KEY).await;
+    assert_error(&r, 400, "invalid_request_error", json!("start_date"), "YYYY-MM-DD");
+    let r = http.get("/audit?page_size=-1", MASTER_KEY).await;
+    assert_error(&r, 400, "invalid_request_error", json!("page_size"), "page_size:");
+    let r = http.get("/user/list?page_size=99999999999", MASTER_KEY).await;
+    assert_error(&r, 400, "invalid_request_error", json!("page_size"), "page_size:");
+
+    // Path parameters that are not UTF-8 once percent-decoded.
+    let r = http.get("/v1/models/%ff", MASTER_KEY).await;
+    assert_error(&r, 400, "invalid_request_error", json!("id"), "not valid UTF-8");
+    let r = http.post_raw("/key/%ff/regenerate", Some(MASTER_KEY), "").await;
+    assert_error(&r, 400, "invalid_request_error", json!("key"), "not valid UTF-8");
+    // The optional body of the path form is read like any other.
+    let r = http.post_raw("/key/sk-whatever/regenerate", Some(MASTER_KEY), "x".repeat(60_000)).await;
+    assert_error(&r, 400, "invalid_request_error", Value::Null, "larger than the gateway's limit");
+
+    // Whatever the content type claims, a body is read as JSON and refused as not JSON.
+    let resp = http
+        .client
+        .post(format!("{}/v1/chat/completions", http.base))
+        .bearer_auth(MASTER_KEY)
+        .header("content-type", "multipart/form-data; boundary=x")
+        .body("--x\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ndemo\r\n--x--\r\n")
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    assert_error(&(status, Default::default(), body), 400, "invalid_request_error", Value::Null, "not valid JSON");
+
+    // A method a route does not serve: 405 with Allow, in the same shape.
+    let (status, headers, body) = http.get("/v1/chat/completions", MASTER_KEY).await;
+    assert_eq!(headers["allow"], "POST");
+    assert_error(&(status, headers, body), 405, "invalid_request_error", Value::Null, "GET /v1/chat/completions");
 }
