@@ -283,3 +283,63 @@ async fn query_strings_path_parameters_and_methods_get_openai_errors_naming_them
     assert_eq!(headers["allow"], "POST");
     assert_error(&(status, headers, body), 405, "invalid_request_error", Value::Null, "GET /v1/chat/completions");
 }
+
+/// A gRPC message frame: the compressed flag, the declared length, the bytes.
+fn frame(compressed: u8, declared: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![compressed];
+    out.extend_from_slice(&declared.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+#[tokio::test]
+async fn undecodable_grpc_requests_are_invalid_argument_not_internal() {
+    let gw = gateway().await;
+    let list_keys = "/ferryman.v1.KeyService/ListKeys";
+    let garbage = [0xff_u8; 4];
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("garbage bytes in a valid frame", frame(0, 4, &garbage), "not a valid protobuf encoding"),
+        ("a length prefix past the body", frame(0, 100, b"\x0a"), "length prefix"),
+        ("a compressed flag without grpc-encoding", frame(1, 0, b""), "no grpc-encoding"),
+        ("a compressed flag of 2", frame(2, 0, b""), "neither 0 nor 1"),
+        ("no message at all", Vec::new(), "no message"),
+    ];
+    for content_type in ["application/grpc", "application/grpc-web+proto"] {
+        for (what, body, words) in &cases {
+            let (status, headers) = gw.grpc_raw(list_keys, MASTER_KEY, content_type, body.clone()).await;
+            assert_eq!(status, 200, "{content_type}, {what}");
+            let s = tonic::Status::from_header_map(&headers).unwrap_or_else(|| panic!("no grpc-status: {headers:?}"));
+            assert_eq!(s.code(), tonic::Code::InvalidArgument, "{content_type}, {what}: {}", s.message());
+            assert!(s.message().contains(words), "{content_type}, {what}: {}", s.message());
+            assert!(!s.message().contains("Protobuf") && !s.message().contains("EOF"), "{}", s.message());
+            let info = s.get_error_details().error_info().cloned().unwrap();
+            assert_eq!((info.reason.as_str(), info.domain.as_str()), ("INVALID_ARGUMENT", "ferryman"));
+        }
+    }
+    // gRPC-web text that is not base64.
+    let (_, headers) = gw.grpc_raw(list_keys, MASTER_KEY, "application/grpc-web-text", b"!!!!".to_vec()).await;
+    let s = tonic::Status::from_header_map(&headers).unwrap();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument, "{}", s.message());
+    assert!(s.message().contains("not valid base64"), "{}", s.message());
+    // A message over the size limit (the test config sets 52428 bytes): the reason says so.
+    let big = vec![0_u8; 60_000];
+    let (_, headers) = gw.grpc_raw(list_keys, MASTER_KEY, "application/grpc", frame(0, 60_000, &big)).await;
+    let s = tonic::Status::from_header_map(&headers).unwrap();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument, "{}", s.message());
+    assert!(s.message().contains("limit of 52428 bytes"), "{}", s.message());
+    assert_eq!(s.get_error_details().error_info().unwrap().reason, "request_too_large");
+    // Every service, not one: the same for inference and health.
+    for method in ["/ferryman.v1.InferenceService/CreateChatCompletion", "/grpc.health.v1.Health/Check"] {
+        let (_, headers) = gw.grpc_raw(method, MASTER_KEY, "application/grpc", frame(0, 4, &garbage)).await;
+        assert_eq!(tonic::Status::from_header_map(&headers).unwrap().code(), tonic::Code::InvalidArgument, "{method}");
+    }
+    // What a handler answers is left as it is, and a well-formed request still succeeds.
+    let get_key = frame(0, 6, b"\x0a\x04nope");
+    let (_, headers) = gw.grpc_raw("/ferryman.v1.KeyService/GetKey", MASTER_KEY, "application/grpc", get_key).await;
+    let s = tonic::Status::from_header_map(&headers).unwrap();
+    assert_eq!(s.code(), tonic::Code::NotFound, "{}", s.message());
+    assert_eq!(s.get_error_details().error_info().unwrap().reason, "NOT_FOUND");
+    let (status, headers) = gw.grpc_raw(list_keys, MASTER_KEY, "application/grpc", frame(0, 0, b"")).await;
+    assert_eq!(status, 200);
+    assert!(headers.get("grpc-status").is_none(), "a success's status is in its trailers: {headers:?}");
+}
