@@ -343,3 +343,53 @@ async fn undecodable_grpc_requests_are_invalid_argument_not_internal() {
     assert_eq!(status, 200);
     assert!(headers.get("grpc-status").is_none(), "a success's status is in its trailers: {headers:?}");
 }
+
+/// Asserts Anthropic's error shape: status, type, and words in the message.
+fn assert_anthropic_error(reply: &(u16, reqwest::header::HeaderMap, Value), status: u16, kind: &str, words: &str) {
+    let (got, _, body) = reply;
+    assert_eq!(*got, status, "{body}");
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], kind, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(words), "message {message:?} lacks {words:?}");
+}
+
+#[tokio::test]
+async fn anthropic_messages_require_max_tokens_and_answer_in_anthropic_shape() {
+    let gw = gateway().await;
+    let http = gw.http();
+    let call = |extra: Value| {
+        let mut body = json!({"model": "demo", "messages": [{"role": "user", "content": "hello"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+
+    let r = http.post("/v1/messages", MASTER_KEY, call(json!({}))).await;
+    assert_anthropic_error(&r, 400, "invalid_request_error", "max_tokens: required");
+    for (bad, words) in [
+        (json!(0), "max_tokens: must be at least 1"),
+        (json!(-5), "max_tokens: must be a whole number"),
+        (json!(2.5), "max_tokens: must be a whole number"),
+        (json!("100"), "max_tokens: must be a whole number"),
+        (json!(5_000_000_000_u64), "max_tokens: 5000000000 is more than"),
+        (Value::Null, "max_tokens: required"),
+    ] {
+        let r = http.post("/v1/messages", MASTER_KEY, call(json!({"max_tokens": bad}))).await;
+        assert_anthropic_error(&r, 400, "invalid_request_error", words);
+    }
+    let (status, _, body) = http.post("/v1/messages", MASTER_KEY, call(json!({"max_tokens": 64}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["type"], "message");
+
+    // Errors found after translation name the field too, and a bad key is Anthropic-shaped.
+    let r = http.post("/v1/messages", MASTER_KEY, call(json!({"max_tokens": 64, "temperature": "hot"}))).await;
+    assert_anthropic_error(&r, 400, "invalid_request_error", "temperature:");
+    let r = http.post("/v1/messages", "sk-unknown-0123456789abcdef", call(json!({"max_tokens": 64}))).await;
+    assert_anthropic_error(&r, 401, "authentication_error", "invalid API key");
+    // OpenAI's caps on stop sequences are not Anthropic's: five are accepted here.
+    let stops = json!({"max_tokens": 64, "stop_sequences": ["a", "b", "c", "d", "e"]});
+    let (status, _, body) = http.post("/v1/messages", MASTER_KEY, call(stops)).await;
+    assert_eq!(status, 200, "{body}");
+}
