@@ -393,3 +393,65 @@ async fn anthropic_messages_require_max_tokens_and_answer_in_anthropic_shape() {
     let (status, _, body) = http.post("/v1/messages", MASTER_KEY, call(stops)).await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn request_lists_over_the_providers_documented_caps_are_refused_by_name() {
+    // A body limit big enough for 100,000 inputs, so the cap and not the size refuses them.
+    let config = standard_config(None).replace("max_request_size_mb: 0.05", "max_request_size_mb: 2");
+    let gw = Gateway::start(Options { backend: Backend::Sqlite, config, env: vec![] }).await;
+    let http = gw.http();
+
+    let r = http.post("/v1/embeddings", MASTER_KEY, json!({"model": "demo", "input": vec!["a"; 100_000]})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("input"), "100000 inputs is more than the 2048");
+    let r = http.post("/v1/embeddings", MASTER_KEY, json!({"model": "demo", "input": vec![vec![1]; 2049]})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("input"), "2049 inputs is more than the 2048");
+    let (status, _, body) =
+        http.post("/v1/embeddings", MASTER_KEY, json!({"model": "demo", "input": vec!["a"; 2048]})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"].as_array().unwrap().len(), 2048);
+
+    // OpenAI's chat caps: 4 stop sequences, 128 tools (also on the legacy completions).
+    let msg = json!([{"role": "user", "content": "hello"}]);
+    let tool = json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}});
+    let path = "/v1/chat/completions";
+    let r =
+        http.post(path, MASTER_KEY, json!({"model": "demo", "messages": msg, "stop": ["a", "b", "c", "d", "e"]})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("stop"), "5 stop sequences is more than the 4");
+    let r =
+        http.post(path, MASTER_KEY, json!({"model": "demo", "messages": msg, "tools": vec![tool.clone(); 129]})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("tools"), "129 tools is more than the 128");
+    let ok = json!({"model": "demo", "messages": msg, "stop": ["a", "b", "c", "d"], "tools": vec![tool; 128]});
+    let (status, _, body) = http.post(path, MASTER_KEY, ok).await;
+    assert_eq!(status, 200, "{body}");
+    let r =
+        http.post("/v1/completions", MASTER_KEY, json!({"model": "demo", "prompt": "hi", "stop": vec!["x"; 5]})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("stop"), "more than the 4");
+
+    // gRPC names the field at its proto path.
+    let mut client = pb::inference_service_client::InferenceServiceClient::new(gw.channel().await);
+    let params = pb::ChatCompletionParams {
+        model: "demo".into(),
+        messages: vec![pb::ChatMessage {
+            role: pb::Role::User.into(),
+            content: Some(pb::chat_message::Content::Text("hello".into())),
+            ..Default::default()
+        }],
+        sampling: Some(pb::SamplingParams { stop: vec!["x".into(); 5], ..Default::default() }),
+        ..Default::default()
+    };
+    let err = client
+        .create_chat_completion(authed(MASTER_KEY, pb::CreateChatCompletionRequest { params: Some(params) }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(err.get_error_details().bad_request().unwrap().field_violations[0].field, "params.sampling.stop");
+    let err = client
+        .create_embeddings(authed(
+            MASTER_KEY,
+            pb::CreateEmbeddingsRequest { model: "demo".into(), input: vec!["a".into(); 2049], ..Default::default() },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(err.get_error_details().bad_request().unwrap().field_violations[0].field, "input");
+}

@@ -371,7 +371,7 @@ pub async fn messages(
     if openai.get("stream") == Some(&Value::Bool(true)) {
         openai.insert("stream_options".to_owned(), json!({"include_usage": true}));
     }
-    let request = match ChatRequest::from_json_object(openai) {
+    let request = match ChatRequest::from_translated_json_object(openai) {
         Ok(r) => r,
         Err(e) => return error_response(&e),
     };
