@@ -63,6 +63,12 @@ pub struct ChatRequest {
 /// The most choices (`n`) one call may ask for (OpenAI's own maximum).
 pub const MAX_CHOICES: u32 = 128;
 
+/// The most stop sequences one call may give: OpenAI documents "up to 4 sequences".
+pub const MAX_STOP_SEQUENCES: usize = 4;
+
+/// The most tools one call may offer: OpenAI documents "a max of 128 functions".
+pub const MAX_TOOLS: usize = 128;
+
 /// The names of [`ChatRequest`]'s typed fields; everything else goes to `extra`.
 const KNOWN_FIELDS: &[&str] = &[
     "model",
@@ -395,8 +401,23 @@ fn json_type(v: &Value) -> &'static str {
 
 impl ChatRequest {
     /// Parses an OpenAI request body: typed fields are checked with the failing field named
-    /// (`messages[0].role: unknown variant ...`), the rest kept in `extra`.
-    pub fn from_json_object(mut object: Map<String, Value>) -> Result<Self, GatewayError> {
+    /// (`messages[0].role: unknown variant ...`), the rest kept in `extra`; then [`Self::validate`].
+    pub fn from_json_object(object: Map<String, Value>) -> Result<Self, GatewayError> {
+        let request = Self::parse_object(object)?;
+        request.validate()?;
+        Ok(request)
+    }
+
+    /// [`Self::from_json_object`] for a body translated into OpenAI's shape from another API
+    /// (Anthropic's Messages): checks what holds whatever the API, not the caps only OpenAI's
+    /// documents ([`Self::validate_openai_caps`]), which that API's clients were never held to.
+    pub fn from_translated_json_object(object: Map<String, Value>) -> Result<Self, GatewayError> {
+        let request = Self::parse_object(object)?;
+        request.validate_common()?;
+        Ok(request)
+    }
+
+    fn parse_object(mut object: Map<String, Value>) -> Result<Self, GatewayError> {
         let mut known = Map::new();
         for name in KNOWN_FIELDS {
             if let Some(v) = object.remove(*name) {
@@ -426,12 +447,41 @@ impl ChatRequest {
             }
         }
         request.extra = object;
-        request.validate()?;
         Ok(request)
     }
 
-    /// Checks what types alone cannot: required and non-empty fields, ranges.
+    /// Checks a request in OpenAI's Chat Completions API (the HTTP shim's chat and completions,
+    /// gRPC's `ChatCompletionParams`): [`Self::validate_common`] and the API's documented caps.
     pub fn validate(&self) -> Result<(), GatewayError> {
+        self.validate_common()?;
+        self.validate_openai_caps()
+    }
+
+    /// The list lengths OpenAI's API documents a cap for.
+    pub fn validate_openai_caps(&self) -> Result<(), GatewayError> {
+        let stops = match &self.stop {
+            Some(Stop::Many(v)) => v.len(),
+            Some(Stop::One(_)) | None => 0,
+        };
+        if stops > MAX_STOP_SEQUENCES {
+            return Err(GatewayError::invalid(
+                "stop",
+                format!("stop: {stops} stop sequences is more than the {MAX_STOP_SEQUENCES} one call may give"),
+            ));
+        }
+        let tools = self.tools.as_ref().map_or(0, Vec::len);
+        if tools > MAX_TOOLS {
+            return Err(GatewayError::invalid(
+                "tools",
+                format!("tools: {tools} tools is more than the {MAX_TOOLS} one call may offer"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks what types alone cannot, whatever the API the request came in: required and
+    /// non-empty fields, ranges.
+    pub fn validate_common(&self) -> Result<(), GatewayError> {
         if self.model.trim().is_empty() {
             return Err(GatewayError::invalid("model", "model: must name a model"));
         }
@@ -526,6 +576,24 @@ mod tests {
         assert!(e.message.contains("model"), "{}", e.message);
         let e = parse(json!({"model": "m", "messages": []})).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("messages"));
+    }
+
+    #[test]
+    fn openai_caps_on_stop_and_tools_name_the_field() {
+        let hi = json!([{"role": "user", "content": "hi"}]);
+        let tool = json!({"type": "function", "function": {"name": "f"}});
+        assert!(parse(json!({"model": "m", "messages": hi, "stop": ["a", "b", "c", "d"]})).is_ok());
+        let e = parse(json!({"model": "m", "messages": hi, "stop": ["a", "b", "c", "d", "e"]})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("stop"));
+        assert!(e.message.contains("more than the 4"), "{}", e.message);
+        assert!(parse(json!({"model": "m", "messages": hi, "tools": vec![tool.clone(); 128]})).is_ok());
+        let e = parse(json!({"model": "m", "messages": hi, "tools": vec![tool.clone(); 129]})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("tools"));
+        // A body translated from Anthropic's API is not held to OpenAI's caps.
+        let Value::Object(map) = json!({"model": "m", "messages": hi, "stop": ["a", "b", "c", "d", "e"]}) else {
+            panic!("object")
+        };
+        assert!(ChatRequest::from_translated_json_object(map).is_ok());
     }
 
     #[test]

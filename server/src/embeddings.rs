@@ -29,6 +29,12 @@ fn invalid(message: impl Into<String>) -> GatewayError {
     GatewayError::invalid("input", message)
 }
 
+/// The most inputs one request may embed: the limit OpenAI documents for the API this route
+/// speaks ("any array must be 2048 dimensions or less"). A provider with a smaller batch limit
+/// refuses more itself. Their total size needs no cap of its own: the request body limit
+/// (`general_settings.max_request_size_mb`) already bounds it.
+pub const MAX_INPUTS: usize = 2048;
+
 impl EmbeddingRequest {
     pub fn from_json_object(mut body: Map<String, Value>) -> Result<Self, GatewayError> {
         let model = match body.get("model") {
@@ -60,6 +66,15 @@ impl EmbeddingRequest {
                 ));
             }
         };
+        let count = match &input {
+            Input::Texts(t) => t.len(),
+            Input::Tokens(t) => t.len(),
+        };
+        if count > MAX_INPUTS {
+            return Err(invalid(format!(
+                "input: {count} inputs is more than the {MAX_INPUTS} one request may embed; send them in batches"
+            )));
+        }
         let dimensions = match body.get("dimensions") {
             None | Some(Value::Null) => None,
             Some(v) => Some(

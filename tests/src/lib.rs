@@ -344,6 +344,37 @@ impl Gateway {
         tonic::transport::Endpoint::from_shared(self.url.clone()).unwrap().connect().await.expect("grpc connect")
     }
 
+    /// Posts raw bytes to a gRPC method path, for requests no generated client would send:
+    /// over HTTP/2 (prior knowledge) for `application/grpc`, over HTTP/1.1 for gRPC-web content
+    /// types. Answers the HTTP status and headers; an error answered before any message
+    /// (trailers-only) carries its `grpc-status` there.
+    pub async fn grpc_raw(
+        &self,
+        method: &str,
+        key: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, reqwest::header::HeaderMap) {
+        let builder = reqwest::Client::builder();
+        let client = if content_type.starts_with("application/grpc-web") {
+            builder.http1_only()
+        } else {
+            builder.http2_prior_knowledge()
+        }
+        .build()
+        .expect("http client");
+        let resp = client
+            .post(format!("{}{method}", self.url))
+            .header("content-type", content_type)
+            .header("te", "trailers")
+            .bearer_auth(key)
+            .body(body)
+            .send()
+            .await
+            .expect("grpc raw request");
+        (resp.status().as_u16(), resp.headers().clone())
+    }
+
     /// Mints a virtual key with the master key over HTTP; returns the response body.
     pub async fn create_key(&self, body: Value) -> Value {
         let (status, _, v) = self.http().post("/key/generate", MASTER_KEY, body).await;

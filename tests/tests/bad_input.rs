@@ -16,7 +16,7 @@ fn msg() -> Value {
 /// Asserts an OpenAI-shaped error: status, type, param, and words in the message.
 fn assert_error(reply: &(u16, reqwest::header::HeaderMap, Value), status: u16, kind: &str, param: Value, words: &str) {
     let (got, _, body) = reply;
-    assert_eq!(*got, status, "{body}");
+    assert_eq!(*got, status, "{:.2000}", body.to_string());
     let e = openai_error(body);
     assert_eq!(e["type"], kind, "{body}");
     assert_eq!(e["param"], param, "{body}");
@@ -230,4 +230,228 @@ async fn grpc_bad_input_gets_the_right_status_and_details() {
     assert_eq!(err.get_error_details().bad_request().unwrap().field_violations[0].field, "duration");
     let err = keys.get_key(authed(MASTER_KEY, pb::GetKeyRequest { key_id: "nope".into() })).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn query_strings_path_parameters_and_methods_get_openai_errors_naming_them() {
+    let gw = gateway().await;
+    let http = gw.http();
+
+    // A bad value, an unknown parameter, a missing or repeated one: each named in `param`.
+    let r = http.get("/key/list?size=abc", MASTER_KEY).await;
+    assert_error(&r, 400, "invalid_request_error", json!("size"), "size: invalid digit");
+    let r = http.get("/key/list?page_size=abc", MASTER_KEY).await;
+    assert_error(&r, 400, "invalid_request_error", json!("page_size"), "unknown field `page_size`");
+    let r = http.get("/key/list?return_full_object=maybe", MASTER_KEY).await;
+    assert_error(&r, 400, "invalid_request_error", json!("return_full_object"), "not `true` or `false`");
+    let r = http.get("/team/info", MASTER_KEY).await;
+    assert_error(&r, 400, "invalid_request_error", json!("team_id"), "missing field `team_id`");
+    let r = http.get("/spend/logs?page_size=1&page_size=2", MASTER_KEY).await;
+    assert_error(&r, 400, "invalid_request_error", json!("page_size"), "duplicate field `page_size`");
+    let r = http.get("/spend/logs?start_date=notadate", MASTER_KEY).await;
+    assert_error(&r, 400, "invalid_request_error", json!("start_date"), "YYYY-MM-DD");
+    let r = http.get("/audit?page_size=-1", MASTER_KEY).await;
+    assert_error(&r, 400, "invalid_request_error", json!("page_size"), "page_size:");
+    let r = http.get("/user/list?page_size=99999999999", MASTER_KEY).await;
+    assert_error(&r, 400, "invalid_request_error", json!("page_size"), "page_size:");
+
+    // Path parameters that are not UTF-8 once percent-decoded.
+    let r = http.get("/v1/models/%ff", MASTER_KEY).await;
+    assert_error(&r, 400, "invalid_request_error", json!("id"), "not valid UTF-8");
+    let r = http.post_raw("/key/%ff/regenerate", Some(MASTER_KEY), "").await;
+    assert_error(&r, 400, "invalid_request_error", json!("key"), "not valid UTF-8");
+    // The optional body of the path form is read like any other.
+    let r = http.post_raw("/key/sk-whatever/regenerate", Some(MASTER_KEY), "x".repeat(60_000)).await;
+    assert_error(&r, 400, "invalid_request_error", Value::Null, "larger than the gateway's limit");
+
+    // Whatever the content type claims, a body is read as JSON and refused as not JSON.
+    let resp = http
+        .client
+        .post(format!("{}/v1/chat/completions", http.base))
+        .bearer_auth(MASTER_KEY)
+        .header("content-type", "multipart/form-data; boundary=x")
+        .body("--x\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ndemo\r\n--x--\r\n")
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    assert_error(&(status, Default::default(), body), 400, "invalid_request_error", Value::Null, "not valid JSON");
+
+    // A method a route does not serve: 405 with Allow, in the same shape.
+    let (status, headers, body) = http.get("/v1/chat/completions", MASTER_KEY).await;
+    assert_eq!(headers["allow"], "POST");
+    assert_error(&(status, headers, body), 405, "invalid_request_error", Value::Null, "GET /v1/chat/completions");
+}
+
+/// A gRPC message frame: the compressed flag, the declared length, the bytes.
+fn frame(compressed: u8, declared: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![compressed];
+    out.extend_from_slice(&declared.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+#[tokio::test]
+async fn undecodable_grpc_requests_are_invalid_argument_not_internal() {
+    let gw = gateway().await;
+    let list_keys = "/ferryman.v1.KeyService/ListKeys";
+    let garbage = [0xff_u8; 4];
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("garbage bytes in a valid frame", frame(0, 4, &garbage), "not a valid protobuf encoding"),
+        ("a length prefix past the body", frame(0, 100, b"\x0a"), "length prefix"),
+        ("a compressed flag without grpc-encoding", frame(1, 0, b""), "no grpc-encoding"),
+        ("a compressed flag of 2", frame(2, 0, b""), "neither 0 nor 1"),
+        ("no message at all", Vec::new(), "no message"),
+    ];
+    for content_type in ["application/grpc", "application/grpc-web+proto"] {
+        for (what, body, words) in &cases {
+            let (status, headers) = gw.grpc_raw(list_keys, MASTER_KEY, content_type, body.clone()).await;
+            assert_eq!(status, 200, "{content_type}, {what}");
+            let s = tonic::Status::from_header_map(&headers).unwrap_or_else(|| panic!("no grpc-status: {headers:?}"));
+            assert_eq!(s.code(), tonic::Code::InvalidArgument, "{content_type}, {what}: {}", s.message());
+            assert!(s.message().contains(words), "{content_type}, {what}: {}", s.message());
+            assert!(!s.message().contains("Protobuf") && !s.message().contains("EOF"), "{}", s.message());
+            let info = s.get_error_details().error_info().cloned().unwrap();
+            assert_eq!((info.reason.as_str(), info.domain.as_str()), ("INVALID_ARGUMENT", "ferryman"));
+        }
+    }
+    // gRPC-web text that is not base64.
+    let (_, headers) = gw.grpc_raw(list_keys, MASTER_KEY, "application/grpc-web-text", b"!!!!".to_vec()).await;
+    let s = tonic::Status::from_header_map(&headers).unwrap();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument, "{}", s.message());
+    assert!(s.message().contains("not valid base64"), "{}", s.message());
+    // A message over the size limit (the test config sets 52428 bytes): the reason says so.
+    let big = vec![0_u8; 60_000];
+    let (_, headers) = gw.grpc_raw(list_keys, MASTER_KEY, "application/grpc", frame(0, 60_000, &big)).await;
+    let s = tonic::Status::from_header_map(&headers).unwrap();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument, "{}", s.message());
+    assert!(s.message().contains("limit of 52428 bytes"), "{}", s.message());
+    assert_eq!(s.get_error_details().error_info().unwrap().reason, "request_too_large");
+    // Every service, not one: the same for inference and health.
+    for method in ["/ferryman.v1.InferenceService/CreateChatCompletion", "/grpc.health.v1.Health/Check"] {
+        let (_, headers) = gw.grpc_raw(method, MASTER_KEY, "application/grpc", frame(0, 4, &garbage)).await;
+        assert_eq!(tonic::Status::from_header_map(&headers).unwrap().code(), tonic::Code::InvalidArgument, "{method}");
+    }
+    // What a handler answers is left as it is, and a well-formed request still succeeds.
+    let get_key = frame(0, 6, b"\x0a\x04nope");
+    let (_, headers) = gw.grpc_raw("/ferryman.v1.KeyService/GetKey", MASTER_KEY, "application/grpc", get_key).await;
+    let s = tonic::Status::from_header_map(&headers).unwrap();
+    assert_eq!(s.code(), tonic::Code::NotFound, "{}", s.message());
+    assert_eq!(s.get_error_details().error_info().unwrap().reason, "NOT_FOUND");
+    let (status, headers) = gw.grpc_raw(list_keys, MASTER_KEY, "application/grpc", frame(0, 0, b"")).await;
+    assert_eq!(status, 200);
+    assert!(headers.get("grpc-status").is_none(), "a success's status is in its trailers: {headers:?}");
+}
+
+/// Asserts Anthropic's error shape: status, type, and words in the message.
+fn assert_anthropic_error(reply: &(u16, reqwest::header::HeaderMap, Value), status: u16, kind: &str, words: &str) {
+    let (got, _, body) = reply;
+    assert_eq!(*got, status, "{body}");
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], kind, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(words), "message {message:?} lacks {words:?}");
+}
+
+#[tokio::test]
+async fn anthropic_messages_require_max_tokens_and_answer_in_anthropic_shape() {
+    let gw = gateway().await;
+    let http = gw.http();
+    let call = |extra: Value| {
+        let mut body = json!({"model": "demo", "messages": [{"role": "user", "content": "hello"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+
+    let r = http.post("/v1/messages", MASTER_KEY, call(json!({}))).await;
+    assert_anthropic_error(&r, 400, "invalid_request_error", "max_tokens: required");
+    for (bad, words) in [
+        (json!(0), "max_tokens: must be at least 1"),
+        (json!(-5), "max_tokens: must be a whole number"),
+        (json!(2.5), "max_tokens: must be a whole number"),
+        (json!("100"), "max_tokens: must be a whole number"),
+        (json!(5_000_000_000_u64), "max_tokens: 5000000000 is more than"),
+        (Value::Null, "max_tokens: required"),
+    ] {
+        let r = http.post("/v1/messages", MASTER_KEY, call(json!({"max_tokens": bad}))).await;
+        assert_anthropic_error(&r, 400, "invalid_request_error", words);
+    }
+    let (status, _, body) = http.post("/v1/messages", MASTER_KEY, call(json!({"max_tokens": 64}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["type"], "message");
+
+    // Errors found after translation name the field too, and a bad key is Anthropic-shaped.
+    let r = http.post("/v1/messages", MASTER_KEY, call(json!({"max_tokens": 64, "temperature": "hot"}))).await;
+    assert_anthropic_error(&r, 400, "invalid_request_error", "temperature:");
+    let r = http.post("/v1/messages", "sk-unknown-0123456789abcdef", call(json!({"max_tokens": 64}))).await;
+    assert_anthropic_error(&r, 401, "authentication_error", "invalid API key");
+    // OpenAI's caps on stop sequences are not Anthropic's: five are accepted here.
+    let stops = json!({"max_tokens": 64, "stop_sequences": ["a", "b", "c", "d", "e"]});
+    let (status, _, body) = http.post("/v1/messages", MASTER_KEY, call(stops)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn request_lists_over_the_providers_documented_caps_are_refused_by_name() {
+    // A body limit big enough for 100,000 inputs, so the cap and not the size refuses them.
+    let config = standard_config(None).replace("max_request_size_mb: 0.05", "max_request_size_mb: 2");
+    let gw = Gateway::start(Options { backend: Backend::Sqlite, config, env: vec![] }).await;
+    let http = gw.http();
+
+    let r = http.post("/v1/embeddings", MASTER_KEY, json!({"model": "demo", "input": vec!["a"; 100_000]})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("input"), "100000 inputs is more than the 2048");
+    let r = http.post("/v1/embeddings", MASTER_KEY, json!({"model": "demo", "input": vec![vec![1]; 2049]})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("input"), "2049 inputs is more than the 2048");
+    let (status, _, body) =
+        http.post("/v1/embeddings", MASTER_KEY, json!({"model": "demo", "input": vec!["a"; 2048]})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"].as_array().unwrap().len(), 2048);
+
+    // OpenAI's chat caps: 4 stop sequences, 128 tools (also on the legacy completions).
+    let msg = json!([{"role": "user", "content": "hello"}]);
+    let tool = json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}});
+    let path = "/v1/chat/completions";
+    let r =
+        http.post(path, MASTER_KEY, json!({"model": "demo", "messages": msg, "stop": ["a", "b", "c", "d", "e"]})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("stop"), "5 stop sequences is more than the 4");
+    let r =
+        http.post(path, MASTER_KEY, json!({"model": "demo", "messages": msg, "tools": vec![tool.clone(); 129]})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("tools"), "129 tools is more than the 128");
+    let ok = json!({"model": "demo", "messages": msg, "stop": ["a", "b", "c", "d"], "tools": vec![tool; 128]});
+    let (status, _, body) = http.post(path, MASTER_KEY, ok).await;
+    assert_eq!(status, 200, "{body}");
+    let r =
+        http.post("/v1/completions", MASTER_KEY, json!({"model": "demo", "prompt": "hi", "stop": vec!["x"; 5]})).await;
+    assert_error(&r, 400, "invalid_request_error", json!("stop"), "more than the 4");
+
+    // gRPC names the field at its proto path.
+    let mut client = pb::inference_service_client::InferenceServiceClient::new(gw.channel().await);
+    let params = pb::ChatCompletionParams {
+        model: "demo".into(),
+        messages: vec![pb::ChatMessage {
+            role: pb::Role::User.into(),
+            content: Some(pb::chat_message::Content::Text("hello".into())),
+            ..Default::default()
+        }],
+        sampling: Some(pb::SamplingParams { stop: vec!["x".into(); 5], ..Default::default() }),
+        ..Default::default()
+    };
+    let err = client
+        .create_chat_completion(authed(MASTER_KEY, pb::CreateChatCompletionRequest { params: Some(params) }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(err.get_error_details().bad_request().unwrap().field_violations[0].field, "params.sampling.stop");
+    let err = client
+        .create_embeddings(authed(
+            MASTER_KEY,
+            pb::CreateEmbeddingsRequest { model: "demo".into(), input: vec!["a".into(); 2049], ..Default::default() },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(err.get_error_details().bad_request().unwrap().field_violations[0].field, "input");
 }

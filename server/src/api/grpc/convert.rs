@@ -133,6 +133,19 @@ fn tool_call_to(c: &ToolCall) -> pb::ToolCall {
     }
 }
 
+/// The fields of `SamplingParams`, whose paths in errors are `params.sampling.<field>`.
+const SAMPLING_FIELDS: &[&str] = &[
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+];
+
 /// A gRPC request → the gateway's request; the field paths in errors are the proto's.
 pub fn chat_request(params: Option<pb::ChatCompletionParams>, stream: bool) -> Result<ChatRequest, GatewayError> {
     let params = params.ok_or_else(|| GatewayError::invalid("params", "params: required"))?;
@@ -237,7 +250,10 @@ pub fn chat_request(params: Option<pb::ChatCompletionParams>, stream: bool) -> R
     })?;
     request.validate().map_err(|mut e| {
         if let Some(p) = &e.param {
-            let field = format!("params.{p}");
+            // The sampling knobs sit in their own message in the proto.
+            let top = p.split(['.', '[']).next().unwrap_or_default();
+            let field =
+                if SAMPLING_FIELDS.contains(&top) { format!("params.sampling.{p}") } else { format!("params.{p}") };
             e.message = e.message.replacen(p.as_str(), &field, 1);
             e.param = Some(field);
         }

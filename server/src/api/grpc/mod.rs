@@ -3,6 +3,7 @@
 
 mod config;
 mod convert;
+mod decode;
 mod mcp;
 mod services;
 mod status;
@@ -73,5 +74,7 @@ pub async fn routes(gateway: Arc<Gateway>) -> Result<axum::Router, tonic_reflect
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    Ok(routes.into_axum_router())
+    // Around every service, inside gRPC-web's translation: a request tonic cannot decode is
+    // answered INVALID_ARGUMENT, not INTERNAL (see `decode`).
+    Ok(routes.into_axum_router().layer(axum::middleware::map_response_with_state(max_message, decode::decode_errors)))
 }

@@ -1,7 +1,7 @@
 //! The OpenAI error shape for every HTTP failure, malformed bodies included.
 
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -49,4 +49,17 @@ impl IntoResponse for ApiError {
         }
         resp
     }
+}
+
+/// A known route called with a method it does not serve: 405 (the router adds `Allow`) in the
+/// OpenAI shape, as OpenAI answers it, instead of axum's empty body.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let e = GatewayError::invalid(
+        "",
+        format!("invalid method for this route ({method} {}); see the Allow header", uri.path()),
+    )
+    .with_reason("method_not_allowed");
+    let mut resp = ApiError(e).into_response();
+    *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    resp
 }

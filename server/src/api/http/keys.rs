@@ -2,12 +2,11 @@
 //! `/key/delete`, `/key/regenerate`, `/key/block`, `/key/unblock`.
 
 use axum::Json;
-use axum::extract::{Path, Query};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::extract::{JsonObject, Mgmt};
+use super::extract::{JsonObject, Mgmt, OptionalJsonObject, Path, Query};
 use super::mgmt::{take_list, take_str};
 use super::views::key_view;
 use crate::admin::fields::{parse, reject_unknown};
@@ -138,17 +137,8 @@ pub async fn regenerate(m: Mgmt, JsonObject(body): JsonObject) -> Reply {
     regenerate_inner(&m, None, body).await
 }
 
-pub async fn regenerate_path(m: Mgmt, Path(key): Path<String>, body: axum::body::Bytes) -> Reply {
-    // The body is optional here.
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        serde_json::Map::new()
-    } else {
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(map)) => map,
-            Ok(_) => return Err(GatewayError::invalid("", "the request body must be a JSON object").into()),
-            Err(e) => return Err(GatewayError::invalid("", format!("the request body is not valid JSON: {e}")).into()),
-        }
-    };
+/// `POST /key/{key}/regenerate`: the body is optional here.
+pub async fn regenerate_path(m: Mgmt, Path(key): Path<String>, OptionalJsonObject(body): OptionalJsonObject) -> Reply {
     regenerate_inner(&m, Some(key), body).await
 }
 

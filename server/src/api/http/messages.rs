@@ -19,7 +19,9 @@ use crate::chat::{ChatChunk, ChatRequest, ChatResponse};
 use crate::error::{ErrorCode, GatewayError};
 use crate::gateway::StreamEvent;
 
-/// Anthropic's error shape and status for a gateway error.
+/// Anthropic's error shape and status for a gateway error. The shape has no field for the
+/// parameter at fault, so the message names it (as Anthropic's own do: `max_tokens: Field
+/// required`).
 fn error_response(e: &GatewayError) -> Response {
     let kind = match e.code {
         ErrorCode::InvalidArgument | ErrorCode::BudgetExceeded => "invalid_request_error",
@@ -31,8 +33,12 @@ fn error_response(e: &GatewayError) -> Response {
         _ => "api_error",
     };
     let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let message = match &e.param {
+        Some(param) if !e.message.starts_with(param.as_str()) => format!("{param}: {}", e.message),
+        _ => e.message.clone(),
+    };
     let mut resp =
-        (status, Json(json!({"type": "error", "error": {"type": kind, "message": e.message}}))).into_response();
+        (status, Json(json!({"type": "error", "error": {"type": kind, "message": message}}))).into_response();
     if let Some(after) = e.retry_after
         && let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
     {
@@ -69,8 +75,26 @@ fn image_url(source: &Value) -> Option<String> {
     }
 }
 
+/// `max_tokens`: required by the Messages API, a whole number of at least 1.
+fn max_tokens(body: &Map<String, Value>) -> Result<u32, GatewayError> {
+    let refuse = |why: &str| GatewayError::invalid("max_tokens", format!("max_tokens: {why}"));
+    match body.get("max_tokens") {
+        None | Some(Value::Null) => {
+            Err(refuse("required; the Messages API takes the most tokens to generate, a whole number of at least 1"))
+        }
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(0) => Err(refuse("must be at least 1")),
+            Some(v) => u32::try_from(v).map_err(|_| refuse(&format!("{v} is more than any model generates"))),
+            None => Err(refuse("must be a whole number of at least 1")),
+        },
+        Some(_) => Err(refuse("must be a whole number of at least 1")),
+    }
+}
+
 /// The OpenAI chat request for an Anthropic Messages request.
 pub fn to_openai(mut body: Map<String, Value>) -> Result<Map<String, Value>, GatewayError> {
+    let max_tokens = max_tokens(&body)?;
+    body.remove("max_tokens");
     let mut messages = Vec::new();
     match body.remove("system") {
         Some(Value::String(s)) => messages.push(json!({"role": "system", "content": s})),
@@ -133,13 +157,8 @@ pub fn to_openai(mut body: Map<String, Value>) -> Result<Map<String, Value>, Gat
     }
     let mut out = Map::new();
     out.insert("messages".to_owned(), Value::Array(messages));
-    for (from, to) in [
-        ("model", "model"),
-        ("max_tokens", "max_tokens"),
-        ("temperature", "temperature"),
-        ("top_p", "top_p"),
-        ("stream", "stream"),
-    ] {
+    out.insert("max_tokens".to_owned(), max_tokens.into());
+    for (from, to) in [("model", "model"), ("temperature", "temperature"), ("top_p", "top_p"), ("stream", "stream")] {
         if let Some(v) = body.remove(from) {
             out.insert(to.to_owned(), v);
         }
@@ -333,9 +352,14 @@ impl Events {
 pub async fn messages(
     State(app): State<AppState>,
     Extension(RequestStart(started)): Extension<RequestStart>,
-    Auth(caller): Auth,
+    auth: Result<Auth, ApiError>,
     body: Result<JsonObject, ApiError>,
 ) -> Response {
+    // Even a bad key or body is answered in Anthropic's shape.
+    let caller = match auth {
+        Ok(Auth(caller)) => caller,
+        Err(ApiError(e)) => return error_response(&e),
+    };
     let body = match body {
         Ok(JsonObject(b)) => b,
         Err(ApiError(e)) => return error_response(&e),
@@ -347,7 +371,7 @@ pub async fn messages(
     if openai.get("stream") == Some(&Value::Bool(true)) {
         openai.insert("stream_options".to_owned(), json!({"include_usage": true}));
     }
-    let request = match ChatRequest::from_json_object(openai) {
+    let request = match ChatRequest::from_translated_json_object(openai) {
         Ok(r) => r,
         Err(e) => return error_response(&e),
     };

@@ -3,13 +3,12 @@
 //! [`crate::admin`], and answers in LiteLLM's shape.
 
 use axum::Json;
-use axum::extract::{Path, Query};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
-use super::extract::{JsonObject, Mgmt};
+use super::extract::{JsonObject, Mgmt, Path, Query};
 use super::views::{key_view, membership_view, view};
 use crate::admin::fields::{parse, typed};
 use crate::admin::users::MemberSpec;

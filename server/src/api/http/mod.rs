@@ -123,5 +123,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/health/readiness", get(health::readiness))
         // Prometheus (no tenant data in it, so no key is asked for).
         .route("/metrics", get(health::metrics))
+        // Every route above: a method it does not serve gets the OpenAI error shape.
+        .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
 }

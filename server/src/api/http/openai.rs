@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::{ApiError, openai_code};
-use super::extract::{Auth, JsonObject};
+use super::extract::{Auth, JsonObject, Path};
 use crate::chat::ChatRequest;
 use crate::error::{ErrorCode, GatewayError};
 use crate::gateway::{CallInfo, StreamEvent};
@@ -184,7 +184,7 @@ pub async fn list_models(State(app): State<AppState>, Auth(caller): Auth) -> Jso
 pub async fn get_model(
     State(app): State<AppState>,
     Auth(caller): Auth,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let models = app.gateway.models();
     let groups = models.access_groups();

@@ -1,7 +1,6 @@
 //! `GET /spend/logs` with LiteLLM's query parameters.
 
 use axum::Json;
-use axum::extract::Query;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::IntoResponse;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -9,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::extract::Mgmt;
+use super::extract::{Mgmt, Query};
 use crate::admin::keys;
 use crate::error::GatewayError;
 use crate::store::{PageRequest, SpendQuery, SpendRecord};
