@@ -1,6 +1,7 @@
 //! Assembles the gateway and serves it: one listener for gRPC, gRPC-web and HTTP.
 //!
-//! [`build`] opens the store, migrates it and wires the hot path; [`serve`] takes a bound listener and a shutdown future,
+//! [`build`] opens the store, migrates it and wires the hot path; [`router`] is the one
+//! middleware stack over every route; [`serve`] takes a bound listener and a shutdown future,
 //! so tests bind port 0 and the binary binds its configured address.
 //!
 //! Serving is this module's own accept loop over hyper-util's auto connection (HTTP/1.1 or
@@ -19,6 +20,9 @@
 //! - a failed accept (out of descriptors) pauses the loop for [`ACCEPT_BACKOFF`] instead of
 //!   spinning, logged once until accepting works again.
 //!
+//! Request bodies are bounded by `request_body_timeout` in [`router`], not here: the deadline
+//! is per request, and its refusal is an answer in each surface's error shape.
+//!
 //! Shutdown runs in phases: stop accepting, drain in-flight requests (streams included,
 //! bounded by [`DRAIN_DEADLINE`]), then flush the spend ledger.
 
@@ -26,24 +30,27 @@ use crate::limits::rates::Rates;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tower::ServiceExt;
+use tower::{ServiceBuilder, ServiceExt};
 
 use crate::api::http::{ApiError, AppState, RequestStart};
 use crate::api::{grpc, http};
@@ -199,6 +206,7 @@ pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
 /// The whole router: HTTP routes, gRPC (and gRPC-web) services, and the layers around them.
 pub async fn router(gateway: Arc<Gateway>) -> Result<Router, StartError> {
     let body_limit = gateway.config.general.max_request_size_bytes;
+    let body_timeout = gateway.config.general.connections.request_body_timeout;
     let grpc = grpc::routes(gateway.clone())
         .await?
         // gRPC-web requests are translated to gRPC; other requests pass through untouched.
@@ -207,12 +215,20 @@ pub async fn router(gateway: Arc<Gateway>) -> Result<Router, StartError> {
     let http = http::routes(AppState { gateway })
         // The OpenAI shim refuses bodies over the configured size before reading them whole.
         .layer(DefaultBodyLimit::max(body_limit));
-    Ok(http
-        .merge(grpc)
-        .merge(mcp)
-        .fallback(not_found)
-        // Outermost: stamp the arrival time, so the overhead figure covers every layer.
-        .layer(middleware::from_fn(stamp_start)))
+    Ok(http.merge(grpc).merge(mcp).fallback(not_found).layer(
+        ServiceBuilder::new()
+            // Outermost: stamp the arrival time, so the overhead figure covers every layer.
+            .layer(middleware::from_fn(stamp_start))
+            // Every request body, whichever surface reads it (OpenAI shim, gRPC, MCP), must
+            // arrive whole within request_body_timeout of its head, or the request is
+            // answered with one error and its connection freed. Around all the routes, so no
+            // route can read a body before the deadline is on it and the refusal is the same
+            // wherever the body was read; inside the stamp, so its time is counted. A
+            // bodiless request (an SSE GET) carries no deadline, and responses (streams
+            // included) are never bounded here. No RPC in proto/ streams its request; one
+            // that did would need exempting here.
+            .layer(middleware::from_fn_with_state(body_timeout, body_deadline)),
+    ))
 }
 
 async fn stamp_start(mut req: Request, next: Next) -> Response {
@@ -599,6 +615,84 @@ fn connection_ceiling(nofile: u64) -> usize {
     let kept = (nofile / 4).max(64);
     let ceiling = nofile.saturating_sub(kept).saturating_sub(SHED_RESERVE as u64).max(1);
     usize::try_from(ceiling).unwrap_or(usize::MAX)
+}
+
+/// The body deadline layer: wraps a request's body in a [`DeadlineBody`] and, if the deadline
+/// fired while something read it, answers with the body-timeout error instead of whatever
+/// the reader made of the failure.
+async fn body_deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    use http_body::Body as _;
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let expired = Arc::new(AtomicBool::new(false));
+    let grpc_call = is_grpc(req.headers());
+    let deadline = tokio::time::Instant::now() + limit;
+    let req =
+        req.map(|body| Body::new(DeadlineBody { inner: body, deadline, sleep: None, limit, expired: expired.clone() }));
+    let response = next.run(req).await;
+    if !expired.load(Ordering::Relaxed) {
+        return response;
+    }
+    tracing::debug!(limit_ms = limit.as_millis(), "request body incomplete at its deadline");
+    let e = GatewayError::invalid(
+        "",
+        format!(
+            "the request body did not arrive in full within {} of its headers \
+             (general_settings.request_body_timeout); send the whole body without pausing",
+            show(limit)
+        ),
+    )
+    .with_reason("REQUEST_BODY_TIMEOUT");
+    if grpc_call { grpc::to_status(e).into_http() } else { ApiError(e).into_response() }
+}
+
+fn show(d: Duration) -> String {
+    if d.subsec_millis() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+}
+
+/// A request body that fails once its deadline has passed with the body still incomplete.
+/// Data already there is always delivered: only a read that would wait fails.
+struct DeadlineBody {
+    inner: Body,
+    deadline: tokio::time::Instant,
+    /// Armed on the first read that has to wait, so a body read at once costs no timer.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    limit: Duration,
+    expired: Arc<AtomicBool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {}", show(*.0))]
+struct BodyTimedOut(Duration);
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
+        }
+        let deadline = this.deadline;
+        let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                this.expired.store(true, Ordering::Relaxed);
+                Poll::Ready(Some(Err(Box::new(BodyTimedOut(this.limit)))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.
