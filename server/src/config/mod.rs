@@ -92,7 +92,52 @@ pub struct GeneralSettings {
     /// `store_prompts_in_spend_logs`: spend records keep what was sent (an MCP tool call's
     /// arguments); off by default, since arguments often carry personal data.
     pub store_prompts_in_spend_logs: bool,
+    /// How the listening port bounds what a client may hold (connections, slow heads and
+    /// bodies, HTTP/2 streams).
+    pub connections: ConnectionLimits,
 }
+
+/// The bounds the one listening port puts on every client, read from `general_settings` at
+/// start (a reload does not change them). `server::serve` applies them per connection and
+/// `server::router` applies the body deadline per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// `max_connections`: connections served at once; past it new ones are shed with 503.
+    /// Lowered at start to fit under the process's open-file limit.
+    pub max_connections: usize,
+    /// `request_header_timeout`: a new connection must deliver its first complete request
+    /// head (HTTP/1) or request (HTTP/2) within this, or it is closed.
+    pub request_header_timeout: Duration,
+    /// `keepalive_timeout`: an HTTP/1 connection is closed once it has waited this long for
+    /// its next complete request head.
+    pub keepalive_timeout: Duration,
+    /// `request_body_timeout`: a request body must have arrived whole within this of its head.
+    pub request_body_timeout: Duration,
+    /// `http2_max_concurrent_streams`: streams one HTTP/2 client may have open at once.
+    pub http2_max_concurrent_streams: u32,
+    /// `http2_keepalive_interval`: how often an HTTP/2 connection is pinged when it is silent.
+    pub http2_keepalive_interval: Duration,
+    /// `http2_keepalive_timeout`: how long a ping may go unanswered before the connection is
+    /// closed.
+    pub http2_keepalive_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            request_header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(75),
+            request_body_timeout: Duration::from_secs(60),
+            http2_max_concurrent_streams: 200,
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// More connections than this is a typo, not a plan (and keeps the count a `u32`).
+const MAX_CONNECTIONS_CEILING: u64 = 1_000_000;
 
 /// `general_settings.redis_failure_policy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,6 +427,13 @@ const GENERAL: &[&str] = &[
     "config_managed_fields",
     "mcp_default_access",
     "store_prompts_in_spend_logs",
+    "max_connections",
+    "request_header_timeout",
+    "keepalive_timeout",
+    "request_body_timeout",
+    "http2_max_concurrent_streams",
+    "http2_keepalive_interval",
+    "http2_keepalive_timeout",
 ];
 const LITELLM: &[&str] = &[
     "request_timeout",
@@ -701,7 +753,9 @@ fn read_general(
             false
         }
     };
+    let connections = read_connection_limits(path, map, r);
     GeneralSettings {
+        connections,
         mcp_default_none,
         store_prompts_in_spend_logs: r.bool(path, map, "store_prompts_in_spend_logs").unwrap_or(false),
         config_prune,
@@ -718,6 +772,43 @@ fn read_general(
         redis_failure_policy,
         redis_lease,
         redis_timeout,
+    }
+}
+
+/// The connection limits; each must be greater than zero, and a missing one takes its default.
+fn read_connection_limits(path: &str, map: &Map<String, Value>, r: &mut Reader) -> ConnectionLimits {
+    let defaults = ConnectionLimits::default();
+    let mut count = |key: &str, default: u64, ceiling: u64| match r.u64(path, map, key) {
+        Some(0) => {
+            r.problem(join(path, key), "must be greater than zero");
+            default
+        }
+        Some(v) if v > ceiling => {
+            r.problem(join(path, key), format!("{v} is more than the ceiling of {ceiling}"));
+            default
+        }
+        Some(v) => v,
+        None => default,
+    };
+    let max_connections = count("max_connections", defaults.max_connections as u64, MAX_CONNECTIONS_CEILING);
+    let streams =
+        count("http2_max_concurrent_streams", u64::from(defaults.http2_max_concurrent_streams), u64::from(u32::MAX));
+    let mut duration = |key: &str, default: Duration| match r.seconds(path, map, key) {
+        Some(d) if d.is_zero() => {
+            r.problem(join(path, key), "must be greater than zero");
+            default
+        }
+        Some(d) => d,
+        None => default,
+    };
+    ConnectionLimits {
+        max_connections: usize::try_from(max_connections).unwrap_or(defaults.max_connections),
+        request_header_timeout: duration("request_header_timeout", defaults.request_header_timeout),
+        keepalive_timeout: duration("keepalive_timeout", defaults.keepalive_timeout),
+        request_body_timeout: duration("request_body_timeout", defaults.request_body_timeout),
+        http2_max_concurrent_streams: u32::try_from(streams).unwrap_or(defaults.http2_max_concurrent_streams),
+        http2_keepalive_interval: duration("http2_keepalive_interval", defaults.http2_keepalive_interval),
+        http2_keepalive_timeout: duration("http2_keepalive_timeout", defaults.http2_keepalive_timeout),
     }
 }
 
@@ -994,6 +1085,53 @@ general_settings:
         .unwrap();
         assert_eq!(loaded.config.general.master_key.unwrap().expose(), "sk-from-env");
         assert_eq!(loaded.config.general.database_url.unwrap().expose(), "postgresql://u:p@h/db");
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_read_every_syntax() {
+        let c = Config::parse("", &env(&[])).unwrap().config.general.connections;
+        assert_eq!(c, ConnectionLimits::default());
+        let text = "general_settings:
+  max_connections: 50
+  request_header_timeout: 1
+  keepalive_timeout: 2m
+  request_body_timeout: 2.5
+  http2_max_concurrent_streams: 4
+  http2_keepalive_interval: 10s
+";
+        let loaded =
+            Config::parse(text, &env(&[("FERRYMAN__GENERAL_SETTINGS__HTTP2_KEEPALIVE_TIMEOUT", "3")])).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let c = loaded.config.general.connections;
+        assert_eq!(c.max_connections, 50);
+        assert_eq!(c.request_header_timeout, Duration::from_secs(1));
+        assert_eq!(c.keepalive_timeout, Duration::from_secs(120));
+        assert_eq!(c.request_body_timeout, Duration::from_millis(2500));
+        assert_eq!(c.http2_max_concurrent_streams, 4);
+        assert_eq!(c.http2_keepalive_interval, Duration::from_secs(10));
+        assert_eq!(c.http2_keepalive_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn connection_limits_refuse_zero_and_nonsense_naming_the_key() {
+        let text = "general_settings:
+  max_connections: 0
+  request_body_timeout: 0
+  http2_max_concurrent_streams: 5000000000
+  http2_keepalive_interval: soon
+";
+        let err = Config::parse(text, &env(&[])).unwrap_err();
+        let got: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
+        let want = [
+            "general_settings.max_connections: must be greater than zero",
+            "general_settings.http2_max_concurrent_streams: 5000000000 is more than the ceiling",
+            "general_settings.request_body_timeout: must be greater than zero",
+            "general_settings.http2_keepalive_interval: invalid duration",
+        ];
+        for w in want {
+            assert!(got.iter().any(|g| g.starts_with(w)), "missing {w:?} in {got:#?}");
+        }
+        assert_eq!(got.len(), want.len(), "{got:#?}");
     }
 
     #[test]
