@@ -533,9 +533,14 @@ impl ChatRequest {
         u64::from(self.n.unwrap_or(1))
     }
 
-    /// The output token cap the caller asked for, if any.
+    /// The output token cap the caller asked for, if any. Given both `max_tokens` and
+    /// `max_completion_tokens`, the larger: providers differ in which one they honour, so only
+    /// the larger bounds what any of them generates.
     pub fn max_output_tokens(&self) -> Option<u32> {
-        self.max_completion_tokens.or(self.max_tokens)
+        match (self.max_completion_tokens, self.max_tokens) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 

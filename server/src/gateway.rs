@@ -102,7 +102,10 @@ struct Call {
     deployment: Arc<Deployment>,
     started_at: DateTime<Utc>,
     started: Instant,
-    prompt_estimate: u64,
+    /// The prompt's byte bound and its image parts: what the call is charged when its
+    /// provider reports no usage (see [`unreported_usage`]).
+    prompt_upper: u64,
+    media: u64,
     tags: Vec<String>,
     charges: Vec<Charge>,
     reservation: Option<Reservation>,
@@ -127,6 +130,9 @@ pub struct Ask<'a> {
     /// upper bound (the strict budget reservation).
     pub prompt_estimate: u64,
     pub prompt_upper: u64,
+    /// Image parts, each costing up to the provider's [`ProviderKind::max_image_tokens`]
+    /// besides `prompt_upper`.
+    pub media: u64,
     /// The exact prompt count with the upstream model's tokenizer, where it has one; asked
     /// only when the upper bound does not fit a budget.
     pub exact_prompt: &'a (dyn Fn(&str) -> Option<u64> + Sync),
@@ -181,6 +187,7 @@ impl Gateway {
             tags: &request.tags,
             prompt_estimate: tokens::estimate_prompt(request),
             prompt_upper: tokens::prompt_upper_bound(request),
+            media: tokens::media_parts(request),
             exact_prompt: &exact,
             max_output: request.max_output_tokens().map(u64::from),
             choices: request.choices(),
@@ -257,11 +264,14 @@ impl Gateway {
             }
         };
         let candidates = models.candidates(model);
-        let worst = |prompt| {
+        let worst = |prompt: u64| {
             candidates
                 .iter()
                 .chain(std::iter::once(&deployment))
-                .map(|d| d.price.cost(TokenCounts { prompt, completion: max_output(d), cached_prompt: 0 }))
+                .map(|d| {
+                    let prompt = prompt.saturating_add(ask.media.saturating_mul(d.config.provider.max_image_tokens()));
+                    d.price.cost(TokenCounts { prompt, completion: max_output(d), cached_prompt: 0 })
+                })
                 .max()
                 .unwrap_or_default()
         };
@@ -306,7 +316,8 @@ impl Gateway {
             deployment,
             started_at: now,
             started,
-            prompt_estimate,
+            prompt_upper: ask.prompt_upper,
+            media: ask.media,
             tags: tags.into_iter().map(|(name, _)| name).collect(),
             charges: scopes.into_iter().map(|s| s.charge).collect(),
             reservation,
@@ -495,12 +506,17 @@ impl Gateway {
             match result {
                 Ok(response) => {
                     let usage = response.usage.unwrap_or_else(|| {
-                        let completion: u64 = response
+                        let text: String = response
                             .choices
                             .iter()
-                            .map(|c| c.message.content.as_deref().map_or(0, tokens::estimate_text))
-                            .sum();
-                        Usage::new(call.prompt_estimate, completion)
+                            .flat_map(|c| {
+                                let calls = c.message.tool_calls.iter().flatten();
+                                let args =
+                                    calls.flat_map(|t| [t.function.name.as_str(), t.function.arguments.as_str()]);
+                                c.message.content.as_deref().into_iter().chain(args)
+                            })
+                            .collect();
+                        unreported_usage(&call, Some(&request), &text)
                     });
                     let info = gw.settle(&mut call, usage, None, "chat_completion", upstream_time);
                     if let (Some(cache), Some(key)) = (&gw.cache, &cache_key)
@@ -542,6 +558,7 @@ impl Gateway {
             tags: &request.tags,
             prompt_estimate: estimate,
             prompt_upper: upper,
+            media: 0,
             exact_prompt: &exact,
             max_output: Some(0),
             choices: 1,
@@ -560,7 +577,8 @@ impl Gateway {
             let upstream_time = upstream_start.elapsed();
             match result {
                 Ok(v) => {
-                    let prompt = v["usage"]["prompt_tokens"].as_u64().unwrap_or(call.prompt_estimate);
+                    // Unreported: the byte bound, never less than the inputs' tokens.
+                    let prompt = v["usage"]["prompt_tokens"].as_u64().unwrap_or(call.prompt_upper);
                     let info = gw.settle(&mut call, Usage::new(prompt, 0), None, "embedding", upstream_time);
                     Ok((v, info))
                 }
@@ -604,6 +622,7 @@ impl Gateway {
                     inner,
                     gateway: gw.clone(),
                     call: Some(call),
+                    request,
                     usage: None,
                     completion_chars: String::new(),
                     overhead_before,
@@ -694,13 +713,26 @@ impl Gateway {
     }
 }
 
+/// What a call is charged when its provider reported no usage (a stream the client left before
+/// its last chunk, a server that never reports): never less than it can have cost — the
+/// prompt counted with the model's tokenizer where it has one, else its byte bound, plus each
+/// image at the provider's maximum; the output likewise.
+fn unreported_usage(call: &Call, request: Option<&ChatRequest>, completion: &str) -> Usage {
+    let d = &call.deployment.config;
+    let images = call.media.saturating_mul(d.provider.max_image_tokens());
+    let prompt = request.and_then(|r| tokens::count_prompt(&d.upstream_model, r)).unwrap_or(call.prompt_upper);
+    Usage::new(prompt.saturating_add(images), tokens::completion_bound(&d.upstream_model, completion))
+}
+
 /// A provider stream wrapped with settlement; see [`Gateway::chat_stream`].
 pub struct GovernedStream {
     inner: ChunkStream,
     gateway: Arc<Gateway>,
     call: Option<Call>,
+    /// What was asked, counted if the provider reports no usage.
+    request: ChatRequest,
     usage: Option<Usage>,
-    /// The streamed text, counted if the provider reports no usage.
+    /// The streamed text and tool calls, counted if the provider reports no usage.
     completion_chars: String,
     overhead_before: Duration,
     finished: bool,
@@ -737,9 +769,7 @@ impl GovernedStream {
 
     fn finish(&mut self, error: Option<&GatewayError>) -> Option<CallInfo> {
         let mut call = self.call.take()?;
-        let usage = self
-            .usage
-            .unwrap_or_else(|| Usage::new(call.prompt_estimate, tokens::estimate_text(&self.completion_chars)));
+        let usage = self.usage.unwrap_or_else(|| unreported_usage(&call, Some(&self.request), &self.completion_chars));
         let upstream_time = call.started.elapsed().saturating_sub(self.overhead_before);
         let mut info = self.gateway.settle(&mut call, usage, error, "stream_chat_completion", upstream_time);
         info.overhead = self.overhead_before;
@@ -763,6 +793,10 @@ impl Stream for GovernedStream {
                 for choice in &chunk.choices {
                     if let Some(text) = &choice.delta.content {
                         self.completion_chars.push_str(text);
+                    }
+                    for f in choice.delta.tool_calls.iter().flatten().filter_map(|t| t.function.as_ref()) {
+                        self.completion_chars.push_str(f.name.as_deref().unwrap_or_default());
+                        self.completion_chars.push_str(f.arguments.as_deref().unwrap_or_default());
                     }
                 }
                 Poll::Ready(Some(Ok(StreamEvent::Chunk(chunk))))

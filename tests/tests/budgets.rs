@@ -557,3 +557,60 @@ async fn unknown_customers_and_tags_are_written_only_by_admitted_calls() {
     let (_, _, customers) = gw.http().get("/customer/list", MASTER_KEY).await;
     assert_eq!(customers.as_array().map(|c| c.len()), Some(1), "{customers}");
 }
+
+/// The strict worst case counts everything the provider bills: each image at the provider's
+/// per-image maximum (a URL is a few bytes, the image thousands of tokens), and the larger of
+/// `max_tokens` and `max_completion_tokens` (providers differ in which they honour).
+#[tokio::test]
+async fn images_and_both_output_caps_are_in_the_worst_case() {
+    let gw = Gateway::start(Options { backend: Backend::Sqlite, config: config("strict"), env: vec![] }).await;
+    // Room for a few text calls, far from one image's 50,000 tokens (30,000 nano-USD at demo's price).
+    let key = admin(&gw, "/key/generate", json!({"max_budget": 0.000_1})).await;
+    let secret = key["key"].as_str().unwrap();
+    let text = gw.http().post("/v1/chat/completions", secret, call_body(json!({}))).await;
+    assert_eq!(text.0, 200, "{}", text.2);
+    let image = json!({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    ]}]});
+    let (s, _, v) = gw.http().post("/v1/chat/completions", secret, call_body(image)).await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(openai_error(&v)["type"], "budget_exceeded", "{v}");
+    let both = json!({"max_completion_tokens": 1, "max_tokens": 64_000});
+    let (s, _, v) = gw.http().post("/v1/chat/completions", secret, call_body(both)).await;
+    assert_eq!(s, 400, "the larger cap is reserved: {v}");
+    assert_eq!(openai_error(&v)["type"], "budget_exceeded", "{v}");
+}
+
+/// A stream the client leaves before the provider reported usage is charged a bound, never an
+/// estimate below the real count: here the prompt's bytes (3 per CJK character, where four
+/// characters a token would charge a twelfth).
+#[tokio::test]
+async fn a_stream_left_before_its_usage_is_charged_a_bound() {
+    let cfg = config("strict").replace(
+        "      mock_response: \"ok ok ok ok\"\n",
+        "      mock_response: \"ok ok ok ok\"\n      mock_chunk_delay_ms: 300\n",
+    );
+    let gw = Gateway::start(Options { backend: Backend::Sqlite, config: cfg, env: vec![] }).await;
+    let key = admin(&gw, "/key/generate", json!({})).await;
+    let prompt = "你好".repeat(500);
+    let body = json!({"model": "demo", "stream": true, "messages": [{"role": "user", "content": prompt}]});
+    let mut resp = gw
+        .http()
+        .client
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(key["key"].as_str().unwrap())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let first = resp.chunk().await.unwrap();
+    assert!(first.is_some());
+    drop(resp);
+    let logs = gw.spend_logs_until(&format!("api_key={}", key["token"].as_str().unwrap()), 1).await;
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0]["error_code"], "CLIENT_DISCONNECTED", "{}", logs[0]);
+    let charged = logs[0]["prompt_tokens"].as_u64().unwrap();
+    assert!(charged >= prompt.len() as u64, "charged {charged} prompt tokens for {} bytes", prompt.len());
+}

@@ -52,6 +52,17 @@ impl ProviderKind {
         ProviderKind::Mock,
     ];
 
+    /// The most prompt tokens one image can cost, whatever its size: an image's tokens do not
+    /// follow its bytes (a URL is short). Anthropic scales images down to about 1,600 tokens;
+    /// OpenAI's dearest (gpt-4o-mini at high detail) reaches about 48,200; Gemini tiles large
+    /// images without a documented ceiling, so it gets OpenAI's.
+    pub fn max_image_tokens(self) -> u64 {
+        match self {
+            Self::Anthropic => 1_700,
+            _ => 50_000,
+        }
+    }
+
     pub fn parse(prefix: &str) -> Option<Self> {
         match prefix {
             "openai" => Some(Self::OpenAi),
