@@ -77,6 +77,11 @@ pub const SHED_RESERVE: usize = 32;
 /// How long a reserve connection lives, whatever it does, so an idle flood cannot keep the
 /// reserve (and so the probes) out for longer.
 pub const SHED_DEADLINE: Duration = Duration::from_secs(5);
+/// How long an idle connection told to close may take to do so before it is cut off.
+pub const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// A reserve connection must ask within this, so idle sockets cannot hold the reserve (and
+/// keep the probes out) for long.
+pub const SHED_FIRST_REQUEST: Duration = Duration::from_secs(1);
 /// An overload episode ends once no connection has been shed for this long.
 const OVERLOAD_QUIET: Duration = Duration::from_secs(5);
 /// What a shed request is told to wait before retrying.
@@ -260,7 +265,15 @@ pub async fn serve(
     }
     // Other instances' changes, from the audit log (with or without Redis).
     match gateway.store.audit_head().await {
-        Ok(head) => crate::sync::feed::start(&gateway, head.seq),
+        Ok(head) => {
+            // Read the tag records again after the head: a change made since build is in
+            // them, and every later one is past the head.
+            gateway.tags.invalidate();
+            if let Err(e) = gateway.tags.refresh().await {
+                return Err(StartError::Gateway(e));
+            }
+            crate::sync::feed::start(&gateway, head.seq);
+        }
         Err(e) => return Err(StartError::Database { url: redact_url(&database_url(&gateway.config)), source: e }),
     }
     let app = router(gateway.clone()).await?;
@@ -399,8 +412,63 @@ async fn accept_loop(listener: TcpListener, serving: Arc<Serving>, shutdown: imp
     let _ = reserve.acquire_many(u32::try_from(SHED_RESERVE).unwrap_or(u32::MAX)).await;
 }
 
+/// What a connection is doing: requests in flight (until their response body ends) and when
+/// the last one began, for the idle bound.
+#[derive(Default)]
+struct Activity {
+    asked: AtomicBool,
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Milliseconds since the connection began, when the last request began.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+/// Held by a request and then its response body: the connection is busy while one exists.
+struct Busy {
+    activity: Arc<Activity>,
+}
+
+impl Busy {
+    fn begin(activity: &Arc<Activity>, since: Instant) -> Self {
+        activity.asked.store(true, Ordering::Relaxed);
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        let ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        activity.last_ms.store(ms, Ordering::Relaxed);
+        Busy { activity: activity.clone() }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its connection counted busy until it ends or is dropped.
+struct BusyBody {
+    inner: Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for BusyBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Serves one admitted connection until it closes, it sends no first request within
-/// `request_header_timeout`, or shutdown drains it. Holds its slot while it runs.
+/// `request_header_timeout`, it stays idle (nothing in flight, HTTP/1 or HTTP/2 alike) for
+/// `keepalive_timeout`, or shutdown drains it. Holds its slot while it runs.
 async fn serve_connection(
     serving: Arc<Serving>,
     tcp: TcpStream,
@@ -408,13 +476,18 @@ async fn serve_connection(
     mut stopping: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
 ) {
-    let asked = Arc::new(AtomicBool::new(false));
+    let activity = Arc::new(Activity::default());
+    let began = Instant::now();
     let service = {
-        let asked = asked.clone();
-        serving.app.clone().map_request(move |mut req: Request<Incoming>| {
-            asked.store(true, Ordering::Relaxed);
+        let (activity, app) = (activity.clone(), serving.app.clone());
+        tower::service_fn(move |mut req: Request<Incoming>| {
+            let busy = Busy::begin(&activity, began);
             req.extensions_mut().insert(ConnectInfo(peer));
-            req
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(req).await?;
+                Ok::<_, Infallible>(response.map(|inner| Body::new(BusyBody { inner, _busy: busy })))
+            }
         })
     };
     let conn = serving.builder.serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service));
@@ -422,7 +495,12 @@ async fn serve_connection(
     // hyper has no clock before it knows the protocol, and none at all for a first HTTP/2
     // request: this one covers both.
     let mut first_request = pin!(tokio::time::sleep(serving.limits.request_header_timeout));
-    let (mut awaiting_first, mut draining) = (true, false);
+    // An HTTP/2 client that only answers pings would hold its slot for ever: look every
+    // quarter of the idle bound.
+    let idle_after = serving.limits.keepalive_timeout;
+    let mut idle_check = tokio::time::interval((idle_after / 4).max(Duration::from_millis(100)));
+    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut awaiting_first, mut draining, mut idle) = (true, false, false);
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -432,16 +510,37 @@ async fn serve_connection(
                 return;
             }
             () = &mut first_request, if awaiting_first => {
-                if !asked.load(Ordering::Relaxed) {
+                if !activity.asked.load(Ordering::Relaxed) {
                     tracing::debug!(%peer, "closing a connection that sent no request within request_header_timeout");
                     return;
                 }
                 awaiting_first = false;
             }
+            _ = idle_check.tick(), if !draining => {
+                // Before the first request, the first-request deadline governs.
+                if !activity.asked.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let since_last = began.elapsed().saturating_sub(Duration::from_millis(activity.last_ms.load(Ordering::Relaxed)));
+                if activity.in_flight.load(Ordering::Relaxed) == 0 && since_last >= idle_after {
+                    tracing::debug!(%peer, "closing a connection idle for keepalive_timeout");
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                    idle = true;
+                }
+            }
             _ = stopping.wait_for(|stop| *stop), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
+        }
+        if idle {
+            // HTTP/2's goodbye waits for the client to answer a ping; one that never does is
+            // cut off.
+            if tokio::time::timeout(IDLE_CLOSE_GRACE, conn.as_mut()).await.is_err() {
+                tracing::debug!(%peer, "cutting off an idle connection that did not close");
+            }
+            return;
         }
     }
 }
@@ -450,8 +549,11 @@ async fn serve_connection(
 /// checks go to the router, everything else is answered 503.
 async fn serve_reserve(serving: Arc<Serving>, tcp: TcpStream, peer: SocketAddr, _slot: OwnedSemaphorePermit) {
     let app = serving.app.clone();
+    let asked = Arc::new(AtomicBool::new(false));
+    let seen = asked.clone();
     let service = tower::service_fn(move |mut req: Request<Incoming>| {
         let app = app.clone();
+        seen.store(true, Ordering::Relaxed);
         async move {
             if is_health_check(&req) {
                 req.extensions_mut().insert(ConnectInfo(peer));
@@ -461,10 +563,21 @@ async fn serve_reserve(serving: Arc<Serving>, tcp: TcpStream, peer: SocketAddr, 
         }
     });
     let conn = serving.reserve.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
-    match tokio::time::timeout(SHED_DEADLINE, conn).await {
-        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "shed connection ended with an error"),
-        Ok(Ok(())) => {}
-        Err(_) => tracing::debug!(%peer, "closing a shed connection at its deadline"),
+    let mut conn = pin!(tokio::time::timeout(SHED_DEADLINE, conn));
+    let first = tokio::time::sleep(SHED_FIRST_REQUEST);
+    tokio::select! {
+        result = conn.as_mut() => match result {
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "shed connection ended with an error"),
+            Ok(Ok(())) => {}
+            Err(_) => tracing::debug!(%peer, "closing a shed connection at its deadline"),
+        },
+        () = first => {
+            if asked.load(Ordering::Relaxed) {
+                let _ = conn.await;
+            } else {
+                tracing::debug!(%peer, "closing a shed connection that asked nothing");
+            }
+        }
     }
 }
 

@@ -153,6 +153,9 @@ impl Gateway {
             Some(id) => Some(self.customers.get(id).await?),
             None => None,
         };
+        for (i, t) in request_tags.iter().enumerate() {
+            crate::admin::tags::check_name(&format!("tags[{i}]"), t)?;
+        }
         let identity = caller.identity();
         let mut tags = Vec::new();
         for name in governance::tags::merge([

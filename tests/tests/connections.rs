@@ -405,3 +405,43 @@ async fn an_http2_client_gets_at_most_the_configured_concurrent_streams() {
         .into_inner();
     assert_eq!(h.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
 }
+
+/// An HTTP/2 connection with nothing in flight is closed once idle for `keepalive_timeout`,
+/// however it keeps itself alive otherwise, so idle clients cannot hold every slot — even one
+/// that never answers the goodbye ping; one with a request in flight is not.
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_keepalive_timeout() {
+    let gw = gateway("  keepalive_timeout: 2\n  http2_keepalive_interval: 600\n  request_body_timeout: 60\n").await;
+    let preface = || {
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend(h2_frame(H2_SETTINGS, 0, 0, &[]));
+        out
+    };
+    // One finished request (a health check, END_STREAM on its headers), then silence.
+    let mut idle = TcpStream::connect(gw.addr).await.unwrap();
+    let mut out = preface();
+    let mut block = vec![0x82, 0x86]; // :method GET, :scheme http
+    hpack_literal(&mut block, 4, "/health/liveness");
+    hpack_literal(&mut block, 1, "gw");
+    out.extend(h2_frame(H2_HEADERS, H2_END_HEADERS | 0x1, 1, &block));
+    idle.write_all(&out).await.unwrap();
+    // One with a request still in flight (its body never comes).
+    let mut busy = TcpStream::connect(gw.addr).await.unwrap();
+    let mut out = preface();
+    out.extend(h2_open_chat(1));
+    busy.write_all(&out).await.unwrap();
+
+    let (_, took) = read_until_closed(&mut idle, Duration::from_secs(8)).await;
+    assert!(took >= Duration::from_millis(1500), "closed after {took:?}, before it was idle for 2 s");
+    eprintln!("an idle HTTP/2 connection was closed after {took:?}");
+    // The busy one is still open (reads would wait, not end).
+    let mut buf = [0u8; 4096];
+    let open = loop {
+        match tokio::time::timeout(Duration::from_millis(500), busy.read(&mut buf)).await {
+            Err(_) => break true,
+            Ok(Ok(0)) | Ok(Err(_)) => break false,
+            Ok(Ok(_)) => continue,
+        }
+    };
+    assert!(open, "a connection with a request in flight was closed as idle");
+}

@@ -74,7 +74,7 @@ pub async fn resolve_member(
     spec: &MemberSpec,
     org: Option<&str>,
 ) -> Result<(User, Option<(Change, AuditDraft)>), GatewayError> {
-    let claim = ctx.who.user_id.is_some() && !ctx.who.is_admin();
+    let claim = !ctx.who.is_admin();
     let scope = org.map_or_else(|| "a team in no organization".to_owned(), |o| format!("organization {o:?}"));
     if let Some(id) = &spec.user_id {
         let field = format!("{field}.user_id");
