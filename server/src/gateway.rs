@@ -106,6 +106,8 @@ struct Call {
     /// provider reports no usage (see [`unreported_usage`]).
     prompt_upper: u64,
     media: u64,
+    /// Tokens the passed-through parameters may cost on OpenAI-shaped upstreams.
+    extra_upper: u64,
     tags: Vec<String>,
     charges: Vec<Charge>,
     reservation: Option<Reservation>,
@@ -133,6 +135,8 @@ pub struct Ask<'a> {
     /// Image parts, each costing up to the provider's [`ProviderKind::max_image_tokens`]
     /// besides `prompt_upper`.
     pub media: u64,
+    /// The passed-through parameters' bound, on providers that receive them.
+    pub extra_upper: u64,
     /// The exact prompt count with the upstream model's tokenizer, where it has one; asked
     /// only when the upper bound does not fit a budget.
     pub exact_prompt: &'a (dyn Fn(&str) -> Option<u64> + Sync),
@@ -188,6 +192,7 @@ impl Gateway {
             prompt_estimate: tokens::estimate_prompt(request),
             prompt_upper: tokens::prompt_upper_bound(request),
             media: tokens::media_parts(request),
+            extra_upper: tokens::extra_upper_bound(request),
             exact_prompt: &exact,
             max_output: request.max_output_tokens().map(u64::from),
             choices: request.choices(),
@@ -237,11 +242,7 @@ impl Gateway {
             governance::admit_customer(&c.customer, &models.target(model), models.access_groups())?;
         }
         let identity = caller.identity();
-        let tag_names = governance::tags::merge([
-            identity.map_or(&[][..], |i| i.key.tags.as_slice()),
-            identity.and_then(|i| i.team.as_ref()).map_or(&[][..], |t| t.tags.as_slice()),
-            ask.tags,
-        ])?;
+        let tag_names = governance::tags::merge(identity.into_iter().flat_map(|i| i.tag_lists()).chain([ask.tags]))?;
         let mut tags = Vec::with_capacity(tag_names.len());
         for name in tag_names {
             let record = self.tags.get(&name);
@@ -269,7 +270,10 @@ impl Gateway {
                 .iter()
                 .chain(std::iter::once(&deployment))
                 .map(|d| {
-                    let prompt = prompt.saturating_add(ask.media.saturating_mul(d.config.provider.max_image_tokens()));
+                    let provider = d.config.provider;
+                    let extra = if provider.forwards_extra() { ask.extra_upper } else { 0 };
+                    let images = ask.media.saturating_mul(provider.max_image_tokens());
+                    let prompt = prompt.saturating_add(images).saturating_add(extra);
                     d.price.cost(TokenCounts { prompt, completion: max_output(d), cached_prompt: 0 })
                 })
                 .max()
@@ -318,6 +322,7 @@ impl Gateway {
             started,
             prompt_upper: ask.prompt_upper,
             media: ask.media,
+            extra_upper: ask.extra_upper,
             tags: tags.into_iter().map(|(name, _)| name).collect(),
             charges: scopes.into_iter().map(|s| s.charge).collect(),
             reservation,
@@ -559,6 +564,7 @@ impl Gateway {
             prompt_estimate: estimate,
             prompt_upper: upper,
             media: 0,
+            extra_upper: 0,
             exact_prompt: &exact,
             max_output: Some(0),
             choices: 1,
@@ -720,7 +726,11 @@ impl Gateway {
 fn unreported_usage(call: &Call, request: Option<&ChatRequest>, completion: &str) -> Usage {
     let d = &call.deployment.config;
     let images = call.media.saturating_mul(d.provider.max_image_tokens());
-    let prompt = request.and_then(|r| tokens::count_prompt(&d.upstream_model, r)).unwrap_or(call.prompt_upper);
+    let extra = if d.provider.forwards_extra() { call.extra_upper } else { 0 };
+    let prompt = match request.and_then(|r| tokens::count_prompt(&d.upstream_model, r)) {
+        Some(exact) => exact,
+        None => call.prompt_upper.saturating_add(extra),
+    };
     Usage::new(prompt.saturating_add(images), tokens::completion_bound(&d.upstream_model, completion))
 }
 

@@ -73,15 +73,41 @@ pub fn count_prompt(model: &str, request: &ChatRequest) -> Option<u64> {
 
 /// An upper bound on a request's prompt tokens, images aside: every token of a BPE tokenizer
 /// is at least one byte, so the bytes of everything the provider reads bound it — each
-/// message as JSON (text, names, tool calls, image and audio data), the tools, and the
-/// parameters passed through — plus the per-message overhead. An image's tokens do not follow
+/// message's text, name, tool calls, image and audio data, and the tools (as JSON) — plus the
+/// per-message overhead. Parameters passed through are [`extra_upper_bound`]'s. An image's tokens do not follow
 /// its bytes (a URL is short); the caller adds [`media_parts`] times the provider's per-image
 /// maximum.
 pub fn prompt_upper_bound(request: &ChatRequest) -> u64 {
-    let messages: u64 = request.messages.iter().map(|m| 4 + json_len(m)).sum();
+    let bytes = |s: &str| s.len() as u64;
+    let content = |c: &Content| match c {
+        Content::Text(t) => bytes(t),
+        Content::Parts(parts) => parts
+            .iter()
+            .map(|p| match p {
+                ContentPart::Text { text } => bytes(text),
+                ContentPart::ImageUrl { image_url } => bytes(&image_url.url),
+                ContentPart::InputAudio { input_audio } => bytes(&input_audio.data),
+            })
+            .sum(),
+    };
+    let messages: u64 = request
+        .messages
+        .iter()
+        .map(|m| {
+            4 + m.content.as_ref().map_or(0, content)
+                + m.name.as_deref().map_or(0, bytes)
+                + m.tool_calls.as_ref().map_or(0, json_len)
+                + m.tool_call_id.as_deref().map_or(0, bytes)
+        })
+        .sum();
     let tools: u64 = request.tools.iter().flatten().map(json_len).sum();
-    let extra = if request.extra.is_empty() { 0 } else { json_len(&request.extra) };
-    messages + tools + extra + 3
+    messages + tools + 3
+}
+
+/// A bound on the tokens of the parameters passed through unchanged (`extra`), which only
+/// OpenAI-shaped upstreams receive (and may bill, e.g. `functions`).
+pub fn extra_upper_bound(request: &ChatRequest) -> u64 {
+    if request.extra.is_empty() { 0 } else { json_len(&request.extra) }
 }
 
 /// The image parts of a request's messages.
@@ -150,7 +176,8 @@ mod tests {
         assert_eq!(count_prompt("gpt-4o", &request), None, "a text tokenizer does not count media");
         let mut with_extra = request.clone();
         with_extra.extra.insert("functions".into(), serde_json::json!([{"name": "x".repeat(500)}]));
-        assert!(prompt_upper_bound(&with_extra) >= prompt_upper_bound(&request) + 500);
+        assert!(extra_upper_bound(&with_extra) >= 500);
+        assert_eq!(extra_upper_bound(&request), 0);
         assert_eq!(completion_bound("unknown-model", "ab cd"), 5);
     }
 

@@ -158,11 +158,7 @@ impl Gateway {
         }
         let identity = caller.identity();
         let mut tags = Vec::new();
-        for name in governance::tags::merge([
-            identity.map_or(&[][..], |i| i.key.tags.as_slice()),
-            identity.and_then(|i| i.team.as_ref()).map_or(&[][..], |t| t.tags.as_slice()),
-            request_tags,
-        ])? {
+        for name in governance::tags::merge(identity.into_iter().flat_map(|i| i.tag_lists()).chain([request_tags]))? {
             let record = self.tags.get(&name);
             tags.push((name, record));
         }

@@ -518,6 +518,16 @@ async fn tenants_cannot_take_over_users_or_widen_what_an_admin_set() {
     let (_, info) = get(&gw, MASTER_KEY, "/user/info?user_id=iu").await;
     assert_eq!(info["user_info"]["object_permission"]["mcp_servers"], json!(["time"]), "{info}");
 
+    // Tags an admin puts on the user ride on every personal key's calls (a tag can carry a
+    // budget), and the user cannot drop them.
+    admin(&gw, "/tag/new", json!({"name": "iu-cap", "max_budget": 0})).await;
+    admin(&gw, "/user/update", json!({"user_id": "iu", "tags": ["iu-cap"]})).await;
+    refused(post(&gw, iu, "/user/update", json!({"user_id": "iu", "tags": []})).await, "own tags dropped");
+    let call = json!({"model": "demo", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    let (s, v) = post(&gw, fresh, "/v1/chat/completions", call).await;
+    assert_eq!(s, 400, "the user's tag budget governs a new personal key: {v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("iu-cap"), "{v}");
+
     // No oracle for secrets: only proxy admins choose one (a conflict would say it is taken),
     // and someone else's secret is answered exactly like one that names no key.
     refused(post(&gw, iu, "/key/generate", json!({"key": "sk-guessed-secret-0001"})).await, "choose a secret");

@@ -348,6 +348,7 @@ pub async fn update(ctx: &Ctx<'_>, id: &str, f: UserFields, limits: LimitsFields
         || f.models.is_some()
         || f.budget_id.is_some()
         || f.blocked.is_some()
+        || f.tags.is_some()
         || f.object_permission.is_some();
     if !ctx.who.is_admin() {
         let self_edit = ctx.who.is_user(Some(id)) && !ctx.who.is_viewer() && !sensitive;
@@ -367,7 +368,7 @@ pub async fn update(ctx: &Ctx<'_>, id: &str, f: UserFields, limits: LimitsFields
         if !(self_edit || org_admin_edit) {
             return Err(deny(
                 &ctx.who,
-                "users may change only their own alias, metadata and tags; email, roles, models, object_permission, budgets and limits need a proxy admin (or an org admin, for their organization's users)",
+                "users may change only their own alias and metadata; email, roles, models, tags, object_permission, budgets and limits need a proxy admin (or an org admin, for their organization's users)",
             ));
         }
     }

@@ -41,6 +41,17 @@ pub struct Identity {
     pub org_tier: Option<BudgetTier>,
 }
 
+impl Identity {
+    /// The tags every call of this key carries: the key's, its user's (personal keys: a team
+    /// key answers to its team) and its team's.
+    pub fn tag_lists(&self) -> impl Iterator<Item = &[String]> {
+        let user = self.user.as_ref().filter(|_| self.team.is_none());
+        [Some(self.key.tags.as_slice()), user.map(|u| u.tags.as_slice()), self.team.as_ref().map(|t| t.tags.as_slice())]
+            .into_iter()
+            .flatten()
+    }
+}
+
 /// Who is calling.
 #[derive(Debug, Clone)]
 pub enum Caller {

@@ -80,10 +80,7 @@ impl Gateway {
         let keep_arguments = server.log_arguments.unwrap_or(self.config.general.store_prompts_in_spend_logs);
         let server = server.name.as_str();
         let identity = caller.identity();
-        let tag_names = crate::governance::tags::merge([
-            identity.map_or(&[][..], |i| i.key.tags.as_slice()),
-            identity.and_then(|i| i.team.as_ref()).map_or(&[][..], |t| t.tags.as_slice()),
-        ])?;
+        let tag_names = crate::governance::tags::merge(identity.into_iter().flat_map(|i| i.tag_lists()))?;
         let mut tags = Vec::with_capacity(tag_names.len());
         for t in tag_names {
             let record = self.tags.get(&t);

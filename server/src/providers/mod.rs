@@ -63,6 +63,12 @@ impl ProviderKind {
         }
     }
 
+    /// Whether the provider receives the request's unmodelled parameters (`extra`) as they
+    /// are: OpenAI-shaped upstreams do; the others get only what their adapter translates.
+    pub fn forwards_extra(self) -> bool {
+        matches!(self, Self::OpenAi | Self::Azure)
+    }
+
     pub fn parse(prefix: &str) -> Option<Self> {
         match prefix {
             "openai" => Some(Self::OpenAi),
