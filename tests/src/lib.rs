@@ -376,6 +376,25 @@ impl Gateway {
     }
 
     /// Mints a virtual key with the master key over HTTP; returns the response body.
+    /// `initialize` on `/mcp/<path>` with `key`: the status the gateway answers with.
+    pub async fn mcp_initialize(&self, path: &str, key: &str) -> u16 {
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "ferryman-tests", "version": "1"}},
+        });
+        let r = reqwest::Client::new()
+            .post(format!("{}/mcp/{path}", self.url))
+            .bearer_auth(key)
+            .header("accept", "application/json, text/event-stream")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    }
+
     pub async fn create_key(&self, body: Value) -> Value {
         let (status, _, v) = self.http().post("/key/generate", MASTER_KEY, body).await;
         assert_eq!(status, 200, "key/generate failed: {v}");

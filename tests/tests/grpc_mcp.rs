@@ -66,25 +66,6 @@ fn assert_no_secret(what: &str, text: &str) {
     }
 }
 
-/// `initialize` on `/mcp/<path>`: the status the gateway answers with.
-async fn mcp_initialize(gw: &Gateway, path: &str, key: &str) -> u16 {
-    let body = serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "grpc-mcp-test", "version": "1"}},
-    });
-    let r = reqwest::Client::new()
-        .post(format!("{}/mcp/{path}", gw.url))
-        .bearer_auth(key)
-        .header("accept", "application/json, text/event-stream")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    r.status().as_u16()
-}
-
 fn config() -> String {
     let mut cfg = standard_config(None);
     cfg.push_str("mcp_servers:\n  legacy:\n    url: http://127.0.0.1:9/mcp\n    access_groups: [dev]\n");
@@ -112,7 +93,7 @@ async fn mcp_servers_over_grpc(backend: Backend) {
         .unwrap()
         .into_inner()
         .secret;
-    assert_eq!(mcp_initialize(&gw, "dyn", &any_key).await, 404, "no server is named dyn yet");
+    assert_eq!(gw.mcp_initialize("dyn", &any_key).await, 404, "no server is named dyn yet");
 
     // Create: settings in config.yaml's shape, credentials write-only.
     let created = servers
@@ -176,8 +157,8 @@ async fn mcp_servers_over_grpc(backend: Backend) {
     assert_eq!(t.auth_type(), pb::McpAuthType::None);
 
     // The change reaches /mcp at once, governed by the keys' object_permission.
-    assert_eq!(mcp_initialize(&gw, "dyn", &any_key).await, 200);
-    assert_eq!(mcp_initialize(&gw, "dyn", &no_mcp_key).await, 403, "object_permission mcp_servers: [] allows nothing");
+    assert_eq!(gw.mcp_initialize("dyn", &any_key).await, 200);
+    assert_eq!(gw.mcp_initialize("dyn", &no_mcp_key).await, 403, "object_permission mcp_servers: [] allows nothing");
 
     // Get, and list a page at a time in name order: config.yaml's server too.
     let got = servers
@@ -360,7 +341,7 @@ async fn mcp_servers_over_grpc(backend: Backend) {
     let err =
         servers.get_mcp_server(authed(m, pb::GetMcpServerRequest { server_name: "dyn".into() })).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
-    assert_eq!(mcp_initialize(&gw, "dyn", &any_key).await, 404);
+    assert_eq!(gw.mcp_initialize("dyn", &any_key).await, 404);
 
     // No response showed a credential, and neither does the audit log, which has every change.
     assert_no_secret("a response", &shown);
@@ -559,7 +540,7 @@ async fn object_permission_over_grpc(backend: Backend) {
     let op = key.object_permission.clone().unwrap();
     assert_eq!((op.mcp_servers, op.mcp_access_groups), (list(&[]), None));
     assert_eq!(op.mcp_tool_permissions, tool_perms("legacy", &["legacy-search"]));
-    assert_eq!(mcp_initialize(&gw, "legacy", &created.secret).await, 403, "mcp_servers: [] on the key");
+    assert_eq!(gw.mcp_initialize("legacy", &created.secret).await, 403, "mcp_servers: [] on the key");
     // Unset servers (masked, left unset), set groups: now the key may use the dev group.
     let update = |op: Option<pb::ObjectPermission>, paths: &[&str]| pb::UpdateKeyRequest {
         key: Some(pb::Key { key_id: key.key_id.clone(), object_permission: op, ..Default::default() }),
@@ -581,7 +562,7 @@ async fn object_permission_over_grpc(backend: Backend) {
     let op = k.object_permission.unwrap();
     assert_eq!((op.mcp_servers, op.mcp_access_groups), (None, list(&["dev"])));
     assert_eq!(op.mcp_tool_permissions, tool_perms("legacy", &["legacy-search"]), "unmasked: kept");
-    assert_eq!(mcp_initialize(&gw, "legacy", &created.secret).await, 200, "legacy is in the dev group");
+    assert_eq!(gw.mcp_initialize("legacy", &created.secret).await, 200, "legacy is in the dev group");
     let got = keys.get_key(authed(m, pb::GetKeyRequest { key_id: key.key_id.clone() })).await.unwrap().into_inner();
     assert_eq!(got.key.unwrap().object_permission.unwrap().mcp_access_groups, list(&["dev"]));
     // Masking the whole object with none given unsets everything.

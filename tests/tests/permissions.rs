@@ -359,25 +359,6 @@ async fn escalations_are_refused() {
     assert_eq!((s, v["error"]["param"].as_str()), (400, Some("team_id")));
 }
 
-/// `initialize` on `/mcp/<server>` with `key`: the status.
-async fn mcp_initialize(gw: &Gateway, server: &str, key: &str) -> u16 {
-    let body = json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-    });
-    let http = gw.http();
-    let r = http
-        .client
-        .post(format!("{}/mcp/{server}", http.base))
-        .bearer_auth(key)
-        .header("accept", "application/json, text/event-stream")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    r.status().as_u16()
-}
-
 /// One organization's admin cannot take over another organization's users (by id or by
 /// email), hijack an invitation by registering its email first, or change the global role of
 /// someone another organization also holds; an owner cannot widen what an admin narrowed on
@@ -513,8 +494,8 @@ async fn tenants_cannot_take_over_users_or_widen_what_an_admin_set() {
     let (s, fresh) = post(&gw, iu, "/key/generate", json!({})).await;
     assert_eq!(s, 200, "{fresh}");
     let fresh = fresh["key"].as_str().unwrap();
-    assert_eq!(mcp_initialize(&gw, "time", fresh).await, 200);
-    assert_eq!(mcp_initialize(&gw, "files", fresh).await, 403, "the user's bound holds on a new key");
+    assert_eq!(gw.mcp_initialize("time", fresh).await, 200);
+    assert_eq!(gw.mcp_initialize("files", fresh).await, 403, "the user's bound holds on a new key");
     let (_, info) = get(&gw, MASTER_KEY, "/user/info?user_id=iu").await;
     assert_eq!(info["user_info"]["object_permission"]["mcp_servers"], json!(["time"]), "{info}");
 
