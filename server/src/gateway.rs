@@ -727,10 +727,8 @@ fn unreported_usage(call: &Call, request: Option<&ChatRequest>, completion: &str
     let d = &call.deployment.config;
     let images = call.media.saturating_mul(d.provider.max_image_tokens());
     let extra = if d.provider.forwards_extra() { call.extra_upper } else { 0 };
-    let prompt = match request.and_then(|r| tokens::count_prompt(&d.upstream_model, r)) {
-        Some(exact) => exact,
-        None => call.prompt_upper.saturating_add(extra),
-    };
+    let prompt = request.and_then(|r| tokens::count_prompt(&d.upstream_model, r)).unwrap_or(call.prompt_upper);
+    let prompt = prompt.saturating_add(extra);
     Usage::new(prompt.saturating_add(images), tokens::completion_bound(&d.upstream_model, completion))
 }
 

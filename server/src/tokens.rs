@@ -43,9 +43,10 @@ pub fn estimate_prompt(request: &ChatRequest) -> u64 {
 }
 
 /// A request's prompt tokens counted with the model's real tokenizer, when the model has one
-/// (OpenAI's families, through tiktoken): the same message overhead as [`estimate_prompt`],
-/// and the parameters passed through (`extra`) as text. `None` for models without a known
-/// tokenizer, and for requests with images or audio, which a text tokenizer does not count.
+/// (OpenAI's families, through tiktoken): the same message overhead as [`estimate_prompt`]
+/// (the parameters passed through are [`extra_upper_bound`]'s). `None` for models without a
+/// known tokenizer, and for requests with images or audio, which a text tokenizer does not
+/// count.
 pub fn count_prompt(model: &str, request: &ChatRequest) -> Option<u64> {
     if media_parts(request) > 0 || has_audio(request) {
         return None;
@@ -66,9 +67,7 @@ pub fn count_prompt(model: &str, request: &ChatRequest) -> Option<u64> {
         })
         .sum();
     let tools: u64 = request.tools.iter().flatten().map(|t| serde_json::to_string(t).map_or(0, |s| count(&s))).sum();
-    let extra =
-        if request.extra.is_empty() { 0 } else { serde_json::to_string(&request.extra).map_or(0, |s| count(&s)) };
-    Some(messages + tools + extra + 3)
+    Some(messages + tools + 3)
 }
 
 /// An upper bound on a request's prompt tokens, images aside: every token of a BPE tokenizer
